@@ -1,0 +1,205 @@
+"""Marshmallow schemas: request validation, response shapes, and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, fields, post_load, validate
+
+from shared.status import JobStatus
+
+STATUSES = [s.value for s in JobStatus]
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True, metadata={"example": "validation_error"})
+    message = fields.String(required=True)
+    details = fields.Dict(required=True)
+    request_id = fields.String(allow_none=True)
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
+class RegisterSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    password = fields.String(required=True, load_only=True,
+                             validate=validate.Length(min=8, max=1024))
+
+    @post_load
+    def normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        data["email"] = data["email"].strip().lower()
+        return data
+
+
+class LoginSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    email = fields.String(required=True, validate=validate.Length(min=1, max=254))
+    password = fields.String(required=True, load_only=True, validate=validate.Length(max=1024))
+
+
+class LogoutSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    refresh_token = fields.String(
+        load_default=None,
+        metadata={"description": "Also revoke this refresh token (recommended)."},
+    )
+
+
+class UserSchema(Schema):
+    id = fields.UUID(required=True)
+    email = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(["user", "admin"]))
+    created_at = fields.DateTime()
+
+
+class TokenSchema(Schema):
+    access_token = fields.String(required=True)
+    refresh_token = fields.String(required=True)
+    token_type = fields.String(required=True, metadata={"example": "Bearer"})
+    expires_in = fields.Integer(required=True, metadata={"description": "Seconds."})
+
+
+class AccessTokenSchema(Schema):
+    access_token = fields.String(required=True)
+    token_type = fields.String(required=True)
+    expires_in = fields.Integer(required=True)
+
+
+class JobSubmitSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    processor = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    params = fields.Dict(keys=fields.String(), load_default=dict)
+    max_attempts = fields.Integer(
+        load_default=None,
+        validate=validate.Range(min=1),
+        metadata={"description": "Attempt budget; defaults to the processor's, bounded."},
+    )
+
+
+class ProgressSchema(Schema):
+    current = fields.Integer(allow_none=True)
+    total = fields.Integer(allow_none=True)
+    message = fields.String(allow_none=True)
+
+
+class JobErrorSchema(Schema):
+    code = fields.String()
+    message = fields.String()
+
+
+class JobSchema(Schema):
+    id = fields.UUID(required=True)
+    owner_id = fields.UUID()
+    kind = fields.String()
+    processor = fields.String()
+    queue = fields.String()
+    params = fields.Dict()
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    attempts = fields.Integer()
+    max_attempts = fields.Integer()
+    progress = fields.Nested(ProgressSchema)
+    error = fields.Nested(JobErrorSchema, allow_none=True)
+    result = fields.Dict(allow_none=True)
+    idempotency_key = fields.String(allow_none=True)
+    cancel_requested = fields.Boolean()
+    next_attempt_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    links = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class JobListQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    kind = fields.String(validate=validate.Length(max=32))
+    processor = fields.String(validate=validate.Length(max=64))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(validate=validate.Length(max=200))
+
+
+class JobListSchema(Schema):
+    items = fields.List(fields.Nested(JobSchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
+class JobEventSchema(Schema):
+    id = fields.Integer()
+    type = fields.String()
+    attempt = fields.Integer(allow_none=True)
+    data = fields.Dict()
+    created_at = fields.DateTime()
+
+
+class JobEventListSchema(Schema):
+    items = fields.List(fields.Nested(JobEventSchema), required=True)
+
+
+class ProcessorSchema(Schema):
+    name = fields.String()
+    kind = fields.String()
+    description = fields.String()
+    input = fields.String(metadata={"description": "none, file or repository"})
+    accepts = fields.List(fields.String(), metadata={"description": "Accepted content types."})
+    queue = fields.String()
+    max_attempts = fields.Integer()
+    params = fields.Dict(metadata={"description": "JSON Schema of the parameters."})
+
+
+class ProcessorListSchema(Schema):
+    items = fields.List(fields.Nested(ProcessorSchema), required=True)
+
+
+class DeadLetterQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    processor = fields.String(validate=validate.Length(max=64))
+    error_code = fields.String(validate=validate.Length(max=64))
+    since = fields.AwareDateTime(metadata={"description": "failed_at >= since (ISO 8601)"})
+    until = fields.AwareDateTime(metadata={"description": "failed_at < until (ISO 8601)"})
+    state = fields.String(load_default="waiting",
+                          validate=validate.OneOf(["waiting", "requeued", "all"]))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(validate=validate.Length(max=200))
+
+
+class DeadLetterSchema(Schema):
+    id = fields.UUID()
+    job_id = fields.UUID()
+    task_name = fields.String()
+    processor = fields.String()
+    args = fields.Dict()
+    error = fields.Nested(JobErrorSchema)
+    traceback = fields.String(allow_none=True)
+    attempts = fields.Integer()
+    failed_at = fields.DateTime()
+    requeued_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class DeadLetterListSchema(Schema):
+    items = fields.List(fields.Nested(DeadLetterSchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
+class AffectedSchema(Schema):
+    affected = fields.Integer(required=True)
+
+
+class HealthSchema(Schema):
+    status = fields.String()
+    checks = fields.Dict()

@@ -1,0 +1,209 @@
+"""Every setting Dockyard reads, taken from environment variables and validated in one place.
+
+Start-up fails with a single line naming the offending variable, so a misconfigured
+container dies loudly instead of misbehaving later. Defaults suit `make run` on a
+developer machine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlparse
+
+DEFAULT_JWT_SECRET = "dev-insecure-jwt-secret-change-me"
+ENVIRONMENTS = ("development", "test", "production")
+
+
+class ConfigError(SystemExit):
+    """Raised for a missing or malformed setting; exits with one clear line."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        self.variable = variable
+        super().__init__(f"configuration error: {variable} {problem}")
+
+
+def _int(minimum: int = 0, maximum: int | None = None) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be an integer, got {raw!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise ConfigError(name, f"must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+def _float(minimum: float = 0.0) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be a number, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(name, f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _url(*schemes: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        parsed = urlparse(raw)
+        if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
+            raise ConfigError(name, f"must be a URL with scheme {' or '.join(schemes)}")
+        return raw
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        if raw not in choices:
+            raise ConfigError(name, f"must be one of {', '.join(choices)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def _text(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise ConfigError(name, "must not be empty")
+    return raw
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(name, f"must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings. Build with `load_settings()`; never mutate."""
+
+    env: str = "development"
+    database_url: str = "postgresql+psycopg2://dockyard:dockyard@127.0.0.1:5432/dockyard"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/1"
+    jwt_secret_key: str = DEFAULT_JWT_SECRET
+    jwt_access_token_expires: int = 900
+    jwt_refresh_token_expires: int = 30 * 24 * 3600
+    quota_submits_per_minute: int = 60
+    quota_active_jobs: int = 20
+    job_max_attempts: int = 3
+    job_max_attempts_limit: int = 10
+    retry_backoff_base: float = 2.0
+    retry_backoff_max: float = 300.0
+    retry_jitter: float = 0.5
+    heartbeat_interval: float = 5.0
+    heartbeat_stale_after: float = 30.0
+    sweep_interval: float = 10.0
+    outbox_grace: float = 10.0
+    sweep_batch_size: int = 200
+    broker_visibility_timeout: int = 7200
+    max_content_length: int = 100 * 1024 * 1024
+    log_level: str = "INFO"
+    log_json: bool = True
+    metrics_token: str = ""
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+
+# (attribute, environment variable, parser)
+_SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
+    ("env", "DOCKYARD_ENV", _choice(*ENVIRONMENTS)),
+    ("database_url", "DATABASE_URL", _url("postgresql+psycopg2", "postgresql", "sqlite")),
+    ("broker_url", "CELERY_BROKER_URL", _url("redis", "rediss", "memory")),
+    ("result_backend", "CELERY_RESULT_BACKEND", _text),
+    ("redis_url", "REDIS_URL", _url("redis", "rediss")),
+    ("jwt_secret_key", "JWT_SECRET_KEY", _text),
+    ("jwt_access_token_expires", "JWT_ACCESS_TOKEN_EXPIRES", _int(1)),
+    ("jwt_refresh_token_expires", "JWT_REFRESH_TOKEN_EXPIRES", _int(1)),
+    ("quota_submits_per_minute", "QUOTA_SUBMITS_PER_MINUTE", _int(0)),
+    ("quota_active_jobs", "QUOTA_ACTIVE_JOBS", _int(0)),
+    ("job_max_attempts", "JOB_MAX_ATTEMPTS", _int(1, 100)),
+    ("job_max_attempts_limit", "JOB_MAX_ATTEMPTS_LIMIT", _int(1, 100)),
+    ("retry_backoff_base", "RETRY_BACKOFF_BASE", _float(0.0)),
+    ("retry_backoff_max", "RETRY_BACKOFF_MAX", _float(0.0)),
+    ("retry_jitter", "RETRY_JITTER", _float(0.0)),
+    ("heartbeat_interval", "HEARTBEAT_INTERVAL", _float(0.1)),
+    ("heartbeat_stale_after", "HEARTBEAT_STALE_AFTER", _float(0.5)),
+    ("sweep_interval", "SWEEP_INTERVAL", _float(0.5)),
+    ("outbox_grace", "OUTBOX_GRACE", _float(0.0)),
+    ("sweep_batch_size", "SWEEP_BATCH_SIZE", _int(1, 10000)),
+    ("broker_visibility_timeout", "BROKER_VISIBILITY_TIMEOUT", _int(60)),
+    ("max_content_length", "MAX_CONTENT_LENGTH", _int(1024)),
+    ("log_level", "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
+    ("log_json", "LOG_JSON", _bool),
+    ("metrics_token", "METRICS_TOKEN", lambda _n, raw: raw),
+)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise ConfigError naming the first bad variable."""
+    source = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for attribute, variable, parse in _SPEC:
+        raw = source.get(variable)
+        if raw is None or (raw == "" and attribute != "metrics_token"):
+            continue
+        values[attribute] = parse(variable, raw)
+    settings = Settings(**values)
+    if not settings.result_backend:
+        settings = replace(settings, result_backend=_result_backend_for(settings.database_url))
+    _check_consistency(settings)
+    return settings
+
+
+def _result_backend_for(database_url: str) -> str:
+    """Celery's database backend wants the `db+` prefix and an explicit psycopg2 driver."""
+    if database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg2://" + database_url[len("postgresql://") :]
+    return "db+" + database_url
+
+
+def _check_consistency(settings: Settings) -> None:
+    if settings.is_production and settings.jwt_secret_key == DEFAULT_JWT_SECRET:
+        raise ConfigError("JWT_SECRET_KEY", "must be set to a secret value when DOCKYARD_ENV=production")
+    if settings.is_production and len(settings.jwt_secret_key) < 32:
+        raise ConfigError("JWT_SECRET_KEY", "must be at least 32 characters in production")
+    if settings.job_max_attempts > settings.job_max_attempts_limit:
+        raise ConfigError("JOB_MAX_ATTEMPTS", "must not exceed JOB_MAX_ATTEMPTS_LIMIT")
+    if settings.retry_jitter > 1:
+        raise ConfigError("RETRY_JITTER", "must be between 0 and 1")
+    if settings.heartbeat_stale_after <= settings.heartbeat_interval:
+        raise ConfigError("HEARTBEAT_STALE_AFTER", "must be longer than HEARTBEAT_INTERVAL")
+    if settings.broker_visibility_timeout <= settings.retry_backoff_max:
+        raise ConfigError(
+            "BROKER_VISIBILITY_TIMEOUT",
+            "must be longer than RETRY_BACKOFF_MAX, or delayed retries get delivered twice",
+        )
+
+
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """Process-wide settings, loaded once from the environment."""
+    global _cached
+    if _cached is None:
+        _cached = load_settings()
+    return _cached
+
+
+def reset_settings_cache() -> None:
+    """Forget cached settings (tests change the environment between apps)."""
+    global _cached
+    _cached = None

@@ -1,0 +1,78 @@
+"""Publishing job messages, after the job row is committed (a transactional outbox).
+
+The row is committed first with `published_at` empty; the message is sent after; then the
+row is marked published. If the process dies or the broker is down in between, the
+maintenance sweep finds the unpublished row and sends it, so the row and the queue can
+never diverge for good, and a job the API accepted is never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import update
+
+from shared.celery_app import app as celery_app
+from shared.db import session_scope
+from shared.models import Job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One message to publish for one delivery of a job."""
+
+    job_id: uuid.UUID
+    dispatch_id: uuid.UUID
+    queue: str
+    task_name: str
+    request_id: str | None = None
+    countdown: float | None = None
+
+    @classmethod
+    def for_job(cls, job: Job, task_name: str, countdown: float | None = None) -> Dispatch:
+        assert job.dispatch_id is not None, "a job is dispatched only with a dispatch id"
+        return cls(job.id, job.dispatch_id, job.queue, task_name, job.request_id, countdown)
+
+
+def send(dispatch: Dispatch) -> None:
+    """Publish the task message; raises on broker errors."""
+    celery_app.send_task(
+        dispatch.task_name,
+        kwargs={
+            "job_id": str(dispatch.job_id),
+            "dispatch_id": str(dispatch.dispatch_id),
+            "request_id": dispatch.request_id,
+        },
+        queue=dispatch.queue,
+        task_id=str(dispatch.dispatch_id),
+        countdown=dispatch.countdown,
+    )
+
+
+def publish(dispatch: Dispatch) -> bool:
+    """Send and mark the job published. False (and logged) if the broker refused."""
+    try:
+        send(dispatch)
+    except Exception:
+        log.warning(
+            "publish failed; the outbox sweep will retry",
+            exc_info=True,
+            extra={"event": "publish_failed", "job_id": str(dispatch.job_id)},
+        )
+        return False
+    mark_published(dispatch)
+    return True
+
+
+def mark_published(dispatch: Dispatch) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == dispatch.job_id, Job.dispatch_id == dispatch.dispatch_id)
+            .values(published_at=datetime.now(UTC))
+        )

@@ -1,0 +1,168 @@
+"""Job operations shared by the API and the maintenance tasks: submit, cancel, retry.
+
+Each function works inside the caller's session and leaves committing (and publishing,
+which must follow the commit) to the caller, so one request is one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared import events
+from shared.models import Job
+from shared.processors import Processor
+from shared.status import ACTIVE, RETRYABLE_BY_USER, JobStatus, check_transition
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+class JobConflict(Exception):
+    """The job's current state does not allow the operation (HTTP 409)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    job: Job
+    created: bool
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def set_status(job: Job, target: JobStatus) -> None:
+    """The only way code changes a loaded job's status: the state machine is checked."""
+    check_transition(job.id, job.status, target)
+    job.status = target.value
+
+
+def count_active_jobs(session: Session, owner_id: uuid.UUID) -> int:
+    return session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.owner_id == owner_id, Job.status.in_([s.value for s in ACTIVE]))
+    ) or 0
+
+
+def find_by_idempotency_key(session: Session, owner_id: uuid.UUID, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+
+
+def submit_job(
+    session: Session,
+    *,
+    owner_id: uuid.UUID,
+    processor: Processor,
+    params: dict[str, Any],
+    max_attempts: int,
+    queue: str | None = None,
+    idempotency_key: str | None = None,
+    request_id: str | None = None,
+) -> SubmitResult:
+    """Create a queued job (unpublished) unless the idempotency key names a recent one."""
+    if idempotency_key:
+        existing = find_by_idempotency_key(session, owner_id, idempotency_key)
+        if existing is not None:
+            if existing.created_at >= now() - IDEMPOTENCY_WINDOW:
+                check_same_request(existing, processor, params)
+                return SubmitResult(existing, created=False)
+            existing.idempotency_key = None  # expired: the key may name a new job
+            session.flush()
+
+    job = Job(
+        id=uuid.uuid4(),
+        owner_id=owner_id,
+        kind=processor.kind,
+        processor=processor.name,
+        queue=queue or processor.queue,
+        params=params,
+        status=JobStatus.QUEUED.value,
+        attempts=0,
+        max_attempts=max_attempts,
+        idempotency_key=idempotency_key,
+        request_id=request_id,
+        dispatch_id=uuid.uuid4(),
+        cancel_requested=False,
+    )
+    try:
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        # Two requests raced with the same key: the first one's job is the answer.
+        if not idempotency_key:
+            raise
+        existing = find_by_idempotency_key(session, owner_id, idempotency_key)
+        if existing is None:
+            raise
+        check_same_request(existing, processor, params)
+        return SubmitResult(existing, created=False)
+    events.record(
+        session, job.id, events.SUBMITTED,
+        processor=processor.name, queue=job.queue, max_attempts=max_attempts,
+        request_id=request_id,
+    )
+    return SubmitResult(job, created=True)
+
+
+def check_same_request(existing: Job, processor: Processor, params: dict[str, Any]) -> None:
+    if existing.processor != processor.name or existing.params != params:
+        raise JobConflict(
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used for a different request.",
+        )
+
+
+def cancel_job(session: Session, job: Job) -> bool:
+    """Cancel now if the job is not running (True); else flag it for its worker (False)."""
+    status = JobStatus(job.status)
+    if status in (JobStatus.QUEUED, JobStatus.RETRYING):
+        set_status(job, JobStatus.CANCELLED)
+        job.finished_at = now()
+        job.dispatch_id = None  # any message still in flight is now stale and dropped
+        job.next_attempt_at = None
+        events.record(session, job.id, events.CANCELLED, attempt=job.attempts, while_status=status.value)
+        return True
+    if status is JobStatus.RUNNING:
+        if not job.cancel_requested:
+            job.cancel_requested = True
+            events.record(session, job.id, events.CANCEL_REQUESTED, attempt=job.attempts)
+        return False
+    raise JobConflict("job_not_cancellable", f"A {status.value} job cannot be cancelled.")
+
+
+def retry_job(session: Session, job: Job, *, reason: str) -> None:
+    """Queue a failed, dead or cancelled job again with a fresh attempt budget."""
+    status = JobStatus(job.status)
+    if status not in RETRYABLE_BY_USER:
+        raise JobConflict(
+            "job_not_retryable",
+            f"Only failed, dead or cancelled jobs can be retried; this one is {status.value}.",
+        )
+    set_status(job, JobStatus.QUEUED)
+    job.attempts = 0
+    job.error_code = job.error_message = None
+    job.result = None
+    job.progress_current = job.progress_total = None
+    job.progress_message = None
+    job.cancel_requested = False
+    job.dispatch_id = uuid.uuid4()
+    job.published_at = None
+    job.next_attempt_at = None
+    job.heartbeat_at = None
+    job.worker_host = None
+    job.worker_pid = None
+    job.started_at = job.finished_at = None
+    events.record(session, job.id, events.REQUEUED, reason=reason, previous_status=status.value)

@@ -1,0 +1,79 @@
+"""Celery tasks. Each one only parses its arguments and calls plain functions.
+
+Task names say what runs (dockyard.diagnostic.run, dockyard.file.run, ...) so Flower tells
+the kinds of work apart at a glance.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from celery import Task
+from celery.signals import after_setup_logger, task_postrun, task_prerun, worker_process_init
+
+from shared import logging_setup, queues
+from shared.celery_app import app
+from shared.config import get_settings
+from shared.db import reset_engine, session_scope
+from workers.dead_letters import record_dead_letter
+from workers.runner import Delivery, run_delivery
+from workers.sweeps import run_sweeps
+
+
+@after_setup_logger.connect
+def _configure_logging(**_: Any) -> None:
+    settings = get_settings()
+    logging_setup.configure_logging("worker", settings.log_level, settings.log_json)
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    # A forked pool process must not reuse the parent's database connections.
+    reset_engine()
+
+
+@task_prerun.connect
+def _bind_log_context(task: Task, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+    kwargs = kwargs or {}
+    logging_setup.clear()
+    logging_setup.bind(task=task.name, job_id=kwargs.get("job_id"),
+                       request_id=kwargs.get("request_id"),
+                       dispatch_id=kwargs.get("dispatch_id"))
+
+
+@task_postrun.connect
+def _clear_log_context(**_: Any) -> None:
+    logging_setup.clear()
+
+
+def _deliver(task: Task, job_id: str, dispatch_id: str) -> dict[str, Any]:
+    delivery = Delivery(
+        job_id=uuid.UUID(job_id),
+        dispatch_id=uuid.UUID(dispatch_id),
+        task_name=task.name,
+        hostname=task.request.hostname or "unknown",
+    )
+    return run_delivery(delivery, get_settings())
+
+
+@app.task(name=queues.TASK_DIAGNOSTIC, bind=True)
+def run_diagnostic(
+    self: Task, job_id: str, dispatch_id: str, request_id: str | None = None
+) -> dict[str, Any]:
+    """Run a debug.* processor in the worker process."""
+    return _deliver(self, job_id, dispatch_id)
+
+
+@app.task(name=queues.TASK_DEAD_LETTER)
+def record_dead_letter_task(payload: dict[str, Any]) -> dict[str, Any]:
+    """Consume the dead-letter queue: keep the failed work for operators to inspect."""
+    with session_scope() as session:
+        created = record_dead_letter(session, payload)
+    return {"job_id": payload.get("job_id"), "recorded": created}
+
+
+@app.task(name=queues.TASK_SWEEP, ignore_result=True)
+def sweep() -> dict[str, Any]:
+    """Outbox, stale-heartbeat and dead-letter sweeps (bounded per run)."""
+    return run_sweeps(get_settings())
