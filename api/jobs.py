@@ -63,8 +63,8 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at,
         "links": {
-            "self": url_for("jobs.get_job", job_id=job.id),
-            "events": url_for("jobs.job_events", job_id=job.id),
+            "self": url_for("v1.jobs.get_job", job_id=job.id),
+            "events": url_for("v1.jobs.job_events", job_id=job.id),
         },
     }
 
@@ -72,7 +72,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
 def job_response(job: Job, status: int) -> Response:
     response = jsonify(JobSchema().dump(job_to_dict(job)))
     response.status_code = status
-    response.headers["Location"] = url_for("jobs.get_job", job_id=job.id)
+    response.headers["Location"] = url_for("v1.jobs.get_job", job_id=job.id)
     return response
 
 

@@ -68,7 +68,7 @@ class AfterCommit:
         if self.dispatch is not None:
             publish_dispatch(self.dispatch)
         if self.dead_letter is not None:
-            senddead_letter_job(self.dead_letter)
+            send_dead_letter(self.dead_letter)
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -113,7 +113,7 @@ def resend_missing_dead_letters(settings: Settings) -> int:
         ).all()
         payloads = [dead_letter_payload(job, _task_name(job), None, job.finished_at)
                     for job in jobs]
-    return sum(1 for payload in payloads if senddead_letter_job(payload))
+    return sum(1 for payload in payloads if send_dead_letter(payload))
 
 
 def run_sweeps(settings: Settings) -> dict[str, Any]:

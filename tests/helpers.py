@@ -1,0 +1,95 @@
+"""Helpers shared by the tests: accounts, tokens, and waiting on conditions (never sleeps)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask.testing import FlaskClient
+
+T = TypeVar("T")
+PASSWORD = "correct horse battery"
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 20.0, interval: float = 0.05,
+             message: str = "condition") -> T:
+    """Poll until condition() is truthy; fail with the last value after `timeout`."""
+    deadline = time.monotonic() + timeout
+    value = condition()
+    while not value:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}: {value!r}")
+        time.sleep(interval)
+        value = condition()
+    return value
+
+
+def register(client: FlaskClient, email: str | None = None,
+             password: str = PASSWORD) -> dict[str, Any]:
+    email = email or f"user-{uuid.uuid4().hex[:12]}@example.com"
+    response = client.post("/api/v1/auth/register", json={"email": email, "password": password})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def login(client: FlaskClient, email: str, password: str = PASSWORD) -> dict[str, Any]:
+    response = client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+class User:
+    """A registered, logged-in user and a client that sends their token."""
+
+    def __init__(self, client: FlaskClient, role: str = "user") -> None:
+        self.client = client
+        self.profile = register(client)
+        self.email = self.profile["email"]
+        if role == "admin":
+            from api.cli import ensure_admin
+
+            ensure_admin(self.email, None)
+        self.tokens = login(client, self.email)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens['access_token']}"}
+
+    def get(self, path: str, **kwargs: Any):
+        return self.client.get(path, headers={**self.headers, **kwargs.pop("headers", {})},
+                               **kwargs)
+
+    def post(self, path: str, **kwargs: Any):
+        return self.client.post(path, headers={**self.headers, **kwargs.pop("headers", {})},
+                                **kwargs)
+
+    def delete(self, path: str, **kwargs: Any):
+        return self.client.delete(path, headers={**self.headers, **kwargs.pop("headers", {})},
+                                  **kwargs)
+
+    def submit(self, processor: str, params: dict[str, Any] | None = None,
+               expect: int = 202, **extra: Any) -> dict[str, Any]:
+        headers = extra.pop("headers", {})
+        response = self.post("/api/v1/jobs", json={"processor": processor,
+                                                   "params": params or {}, **extra},
+                             headers=headers)
+        assert response.status_code == expect, response.get_json()
+        return response.get_json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.get(f"/api/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        response = self.get(f"/api/v1/jobs/{job_id}/events")
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()["items"]
+
+    def wait_status(self, job_id: str, *statuses: str, timeout: float = 30.0) -> dict[str, Any]:
+        return wait_for(
+            lambda: (job := self.job(job_id))["status"] in statuses and job,
+            timeout=timeout, message=f"job {job_id} to reach {statuses}",
+        )
