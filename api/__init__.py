@@ -12,6 +12,8 @@ from api.extensions import jwt
 from api.middleware import register_middleware
 from api.session import register_session_teardown
 from shared import logging_setup
+from shared.celery_app import app as celery_app
+from shared.celery_app import make_celery
 from shared.config import Settings, get_settings
 
 API_PREFIX = "/api/v1"
@@ -36,6 +38,10 @@ def create_app(config: Settings | None = None) -> Flask:
     jwt.init_app(app)
     app.extensions["dockyard_redis"] = Redis.from_url(
         settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
+    )
+    app.extensions["dockyard_celery"] = (
+        celery_app if settings.broker_url == celery_app.conf.broker_url
+        else make_celery(settings.broker_url)
     )
     register_middleware(app)
     register_error_handlers(app)

@@ -11,6 +11,7 @@ from sqlalchemy import Select, func, select
 
 from api.auth import require_admin
 from api.errors import not_found
+from api.extensions import publisher
 from api.openapi import doc
 from api.pagination import page, paginate
 from api.schemas import AffectedSchema, DeadLetterListSchema, DeadLetterQuerySchema
@@ -95,7 +96,7 @@ def requeue_dead_letter(letter_id: uuid.UUID) -> tuple[Response, int]:
         raise not_found("dead letter")
     dispatch = _requeue(letter)
     session.commit()
-    publish(dispatch)
+    publish(dispatch, publisher())
     return jsonify({"affected": 1, "job_id": str(letter.job_id)}), 202
 
 
@@ -132,7 +133,7 @@ def requeue_dead_letters() -> tuple[Response, int]:
             skipped += 1
     session.commit()
     for dispatch in dispatches:
-        publish(dispatch)
+        publish(dispatch, publisher())
     remaining = session.scalar(select(func.count()).select_from(_filtered(args).subquery()))
     return jsonify({"affected": len(dispatches), "skipped": skipped,
                     "remaining": remaining}), 202

@@ -21,7 +21,7 @@ from jwt import PyJWTError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from api.errors import ApiError
+from api.errors import ApiError, error_response
 from api.extensions import jwt, redis_client
 from api.openapi import doc
 from api.schemas import (
@@ -88,40 +88,42 @@ def _no_extra(_identity: Any) -> dict[str, Any]:
     return {}
 
 
+# Flask-JWT-Extended calls these from its own error handler, so they must return the
+# response (raising here would turn into a 500).
 @jwt.expired_token_loader
 def _expired(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
-    raise ApiError(401, "token_expired", "The token has expired; refresh it or log in again.")
+    return error_response(401, "token_expired", "The token has expired; refresh it or log in again.")
 
 
 @jwt.invalid_token_loader
 def _invalid(reason: str) -> Response:
-    raise ApiError(401, "invalid_token", "The token is invalid.", {"reason": reason})
+    return error_response(401, "invalid_token", "The token is invalid.", {"reason": reason})
 
 
 @jwt.unauthorized_loader
 def _missing(reason: str) -> Response:
-    raise ApiError(401, "authentication_required",
+    return error_response(401, "authentication_required",
                    "A bearer token is required (Authorization: Bearer <token>).")
 
 
 @jwt.revoked_token_loader
 def _revoked(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
-    raise ApiError(401, "token_revoked", "The token has been revoked; log in again.")
+    return error_response(401, "token_revoked", "The token has been revoked; log in again.")
 
 
 @jwt.needs_fresh_token_loader
 def _not_fresh(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
-    raise ApiError(401, "fresh_token_required", "A fresh token is required.")
+    return error_response(401, "fresh_token_required", "A fresh token is required.")
 
 
 @jwt.token_verification_failed_loader
 def _verification_failed(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
-    raise ApiError(401, "invalid_token", "The token is invalid.")
+    return error_response(401, "invalid_token", "The token is invalid.")
 
 
 @jwt.user_lookup_error_loader
 def _user_gone(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
-    raise ApiError(401, "invalid_token", "The token's user no longer exists.")
+    return error_response(401, "invalid_token", "The token's user no longer exists.")
 
 
 @bp.post("/register")

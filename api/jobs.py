@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from api.auth import current_user_id, is_admin
 from api.errors import ApiError, not_found
+from api.extensions import publisher
 from api.openapi import doc
 from api.pagination import page, paginate
 from api.quotas import check_active_jobs, check_submit_rate
@@ -132,7 +133,7 @@ def accept_submission(
         return job_response(job, 200)
     logging_setup.bind(job_id=str(job.id), user_id=str(user_id))
     log.info("job submitted", extra={"event": "job_submitted", "processor": processor.name})
-    publish(Dispatch.for_job(job, processor.task_name))
+    publish(Dispatch.for_job(job, processor.task_name), publisher())
     return job_response(job, 202)
 
 
@@ -230,5 +231,5 @@ def retry(job_id: uuid.UUID) -> Response:
     processor = processor_or_422(job.processor)
     retry_job(db_session(), job, reason="user_retry")
     db_session().commit()
-    publish(Dispatch.for_job(job, processor.task_name))
+    publish(Dispatch.for_job(job, processor.task_name), publisher())
     return job_response(job, 202)

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from celery import Celery
 from sqlalchemy import update
 
 from shared.celery_app import app as celery_app
@@ -39,9 +40,9 @@ class Dispatch:
         return cls(job.id, job.dispatch_id, job.queue, task_name, job.request_id, countdown)
 
 
-def send(dispatch: Dispatch) -> None:
+def send(dispatch: Dispatch, celery: Celery | None = None) -> None:
     """Publish the task message; raises on broker errors."""
-    celery_app.send_task(
+    (celery or celery_app).send_task(
         dispatch.task_name,
         kwargs={
             "job_id": str(dispatch.job_id),
@@ -54,10 +55,10 @@ def send(dispatch: Dispatch) -> None:
     )
 
 
-def publish(dispatch: Dispatch) -> bool:
+def publish(dispatch: Dispatch, celery: Celery | None = None) -> bool:
     """Send and mark the job published. False (and logged) if the broker refused."""
     try:
-        send(dispatch)
+        send(dispatch, celery)
     except Exception:
         log.warning(
             "publish failed; the outbox sweep will retry",

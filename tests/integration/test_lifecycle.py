@@ -20,6 +20,7 @@ def test_echo_succeeds_with_its_message_as_result(client) -> None:
     done = user.wait_status(job["id"], "succeeded")
     assert done["result"] == {"message": "hello dockyard"}
     assert done["attempts"] == 1
+    assert done["queue"] == "diagnostics"  # the default fleet for diagnostics
     assert done["error"] is None
     assert done["started_at"] and done["finished_at"]
     assert types(user.events(job["id"])) == ["submitted", "started", "succeeded"]

@@ -1,0 +1,80 @@
+"""Real `celery worker` and `celery beat` subprocesses for the crash and routing tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.helpers import wait_for
+
+CELERY = str(Path(sys.executable).with_name("celery"))
+
+
+class Process:
+    """A subprocess in its own process group, with its output in a log file."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.popen = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "LOG_JSON": "false"},
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill_group(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the whole group: the main process and every pool process at once."""
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+                self.popen.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self.kill_group()
+        self._log.close()
+
+
+@contextmanager
+def celery_worker(tmp_path: Path, name: str, queue: str, concurrency: int = 1) -> Iterator[Process]:
+    """A prefork worker consuming only `queue`, ready when it says so."""
+    process = Process(
+        [CELERY, "-A", "shared.celery_app", "worker", "-Q", queue, "-P", "prefork",
+         "-c", str(concurrency), "-n", f"{name}@localhost", "--loglevel=INFO",
+         "--without-gossip", "--without-mingle"],
+        tmp_path / f"{name}.log",
+    )
+    try:
+        wait_for(lambda: " ready." in process.log() or process.popen.poll() is not None,
+                 timeout=60, message=f"worker {name} to start")
+        assert process.popen.poll() is None, process.log()
+        yield process
+    finally:
+        process.stop()
+
+
+@contextmanager
+def celery_beat(tmp_path: Path) -> Iterator[Process]:
+    process = Process(
+        [CELERY, "-A", "shared.celery_app", "beat", "--loglevel=INFO",
+         "-s", str(tmp_path / "beat-schedule")],
+        tmp_path / "beat.log",
+    )
+    try:
+        wait_for(lambda: "beat: Starting" in process.log() or process.popen.poll() is not None,
+                 timeout=60, message="beat to start")
+        yield process
+    finally:
+        process.stop()
