@@ -40,7 +40,8 @@ def create_app(config: Settings | None = None) -> Flask:
         settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
     )
     app.extensions["dockyard_celery"] = (
-        celery_app if settings.broker_url == celery_app.conf.broker_url
+        celery_app
+        if settings.broker_url == celery_app.conf.broker_url
         else make_celery(settings.broker_url)
     )
     register_middleware(app)

@@ -34,11 +34,16 @@ def _admins_only() -> None:
 
 def dead_letter_to_dict(letter: DeadLetter) -> dict[str, Any]:
     return {
-        "id": letter.id, "job_id": letter.job_id, "task_name": letter.task_name,
-        "processor": letter.processor, "args": letter.args,
+        "id": letter.id,
+        "job_id": letter.job_id,
+        "task_name": letter.task_name,
+        "processor": letter.processor,
+        "args": letter.args,
         "error": {"code": letter.error_code, "message": letter.error_message},
-        "traceback": letter.traceback, "attempts": letter.attempts,
-        "failed_at": letter.failed_at, "requeued_at": letter.requeued_at,
+        "traceback": letter.traceback,
+        "attempts": letter.attempts,
+        "failed_at": letter.failed_at,
+        "requeued_at": letter.requeued_at,
         "created_at": letter.created_at,
     }
 
@@ -75,20 +80,34 @@ def _requeue(letter: DeadLetter) -> Dispatch:
 
 
 @bp.get("/dead-letters")
-@doc(summary="Dead letters, newest first", tags=["admin"], query=DeadLetterQuerySchema,
-     response=DeadLetterListSchema, errors=(403,))
+@doc(
+    summary="Dead letters, newest first",
+    tags=["admin"],
+    query=DeadLetterQuerySchema,
+    response=DeadLetterListSchema,
+    errors=(403,),
+)
 def list_dead_letters() -> Response:
     args = DeadLetterQuerySchema().load(request.args)
-    query = paginate(_filtered(args), DeadLetter.created_at, DeadLetter.id,
-                     args.get("cursor"), args["limit"])
+    query = paginate(
+        _filtered(args), DeadLetter.created_at, DeadLetter.id, args.get("cursor"), args["limit"]
+    )
     rows, next_cursor = page(list(db_session().scalars(query)), args["limit"])
-    return jsonify(DeadLetterListSchema().dump(
-        {"items": [dead_letter_to_dict(r) for r in rows], "next_cursor": next_cursor}))
+    return jsonify(
+        DeadLetterListSchema().dump(
+            {"items": [dead_letter_to_dict(r) for r in rows], "next_cursor": next_cursor}
+        )
+    )
 
 
 @bp.post("/dead-letters/<uuid:letter_id>/requeue")
-@doc(summary="Run the dead letter's job again", tags=["admin"], response=AffectedSchema,
-     status=202, errors=(403, 404, 409))
+@doc(
+    summary="Run the dead letter's job again",
+    tags=["admin"],
+    response=AffectedSchema,
+    status=202,
+    errors=(403, 404, 409),
+)
 def requeue_dead_letter(letter_id: uuid.UUID) -> tuple[Response, int]:
     session = db_session()
     letter = session.get(DeadLetter, letter_id, with_for_update=True)
@@ -113,14 +132,21 @@ def delete_dead_letter(letter_id: uuid.UUID) -> tuple[str, int]:
 
 
 @bp.post("/dead-letters/requeue")
-@doc(summary="Requeue every waiting dead letter matching the filters (up to 1000 a call)",
-     tags=["admin"], query=DeadLetterQuerySchema, response=AffectedSchema, status=202,
-     errors=(403,))
+@doc(
+    summary="Requeue every waiting dead letter matching the filters (up to 1000 a call)",
+    tags=["admin"],
+    query=DeadLetterQuerySchema,
+    response=AffectedSchema,
+    status=202,
+    errors=(403,),
+)
 def requeue_dead_letters() -> tuple[Response, int]:
     args = DeadLetterQuerySchema().load({**request.args, "state": "waiting"})
     session = db_session()
     letters = session.scalars(
-        _filtered(args).order_by(DeadLetter.created_at).limit(_BULK_LIMIT)
+        _filtered(args)
+        .order_by(DeadLetter.created_at)
+        .limit(_BULK_LIMIT)
         .with_for_update(skip_locked=True)
     ).all()
     dispatches = []
@@ -135,18 +161,24 @@ def requeue_dead_letters() -> tuple[Response, int]:
     for dispatch in dispatches:
         publish(dispatch, publisher())
     remaining = session.scalar(select(func.count()).select_from(_filtered(args).subquery()))
-    return jsonify({"affected": len(dispatches), "skipped": skipped,
-                    "remaining": remaining}), 202
+    return jsonify({"affected": len(dispatches), "skipped": skipped, "remaining": remaining}), 202
 
 
 @bp.delete("/dead-letters")
-@doc(summary="Delete every dead letter matching the filters (up to 1000 a call)",
-     tags=["admin"], query=DeadLetterQuerySchema, response=AffectedSchema, errors=(403,))
+@doc(
+    summary="Delete every dead letter matching the filters (up to 1000 a call)",
+    tags=["admin"],
+    query=DeadLetterQuerySchema,
+    response=AffectedSchema,
+    errors=(403,),
+)
 def delete_dead_letters() -> Response:
     args = DeadLetterQuerySchema().load(request.args)
     session = db_session()
     ids = session.scalars(
-        _filtered(args).with_only_columns(DeadLetter.id).order_by(DeadLetter.created_at)
+        _filtered(args)
+        .with_only_columns(DeadLetter.id)
+        .order_by(DeadLetter.created_at)
         .limit(_BULK_LIMIT)
     ).all()
     if ids:
@@ -154,4 +186,3 @@ def delete_dead_letters() -> Response:
     session.commit()
     remaining = session.scalar(select(func.count()).select_from(_filtered(args).subquery()))
     return jsonify({"affected": len(ids), "remaining": remaining})
-

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify
 from flask_jwt_extended import (
     create_access_token,
     create_refresh_token,
@@ -78,9 +78,12 @@ def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
     try:
         return bool(redis_client().exists(_REVOKED_PREFIX + payload["jti"]))
     except Exception as error:  # fail closed: an unverifiable token is not accepted
-        raise ApiError(503, "service_unavailable",
-                       "Token revocation cannot be checked right now; try again shortly.",
-                       {"component": "redis"}) from error
+        raise ApiError(
+            503,
+            "service_unavailable",
+            "Token revocation cannot be checked right now; try again shortly.",
+            {"component": "redis"},
+        ) from error
 
 
 @jwt.additional_claims_loader
@@ -92,7 +95,9 @@ def _no_extra(_identity: Any) -> dict[str, Any]:
 # response (raising here would turn into a 500).
 @jwt.expired_token_loader
 def _expired(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
-    return error_response(401, "token_expired", "The token has expired; refresh it or log in again.")
+    return error_response(
+        401, "token_expired", "The token has expired; refresh it or log in again."
+    )
 
 
 @jwt.invalid_token_loader
@@ -102,8 +107,11 @@ def _invalid(reason: str) -> Response:
 
 @jwt.unauthorized_loader
 def _missing(reason: str) -> Response:
-    return error_response(401, "authentication_required",
-                   "A bearer token is required (Authorization: Bearer <token>).")
+    return error_response(
+        401,
+        "authentication_required",
+        "A bearer token is required (Authorization: Bearer <token>).",
+    )
 
 
 @jwt.revoked_token_loader
@@ -127,13 +135,24 @@ def _user_gone(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
 
 
 @bp.post("/register")
-@doc(summary="Create an account", tags=["auth"], body=RegisterSchema, response=UserSchema,
-     status=201, auth=None, errors=(409,))
+@doc(
+    summary="Create an account",
+    tags=["auth"],
+    body=RegisterSchema,
+    response=UserSchema,
+    status=201,
+    auth=None,
+    errors=(409,),
+)
 def register() -> tuple[Response, int]:
     data = RegisterSchema().load(json_body())
     session = db_session()
-    user = User(id=uuid.uuid4(), email=data["email"], password_hash=hash_password(data["password"]),
-                role="user")
+    user = User(
+        id=uuid.uuid4(),
+        email=data["email"],
+        password_hash=hash_password(data["password"]),
+        role="user",
+    )
     session.add(user)
     try:
         session.commit()
@@ -145,8 +164,13 @@ def register() -> tuple[Response, int]:
 
 
 @bp.post("/login")
-@doc(summary="Exchange email and password for tokens", tags=["auth"], body=LoginSchema,
-     response=TokenSchema, auth=None)
+@doc(
+    summary="Exchange email and password for tokens",
+    tags=["auth"],
+    body=LoginSchema,
+    response=TokenSchema,
+    auth=None,
+)
 def login() -> Response:
     data = LoginSchema().load(json_body())
     user = db_session().scalar(select(User).where(User.email == data["email"].strip().lower()))
@@ -160,20 +184,34 @@ def login() -> Response:
 
 @bp.post("/refresh")
 @jwt_required(refresh=True)
-@doc(summary="Get a new access token with a refresh token", tags=["auth"],
-     response=AccessTokenSchema, auth="refresh")
+@doc(
+    summary="Get a new access token with a refresh token",
+    tags=["auth"],
+    response=AccessTokenSchema,
+    auth="refresh",
+)
 def refresh() -> Response:
     claims = get_jwt()
-    token = create_access_token(identity=get_jwt_identity(),
-                                additional_claims={"role": claims.get("role", "user")})
-    return jsonify({"access_token": token, "token_type": "Bearer",
-                    "expires_in": current_app.config["DOCKYARD_SETTINGS"].jwt_access_token_expires})
+    token = create_access_token(
+        identity=get_jwt_identity(), additional_claims={"role": claims.get("role", "user")}
+    )
+    return jsonify(
+        {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": current_app.config["DOCKYARD_SETTINGS"].jwt_access_token_expires,
+        }
+    )
 
 
 @bp.post("/logout")
 @jwt_required(verify_type=False)
-@doc(summary="Revoke the presented token (and optionally a refresh token)", tags=["auth"],
-     body=LogoutSchema, status=204)
+@doc(
+    summary="Revoke the presented token (and optionally a refresh token)",
+    tags=["auth"],
+    body=LogoutSchema,
+    status=204,
+)
 def logout() -> tuple[str, int]:
     revoke(get_jwt())
     data = LogoutSchema().load(json_body(optional=True))
@@ -181,11 +219,19 @@ def logout() -> tuple[str, int]:
         try:
             other = decode_token(data["refresh_token"], allow_expired=True)
         except (JWTExtendedException, PyJWTError):
-            raise ApiError(422, "validation_error", "The request is not valid.",
-                           {"fields": {"refresh_token": ["Not a valid token."]}}) from None
+            raise ApiError(
+                422,
+                "validation_error",
+                "The request is not valid.",
+                {"fields": {"refresh_token": ["Not a valid token."]}},
+            ) from None
         if other.get("sub") != get_jwt_identity():
-            raise ApiError(422, "validation_error", "The request is not valid.",
-                           {"fields": {"refresh_token": ["Belongs to another user."]}})
+            raise ApiError(
+                422,
+                "validation_error",
+                "The request is not valid.",
+                {"fields": {"refresh_token": ["Belongs to another user."]}},
+            )
         revoke(other)
     return "", 204
 
@@ -198,5 +244,3 @@ def me() -> Response:
     if user is None:
         raise ApiError(401, "invalid_token", "The token's user no longer exists.")
     return jsonify(UserSchema().dump(user))
-
-

@@ -26,8 +26,9 @@ def ensure_admin(email: str, password: str | None) -> tuple[User, bool]:
             return user, False
         if not password or len(password) < 8:
             raise click.UsageError("a new admin needs a password of at least 8 characters")
-        user = User(id=uuid.uuid4(), email=email, password_hash=hash_password(password),
-                    role="admin")
+        user = User(
+            id=uuid.uuid4(), email=email, password_hash=hash_password(password), role="admin"
+        )
         session.add(user)
         return user, True
 
@@ -35,8 +36,12 @@ def ensure_admin(email: str, password: str | None) -> tuple[User, bool]:
 def register_cli(app: Flask) -> None:
     @app.cli.command("create-admin")
     @click.argument("email")
-    @click.option("--password", envvar="DOCKYARD_ADMIN_PASSWORD", default=None,
-                  help="Defaults to $DOCKYARD_ADMIN_PASSWORD; prompted for when absent.")
+    @click.option(
+        "--password",
+        envvar="DOCKYARD_ADMIN_PASSWORD",
+        default=None,
+        help="Defaults to $DOCKYARD_ADMIN_PASSWORD; prompted for when absent.",
+    )
     def create_admin(email: str, password: str | None) -> None:
         """Create EMAIL as an admin, or promote the existing account."""
         if password is None and os.isatty(0):

@@ -18,8 +18,10 @@ _PAGE = """<!doctype html>
 _INIT = """window.ui = SwaggerUIBundle({url: "openapi.json", dom_id: "#swagger-ui",
   persistAuthorization: false});"""
 
-_PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-             "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+_PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 @bp.get("/openapi.json")

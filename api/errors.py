@@ -1,6 +1,6 @@
 """One error shape for every 4xx/5xx answer, whatever raised it.
 
-    {"error": {"code", "message", "details", "request_id"}}
+{"error": {"code", "message", "details", "request_id"}}
 """
 
 from __future__ import annotations
@@ -57,11 +57,20 @@ def not_found(what: str = "resource") -> ApiError:
 
 
 def error_response(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body = {"error": {"code": code, "message": message, "details": details or {},
-                      "request_id": getattr(g, "request_id", None)}}
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details or {},
+            "request_id": getattr(g, "request_id", None),
+        }
+    }
     response = jsonify(body)
     response.status_code = status
     for name, value in (headers or {}).items():
@@ -73,11 +82,16 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def handle_any(error: Exception) -> Response:
         if isinstance(error, ApiError):
-            return error_response(error.status, error.code, error.message, error.details,
-                                  error.headers)
+            return error_response(
+                error.status, error.code, error.message, error.details, error.headers
+            )
         if isinstance(error, ValidationError):
-            return error_response(422, "validation_error", "The request is not valid.",
-                                  {"fields": error.normalized_messages()})
+            return error_response(
+                422,
+                "validation_error",
+                "The request is not valid.",
+                {"fields": error.normalized_messages()},
+            )
         if isinstance(error, JobConflict):
             return error_response(409, error.code, error.message)
         if isinstance(error, IllegalTransition):

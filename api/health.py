@@ -20,8 +20,13 @@ def healthz() -> Response:
 
 
 @bp.get("/readyz")
-@doc(summary="Redis and PostgreSQL answer (503 naming the part that does not)",
-     tags=["health"], response=HealthSchema, auth=None, errors=(503,))
+@doc(
+    summary="Redis and PostgreSQL answer (503 naming the part that does not)",
+    tags=["health"],
+    response=HealthSchema,
+    auth=None,
+    errors=(503,),
+)
 def readyz() -> Response | tuple[Response, int]:
     checks: dict[str, str] = {}
     try:
@@ -39,6 +44,10 @@ def readyz() -> Response | tuple[Response, int]:
     if failing:
         from api.errors import error_response
 
-        return error_response(503, "not_ready", f"Not ready: {', '.join(failing)} unavailable.",
-                              {"checks": checks, "failing": failing})
+        return error_response(
+            503,
+            "not_ready",
+            f"Not ready: {', '.join(failing)} unavailable.",
+            {"checks": checks, "failing": failing},
+        )
     return jsonify({"status": "ready", "checks": checks})

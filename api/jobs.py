@@ -7,8 +7,8 @@ import uuid
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
-from marshmallow import ValidationError
 from flask_jwt_extended import jwt_required
+from marshmallow import ValidationError
 from sqlalchemy import func, select
 
 from api.auth import current_user_id, is_admin
@@ -52,16 +52,29 @@ def settings() -> Settings:
 
 def job_to_dict(job: Job) -> dict[str, Any]:
     return {
-        "id": job.id, "owner_id": job.owner_id, "kind": job.kind, "processor": job.processor,
-        "queue": job.queue, "params": job.params, "status": job.status,
-        "attempts": job.attempts, "max_attempts": job.max_attempts,
-        "progress": {"current": job.progress_current, "total": job.progress_total,
-                     "message": job.progress_message},
-        "error": ({"code": job.error_code, "message": job.error_message}
-                  if job.error_code else None),
-        "result": job.result, "idempotency_key": job.idempotency_key,
-        "cancel_requested": job.cancel_requested, "next_attempt_at": job.next_attempt_at,
-        "created_at": job.created_at, "started_at": job.started_at,
+        "id": job.id,
+        "owner_id": job.owner_id,
+        "kind": job.kind,
+        "processor": job.processor,
+        "queue": job.queue,
+        "params": job.params,
+        "status": job.status,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "progress": {
+            "current": job.progress_current,
+            "total": job.progress_total,
+            "message": job.progress_message,
+        },
+        "error": (
+            {"code": job.error_code, "message": job.error_message} if job.error_code else None
+        ),
+        "result": job.result,
+        "idempotency_key": job.idempotency_key,
+        "cancel_requested": job.cancel_requested,
+        "next_attempt_at": job.next_attempt_at,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
         "finished_at": job.finished_at,
         "links": {
             "self": url_for("v1.jobs.get_job", job_id=job.id),
@@ -91,21 +104,30 @@ def idempotency_key() -> str | None:
         return None
     key = key.strip()
     if not key or len(key) > _MAX_KEY_LENGTH or not key.isprintable():
-        raise ApiError(422, "invalid_idempotency_key",
-                       f"Idempotency-Key must be 1-{_MAX_KEY_LENGTH} printable characters.")
+        raise ApiError(
+            422,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1-{_MAX_KEY_LENGTH} printable characters.",
+        )
     return key
 
 
 def resolve_max_attempts(processor: Processor, requested: int | None) -> int:
     limit = settings().job_max_attempts_limit
     if requested is not None and requested > limit:
-        raise ApiError(422, "validation_error", "The request is not valid.",
-                       {"fields": {"max_attempts": [f"Must be at most {limit}."]}})
+        raise ApiError(
+            422,
+            "validation_error",
+            "The request is not valid.",
+            {"fields": {"max_attempts": [f"Must be at most {limit}."]}},
+        )
     return requested or processor.max_attempts or settings().job_max_attempts
 
 
 def accept_submission(
-    processor: Processor, params: dict[str, Any], max_attempts: int | None = None,
+    processor: Processor,
+    params: dict[str, Any],
+    max_attempts: int | None = None,
     queue: str | None = None,
 ) -> Response:
     """The submit path every kind of job shares: idempotency, quotas, row, commit, publish."""
@@ -124,8 +146,14 @@ def accept_submission(
     session.execute(select(func.pg_advisory_xact_lock(_lock_key(user_id))))
     check_active_jobs(settings(), session, user_id)
     result = submit_job(
-        session, owner_id=user_id, processor=processor, params=params, max_attempts=attempts,
-        queue=queue, idempotency_key=key, request_id=g.request_id,
+        session,
+        owner_id=user_id,
+        processor=processor,
+        params=params,
+        max_attempts=attempts,
+        queue=queue,
+        idempotency_key=key,
+        request_id=g.request_id,
     )
     session.commit()
     job = result.job
@@ -144,8 +172,12 @@ def _lock_key(user_id: uuid.UUID) -> int:
 def processor_or_422(name: str, kind: str | None = None) -> Processor:
     processor = get_processor(name)
     if processor is None or (kind is not None and processor.kind != kind):
-        raise ApiError(422, "unknown_processor", f"There is no processor named {name!r}.",
-                       {"fields": {"processor": ["Unknown processor."]}})
+        raise ApiError(
+            422,
+            "unknown_processor",
+            f"There is no processor named {name!r}.",
+            {"fields": {"processor": ["Unknown processor."]}},
+        )
     return processor
 
 
@@ -153,20 +185,33 @@ def load_params(processor: Processor, raw: dict[str, Any]) -> dict[str, Any]:
     try:
         return processor.load_params(raw)
     except ValidationError as error:
-        raise ApiError(422, "invalid_params", "The processor's parameters are not valid.",
-                       {"fields": {"params": error.normalized_messages()}}) from None
+        raise ApiError(
+            422,
+            "invalid_params",
+            "The processor's parameters are not valid.",
+            {"fields": {"params": error.normalized_messages()}},
+        ) from None
 
 
 @bp.post("")
 @jwt_required()
-@doc(summary="Submit a job that needs no upload (diagnostics)", tags=["jobs"],
-     body=JobSubmitSchema, response=JobSchema, status=202, errors=(409, 429, 503))
+@doc(
+    summary="Submit a job that needs no upload (diagnostics)",
+    tags=["jobs"],
+    body=JobSubmitSchema,
+    response=JobSchema,
+    status=202,
+    errors=(409, 429, 503),
+)
 def submit() -> Response:
     data = JobSubmitSchema().load(json_body())
     processor = processor_or_422(data["processor"])
     if processor.input != "none":
-        raise ApiError(422, "wrong_endpoint",
-                       f"{processor.name} takes {processor.input} input; use its own endpoint.")
+        raise ApiError(
+            422,
+            "wrong_endpoint",
+            f"{processor.name} takes {processor.input} input; use its own endpoint.",
+        )
     params = load_params(processor, data["params"])
     queue = params.get("fleet") if processor.kind == "diagnostic" else None
     return accept_submission(processor, params, data["max_attempts"], queue=queue)
@@ -174,8 +219,12 @@ def submit() -> Response:
 
 @bp.get("")
 @jwt_required()
-@doc(summary="List jobs (yours; all for an admin)", tags=["jobs"], query=JobListQuerySchema,
-     response=JobListSchema)
+@doc(
+    summary="List jobs (yours; all for an admin)",
+    tags=["jobs"],
+    query=JobListQuerySchema,
+    response=JobListSchema,
+)
 def list_jobs() -> Response:
     args = JobListQuerySchema().load(request.args)
     query = select(Job)
@@ -186,8 +235,11 @@ def list_jobs() -> Response:
             query = query.where(getattr(Job, name) == args[name])
     query = paginate(query, Job.created_at, Job.id, args.get("cursor"), args["limit"])
     rows, next_cursor = page(list(db_session().scalars(query)), args["limit"])
-    return jsonify(JobListSchema().dump(
-        {"items": [job_to_dict(job) for job in rows], "next_cursor": next_cursor}))
+    return jsonify(
+        JobListSchema().dump(
+            {"items": [job_to_dict(job) for job in rows], "next_cursor": next_cursor}
+        )
+    )
 
 
 @bp.get("/<uuid:job_id>")
@@ -199,33 +251,53 @@ def get_job(job_id: uuid.UUID) -> Response:
 
 @bp.get("/<uuid:job_id>/events")
 @jwt_required()
-@doc(summary="The job's history, oldest first", tags=["jobs"], response=JobEventListSchema,
-     errors=(404,))
+@doc(
+    summary="The job's history, oldest first",
+    tags=["jobs"],
+    response=JobEventListSchema,
+    errors=(404,),
+)
 def job_events(job_id: uuid.UUID) -> Response:
     job = load_job(job_id)
-    rows = db_session().scalars(
-        select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id).limit(5000)
-    ).all()
+    rows = (
+        db_session()
+        .scalars(
+            select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id).limit(5000)
+        )
+        .all()
+    )
     return jsonify(JobEventListSchema().dump({"items": rows}))
 
 
 @bp.post("/<uuid:job_id>/cancel")
 @jwt_required()
-@doc(summary="Cancel: queued jobs never start; running ones stop at their next step",
-     tags=["jobs"], response=JobSchema, errors=(404, 409))
+@doc(
+    summary="Cancel: queued jobs never start; running ones stop at their next step",
+    tags=["jobs"],
+    response=JobSchema,
+    errors=(404, 409),
+)
 def cancel(job_id: uuid.UUID) -> Response:
     job = load_job(job_id, for_update=True)
     done = cancel_job(db_session(), job)
     db_session().commit()
-    log.info("job cancel %s", "done" if done else "requested",
-             extra={"event": "job_cancel", "job_id": str(job.id)})
+    log.info(
+        "job cancel %s",
+        "done" if done else "requested",
+        extra={"event": "job_cancel", "job_id": str(job.id)},
+    )
     return job_response(job, 200 if done else 202)
 
 
 @bp.post("/<uuid:job_id>/retry")
 @jwt_required()
-@doc(summary="Queue a failed, dead or cancelled job again with a fresh attempt budget",
-     tags=["jobs"], response=JobSchema, status=202, errors=(404, 409))
+@doc(
+    summary="Queue a failed, dead or cancelled job again with a fresh attempt budget",
+    tags=["jobs"],
+    response=JobSchema,
+    status=202,
+    errors=(404, 409),
+)
 def retry(job_id: uuid.UUID) -> Response:
     job = load_job(job_id, for_update=True)
     processor = processor_or_422(job.processor)

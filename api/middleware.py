@@ -42,8 +42,16 @@ def register_middleware(app: Flask) -> None:
             response.headers["Content-Security-Policy"] = _JSON_CSP
         elapsed_ms = (time.perf_counter() - getattr(g, "started", time.perf_counter())) * 1000
         log.info(
-            "%s %s %s", request.method, request.path, response.status_code,
-            extra={"event": "http_request", "method": request.method, "path": request.path,
-                   "status": response.status_code, "duration_ms": round(elapsed_ms, 2)},
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "event": "http_request",
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(elapsed_ms, 2),
+            },
         )
         return response

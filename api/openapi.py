@@ -20,9 +20,14 @@ from api.schemas import ErrorSchema
 F = TypeVar("F", bound=Callable[..., Any])
 _PATH_PARAM = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
 _ERROR_STATUSES = {
-    "400": "Malformed request", "401": "Missing, expired, revoked or invalid token",
-    "403": "Forbidden", "404": "Not found", "409": "Conflict with the current state",
-    "422": "Validation error", "429": "Quota exceeded", "503": "A dependency is down",
+    "400": "Malformed request",
+    "401": "Missing, expired, revoked or invalid token",
+    "403": "Forbidden",
+    "404": "Not found",
+    "409": "Conflict with the current state",
+    "422": "Validation error",
+    "429": "Quota exceeded",
+    "503": "A dependency is down",
 }
 
 
@@ -42,8 +47,14 @@ def doc(
 
     def decorate(view: F) -> F:
         view._openapi = {  # type: ignore[attr-defined]
-            "summary": summary, "tags": tags, "response": response, "status": status,
-            "body": body, "query": query, "auth": auth, "errors": errors,
+            "summary": summary,
+            "tags": tags,
+            "response": response,
+            "status": status,
+            "body": body,
+            "query": query,
+            "auth": auth,
+            "errors": errors,
             "content_type": content_type,
         }
         return view
@@ -105,7 +116,8 @@ def _operation(endpoint: str, arguments: set[str], meta: dict[str, Any]) -> dict
         operation["parameters"].append({"in": "query", "schema": meta["query"]})
     if meta["body"] is not None:
         operation["requestBody"] = {
-            "required": True, "content": {"application/json": {"schema": meta["body"]}},
+            "required": True,
+            "content": {"application/json": {"schema": meta["body"]}},
         }
     if meta["auth"]:
         operation["security"] = [{"bearerAuth": []}]

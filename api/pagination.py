@@ -24,16 +24,22 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created, row_id = json.loads(base64.urlsafe_b64decode(padded))
         return datetime.fromisoformat(created), uuid.UUID(row_id)
     except (ValueError, TypeError, json.JSONDecodeError):
-        raise ApiError(422, "validation_error", "The request is not valid.",
-                       {"fields": {"cursor": ["Not a valid cursor."]}}) from None
+        raise ApiError(
+            422,
+            "validation_error",
+            "The request is not valid.",
+            {"fields": {"cursor": ["Not a valid cursor."]}},
+        ) from None
 
 
-def paginate(query: Select[Any], created_col: Any, id_col: Any, cursor: str | None,
-             limit: int) -> Select[Any]:
+def paginate(
+    query: Select[Any], created_col: Any, id_col: Any, cursor: str | None, limit: int
+) -> Select[Any]:
     if cursor:
         created, row_id = decode_cursor(cursor)
-        query = query.where(or_(created_col < created,
-                                and_(created_col == created, id_col < row_id)))
+        query = query.where(
+            or_(created_col < created, and_(created_col == created, id_col < row_id))
+        )
     return query.order_by(created_col.desc(), id_col.desc()).limit(limit + 1)
 
 

@@ -14,14 +14,21 @@ bp = Blueprint("processors", __name__, url_prefix="/processors")
 
 @bp.get("")
 @jwt_required()
-@doc(summary="Every processor with its input and parameters", tags=["processors"],
-     response=ProcessorListSchema)
+@doc(
+    summary="Every processor with its input and parameters",
+    tags=["processors"],
+    response=ProcessorListSchema,
+)
 def list_processors() -> Response:
     default_attempts = current_app.config["DOCKYARD_SETTINGS"].job_max_attempts
     items = [
         {
-            "name": p.name, "kind": p.kind, "description": p.description, "input": p.input,
-            "accepts": list(p.accepts), "queue": p.queue,
+            "name": p.name,
+            "kind": p.kind,
+            "description": p.description,
+            "input": p.input,
+            "accepts": list(p.accepts),
+            "queue": p.queue,
             "max_attempts": p.max_attempts or default_attempts,
             "params": params_json_schema(p.params_schema),
         }

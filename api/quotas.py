@@ -29,12 +29,17 @@ def check_submit_rate(settings: Settings, user_id: uuid.UUID) -> None:
         pipe.expire(key, _WINDOW + 5)
         count, _ = pipe.execute()
     except Exception as error:
-        raise ApiError(503, "service_unavailable", "Quotas cannot be checked right now.",
-                       {"component": "redis"}) from error
+        raise ApiError(
+            503,
+            "service_unavailable",
+            "Quotas cannot be checked right now.",
+            {"component": "redis"},
+        ) from error
     if count > limit:
         retry_after = max(1, int((window + 1) * _WINDOW - now) + 1)
         raise ApiError(
-            429, "rate_limited",
+            429,
+            "rate_limited",
             f"At most {limit} submissions per minute; try again in {retry_after} s.",
             {"limit": limit, "window_seconds": _WINDOW, "retry_after": retry_after},
             headers={"Retry-After": str(retry_after)},
@@ -48,7 +53,8 @@ def check_active_jobs(settings: Settings, session: Session, user_id: uuid.UUID) 
     active = count_active_jobs(session, user_id)
     if active >= limit:
         raise ApiError(
-            429, "too_many_active_jobs",
+            429,
+            "too_many_active_jobs",
             f"You already have {active} active jobs (limit {limit}); wait for some to finish.",
             {"limit": limit, "active": active},
         )

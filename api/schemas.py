@@ -27,8 +27,9 @@ class RegisterSchema(Schema):
         unknown = EXCLUDE
 
     email = fields.Email(required=True, validate=validate.Length(max=254))
-    password = fields.String(required=True, load_only=True,
-                             validate=validate.Length(min=8, max=1024))
+    password = fields.String(
+        required=True, load_only=True, validate=validate.Length(min=8, max=1024)
+    )
 
     @post_load
     def normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -171,8 +172,9 @@ class DeadLetterQuerySchema(Schema):
     error_code = fields.String(validate=validate.Length(max=64))
     since = fields.AwareDateTime(metadata={"description": "failed_at >= since (ISO 8601)"})
     until = fields.AwareDateTime(metadata={"description": "failed_at < until (ISO 8601)"})
-    state = fields.String(load_default="waiting",
-                          validate=validate.OneOf(["waiting", "requeued", "all"]))
+    state = fields.String(
+        load_default="waiting", validate=validate.OneOf(["waiting", "requeued", "all"])
+    )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = fields.String(validate=validate.Length(max=200))
 

@@ -23,7 +23,9 @@ def json_body(optional: bool = False) -> dict[str, Any]:
     if not request.data and optional:
         return {}
     if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "Send a JSON body (Content-Type: application/json).")
+        raise ApiError(
+            415, "unsupported_media_type", "Send a JSON body (Content-Type: application/json)."
+        )
     data = request.get_json(silent=True)
     if data is None:
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlparse
 
-DEFAULT_JWT_SECRET = "dev-insecure-jwt-secret-change-me"
+DEFAULT_JWT_SECRET = "dev-insecure-jwt-secret-change-me"  # noqa: S105 - refused in production
 ENVIRONMENTS = ("development", "test", "production")
 
 
@@ -176,7 +176,9 @@ def _result_backend_for(database_url: str) -> str:
 
 def _check_consistency(settings: Settings) -> None:
     if settings.is_production and settings.jwt_secret_key == DEFAULT_JWT_SECRET:
-        raise ConfigError("JWT_SECRET_KEY", "must be set to a secret value when DOCKYARD_ENV=production")
+        raise ConfigError(
+            "JWT_SECRET_KEY", "must be set to a secret value when DOCKYARD_ENV=production"
+        )
     if settings.is_production and len(settings.jwt_secret_key) < 32:
         raise ConfigError("JWT_SECRET_KEY", "must be at least 32 characters in production")
     if settings.job_max_attempts > settings.job_max_attempts_limit:

@@ -49,11 +49,14 @@ def set_status(job: Job, target: JobStatus) -> None:
 
 
 def count_active_jobs(session: Session, owner_id: uuid.UUID) -> int:
-    return session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.owner_id == owner_id, Job.status.in_([s.value for s in ACTIVE]))
-    ) or 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.owner_id == owner_id, Job.status.in_([s.value for s in ACTIVE]))
+        )
+        or 0
+    )
 
 
 def find_by_idempotency_key(session: Session, owner_id: uuid.UUID, key: str) -> Job | None:
@@ -110,8 +113,12 @@ def submit_job(
         check_same_request(existing, processor, params)
         return SubmitResult(existing, created=False)
     events.record(
-        session, job.id, events.SUBMITTED,
-        processor=processor.name, queue=job.queue, max_attempts=max_attempts,
+        session,
+        job.id,
+        events.SUBMITTED,
+        processor=processor.name,
+        queue=job.queue,
+        max_attempts=max_attempts,
         request_id=request_id,
     )
     return SubmitResult(job, created=True)
@@ -133,7 +140,9 @@ def cancel_job(session: Session, job: Job) -> bool:
         job.finished_at = now()
         job.dispatch_id = None  # any message still in flight is now stale and dropped
         job.next_attempt_at = None
-        events.record(session, job.id, events.CANCELLED, attempt=job.attempts, while_status=status.value)
+        events.record(
+            session, job.id, events.CANCELLED, attempt=job.attempts, while_status=status.value
+        )
         return True
     if status is JobStatus.RUNNING:
         if not job.cancel_requested:

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
-    "dockyard_log_context", default={}
+    "dockyard_log_context",
+    default={},  # noqa: B039 - never mutated, only replaced
 )
 
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
@@ -82,7 +83,8 @@ def configure_logging(service: str, level: str = "INFO", json_lines: bool = True
     handler = logging.StreamHandler(sys.stdout)
     handler._dockyard = True  # type: ignore[attr-defined]
     handler.setFormatter(
-        JsonFormatter(service) if json_lines
+        JsonFormatter(service)
+        if json_lines
         else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     root.addHandler(handler)

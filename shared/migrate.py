@@ -39,7 +39,9 @@ def main(argv: list[str]) -> int:
     if argv[0] == "downgrade":
         command.downgrade(alembic_config(), argv[1] if len(argv) > 1 else "-1")
         return 0
-    print(f"unknown command {argv[0]!r}; use upgrade, downgrade or revision -m MSG", file=sys.stderr)
+    print(
+        f"unknown command {argv[0]!r}; use upgrade, downgrade or revision -m MSG", file=sys.stderr
+    )
     return 2
 
 

@@ -8,7 +8,7 @@ import logging
 log = logging.getLogger(__name__)
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
@@ -57,7 +57,11 @@ def check_transition(job_id: object, current: JobStatus | str, target: JobStatus
     if target not in TRANSITIONS[current]:
         log.warning(
             "illegal job transition refused",
-            extra={"event": "illegal_transition", "job_id": str(job_id),
-                   "from_status": current.value, "to_status": target.value},
+            extra={
+                "event": "illegal_transition",
+                "job_id": str(job_id),
+                "from_status": current.value,
+                "to_status": target.value,
+            },
         )
         raise IllegalTransition(job_id, current, target)

@@ -46,8 +46,10 @@ def _wipe(settings: Settings) -> None:
 
     with get_engine().begin() as connection:
         existing = {
-            row[0] for row in connection.execute(
-                text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))
+            row[0]
+            for row in connection.execute(
+                text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            )
         }
         tables = [t.strip() for t in TABLES.split(",") if t.strip() in existing]
         if tables:

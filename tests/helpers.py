@@ -13,8 +13,12 @@ T = TypeVar("T")
 PASSWORD = "correct horse battery"
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 20.0, interval: float = 0.05,
-             message: str = "condition") -> T:
+def wait_for(
+    condition: Callable[[], T],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> T:
     """Poll until condition() is truthy; fail with the last value after `timeout`."""
     deadline = time.monotonic() + timeout
     value = condition()
@@ -26,8 +30,9 @@ def wait_for(condition: Callable[[], T], timeout: float = 20.0, interval: float 
     return value
 
 
-def register(client: FlaskClient, email: str | None = None,
-             password: str = PASSWORD) -> dict[str, Any]:
+def register(
+    client: FlaskClient, email: str | None = None, password: str = PASSWORD
+) -> dict[str, Any]:
     email = email or f"user-{uuid.uuid4().hex[:12]}@example.com"
     response = client.post("/api/v1/auth/register", json={"email": email, "password": password})
     assert response.status_code == 201, response.get_json()
@@ -58,23 +63,29 @@ class User:
         return {"Authorization": f"Bearer {self.tokens['access_token']}"}
 
     def get(self, path: str, **kwargs: Any):
-        return self.client.get(path, headers={**self.headers, **kwargs.pop("headers", {})},
-                               **kwargs)
+        return self.client.get(
+            path, headers={**self.headers, **kwargs.pop("headers", {})}, **kwargs
+        )
 
     def post(self, path: str, **kwargs: Any):
-        return self.client.post(path, headers={**self.headers, **kwargs.pop("headers", {})},
-                                **kwargs)
+        return self.client.post(
+            path, headers={**self.headers, **kwargs.pop("headers", {})}, **kwargs
+        )
 
     def delete(self, path: str, **kwargs: Any):
-        return self.client.delete(path, headers={**self.headers, **kwargs.pop("headers", {})},
-                                  **kwargs)
+        return self.client.delete(
+            path, headers={**self.headers, **kwargs.pop("headers", {})}, **kwargs
+        )
 
-    def submit(self, processor: str, params: dict[str, Any] | None = None,
-               expect: int = 202, **extra: Any) -> dict[str, Any]:
+    def submit(
+        self, processor: str, params: dict[str, Any] | None = None, expect: int = 202, **extra: Any
+    ) -> dict[str, Any]:
         headers = extra.pop("headers", {})
-        response = self.post("/api/v1/jobs", json={"processor": processor,
-                                                   "params": params or {}, **extra},
-                             headers=headers)
+        response = self.post(
+            "/api/v1/jobs",
+            json={"processor": processor, "params": params or {}, **extra},
+            headers=headers,
+        )
         assert response.status_code == expect, response.get_json()
         return response.get_json()
 
@@ -91,5 +102,6 @@ class User:
     def wait_status(self, job_id: str, *statuses: str, timeout: float = 30.0) -> dict[str, Any]:
         return wait_for(
             lambda: (job := self.job(job_id))["status"] in statuses and job,
-            timeout=timeout, message=f"job {job_id} to reach {statuses}",
+            timeout=timeout,
+            message=f"job {job_id} to reach {statuses}",
         )

@@ -38,11 +38,15 @@ def send_dead_letter(payload: dict[str, Any]) -> bool:
     """Route the payload to the dead-letter queue; False if the broker refused (the sweep
     re-sends dead jobs that have no dead letter)."""
     try:
-        celery_app.send_task(queues.TASK_DEAD_LETTER, kwargs={"payload": payload},
-                             queue=queues.DEAD_LETTER)
+        celery_app.send_task(
+            queues.TASK_DEAD_LETTER, kwargs={"payload": payload}, queue=queues.DEAD_LETTER
+        )
     except Exception:
-        log.warning("dead letter publish failed", exc_info=True,
-                    extra={"event": "dead_letter_publish_failed", "job_id": payload["job_id"]})
+        log.warning(
+            "dead letter publish failed",
+            exc_info=True,
+            extra={"event": "dead_letter_publish_failed", "job_id": payload["job_id"]},
+        )
         return False
     return True
 
@@ -67,10 +71,14 @@ def record_dead_letter(session: Session, payload: dict[str, Any]) -> bool:
         .on_conflict_do_nothing(constraint="uq_dead_letters_dispatch")
     )
     if session.get(Job, uuid.UUID(payload["job_id"])) is None:
-        log.warning("dead letter for a job that no longer exists dropped",
-                    extra={"event": "dead_letter_orphan", "job_id": payload["job_id"]})
+        log.warning(
+            "dead letter for a job that no longer exists dropped",
+            extra={"event": "dead_letter_orphan", "job_id": payload["job_id"]},
+        )
         return False
     created = session.execute(statement).rowcount == 1
-    log.info("dead letter recorded" if created else "dead letter already recorded",
-             extra={"event": "dead_letter_recorded", "job_id": payload["job_id"]})
+    log.info(
+        "dead letter recorded" if created else "dead letter already recorded",
+        extra={"event": "dead_letter_recorded", "job_id": payload["job_id"]},
+    )
     return created

@@ -94,21 +94,36 @@ def claim(delivery: Delivery, settings: Settings) -> Claim | None:
         job = _locked_job(session, delivery.job_id)
         reason = _drop_reason(job, delivery)
         if reason is not None:
-            log.info("delivery dropped: %s", reason,
-                     extra={"event": "delivery_dropped", "reason": reason,
-                            "dispatch_id": str(delivery.dispatch_id)})
+            log.info(
+                "delivery dropped: %s",
+                reason,
+                extra={
+                    "event": "delivery_dropped",
+                    "reason": reason,
+                    "dispatch_id": str(delivery.dispatch_id),
+                },
+            )
             return None
         assert job is not None
         if job.status == JobStatus.RUNNING.value:
             # Same worker node, and the pool process that held this delivery is gone: the
             # broker gave the message back (task_reject_on_worker_lost). That attempt is over.
-            events.record(session, job.id, events.WORKER_LOST, attempt=job.attempts,
-                          worker=job.worker_host, pid=job.worker_pid)
+            events.record(
+                session,
+                job.id,
+                events.WORKER_LOST,
+                attempt=job.attempts,
+                worker=job.worker_host,
+                pid=job.worker_pid,
+            )
             if job.cancel_requested:
                 finish_cancelled(session, job)
                 return None
             if job.attempts >= job.max_attempts:
-                job.error_code, job.error_message = "worker_lost", "The worker running the job died."
+                job.error_code, job.error_message = (
+                    "worker_lost",
+                    "The worker running the job died.",
+                )
                 after = dead_letter_job(session, job, delivery.task_name, None)
         elif job.cancel_requested:
             finish_cancelled(session, job)
@@ -123,10 +138,12 @@ def claim(delivery: Delivery, settings: Settings) -> Claim | None:
             job.worker_pid = delivery.pid
             job.progress_current = job.progress_total = None
             job.progress_message = None
-            events.record(session, job.id, events.STARTED, attempt=job.attempts,
-                          worker=delivery.hostname)
-            result = Claim(job.id, delivery.dispatch_id, job.processor, dict(job.params),
-                           job.attempts)
+            events.record(
+                session, job.id, events.STARTED, attempt=job.attempts, worker=delivery.hostname
+            )
+            result = Claim(
+                job.id, delivery.dispatch_id, job.processor, dict(job.params), job.attempts
+            )
     if after.dead_letter is not None:
         after.send()
         return None
@@ -160,17 +177,30 @@ class RunningJob:
         with session_scope() as session:
             row = session.execute(
                 update(Job)
-                .where(Job.id == self._claim.job_id,
-                       Job.dispatch_id == self._claim.dispatch_id,
-                       Job.status == JobStatus.RUNNING.value)
-                .values(progress_current=current, progress_total=total,
-                        progress_message=message[:500], heartbeat_at=now())
+                .where(
+                    Job.id == self._claim.job_id,
+                    Job.dispatch_id == self._claim.dispatch_id,
+                    Job.status == JobStatus.RUNNING.value,
+                )
+                .values(
+                    progress_current=current,
+                    progress_total=total,
+                    progress_message=message[:500],
+                    heartbeat_at=now(),
+                )
                 .returning(Job.cancel_requested)
             ).first()
             if row is None:
                 raise JobSuperseded()
-            events.record(session, self._claim.job_id, events.PROGRESS, attempt=self.attempt,
-                          current=current, total=total, message=message)
+            events.record(
+                session,
+                self._claim.job_id,
+                events.PROGRESS,
+                attempt=self.attempt,
+                current=current,
+                total=total,
+                message=message,
+            )
         if row.cancel_requested:
             raise JobCancelled()
 
@@ -198,9 +228,11 @@ class Heartbeat:
                 with session_scope() as session:
                     session.execute(
                         update(Job)
-                        .where(Job.id == self._claim.job_id,
-                               Job.dispatch_id == self._claim.dispatch_id,
-                               Job.status == JobStatus.RUNNING.value)
+                        .where(
+                            Job.id == self._claim.job_id,
+                            Job.dispatch_id == self._claim.dispatch_id,
+                            Job.status == JobStatus.RUNNING.value,
+                        )
                         .values(heartbeat_at=now())
                     )
             except Exception:
@@ -220,8 +252,10 @@ def run_delivery(delivery: Delivery, settings: Settings) -> dict[str, Any]:
                 raise JobError("unknown_processor", f"No runnable processor {claimed.processor!r}.")
             result = processor.run(context, claimed.params)
     except JobSuperseded:
-        log.info("delivery superseded while running; outcome discarded",
-                 extra={"event": "delivery_superseded"})
+        log.info(
+            "delivery superseded while running; outcome discarded",
+            extra={"event": "delivery_superseded"},
+        )
         return {"job_id": str(delivery.job_id), "outcome": "superseded"}
     except JobCancelled:
         return _record(delivery, claimed, settings, cancelled=True)
@@ -247,10 +281,15 @@ def _record(
     after = AfterCommit()
     with session_scope() as session:
         job = _locked_job(session, claimed.job_id)
-        if (job is None or job.dispatch_id != claimed.dispatch_id
-                or job.status != JobStatus.RUNNING.value):
-            log.info("outcome discarded: the delivery was superseded",
-                     extra={"event": "delivery_superseded"})
+        if (
+            job is None
+            or job.dispatch_id != claimed.dispatch_id
+            or job.status != JobStatus.RUNNING.value
+        ):
+            log.info(
+                "outcome discarded: the delivery was superseded",
+                extra={"event": "delivery_superseded"},
+            )
             return {"job_id": str(claimed.job_id), "outcome": "superseded"}
         if cancelled:
             finish_cancelled(session, job)
@@ -265,24 +304,41 @@ def _record(
         else:
             outcome, after = _failed_attempt(session, job, error, tb, delivery.task_name, settings)
     after.send()
-    log.info("job attempt ended: %s", outcome,
-             extra={"event": "attempt_ended", "outcome": outcome, "attempt": claimed.attempt})
+    log.info(
+        "job attempt ended: %s",
+        outcome,
+        extra={"event": "attempt_ended", "outcome": outcome, "attempt": claimed.attempt},
+    )
     return {"job_id": str(claimed.job_id), "outcome": outcome, "attempt": claimed.attempt}
 
 
 def _failed_attempt(
-    session: Session, job: Job, error: JobError, tb: str | None, task_name: str,
+    session: Session,
+    job: Job,
+    error: JobError,
+    tb: str | None,
+    task_name: str,
     settings: Settings,
 ) -> tuple[str, AfterCommit]:
     job.error_code, job.error_message = error.code, error.message
-    events.record(session, job.id, events.ATTEMPT_FAILED, attempt=job.attempts,
-                  error={"code": error.code, "message": error.message},
-                  retryable=error.retryable)
+    events.record(
+        session,
+        job.id,
+        events.ATTEMPT_FAILED,
+        attempt=job.attempts,
+        error={"code": error.code, "message": error.message},
+        retryable=error.retryable,
+    )
     if not error.retryable:
         set_status(job, JobStatus.FAILED)
         job.finished_at = now()
-        events.record(session, job.id, events.FAILED, attempt=job.attempts,
-                      error={"code": error.code, "message": error.message})
+        events.record(
+            session,
+            job.id,
+            events.FAILED,
+            attempt=job.attempts,
+            error={"code": error.code, "message": error.message},
+        )
         return "failed", AfterCommit()
     if job.attempts < job.max_attempts:
         return "retrying", schedule_retry(session, job, task_name, settings)
@@ -290,29 +346,49 @@ def _failed_attempt(
 
 
 def schedule_retry(
-    session: Session, job: Job, task_name: str, settings: Settings, delay: float | None = None,
+    session: Session,
+    job: Job,
+    task_name: str,
+    settings: Settings,
+    delay: float | None = None,
     reason: str = "retryable_error",
 ) -> AfterCommit:
     """Move the job to `retrying` under a new dispatch id; the message follows the commit,
     published to the job's own queue (never Celery's default queue)."""
     if delay is None:
-        delay = retry_delay(job.attempts, settings.retry_backoff_base,
-                            settings.retry_backoff_max, settings.retry_jitter)
+        delay = retry_delay(
+            job.attempts,
+            settings.retry_backoff_base,
+            settings.retry_backoff_max,
+            settings.retry_jitter,
+        )
     set_status(job, JobStatus.RETRYING)
     job.dispatch_id = uuid.uuid4()
     job.published_at = None
     job.next_attempt_at = now() + timedelta(seconds=delay)
-    events.record(session, job.id, events.RETRY_SCHEDULED, attempt=job.attempts,
-                  delay=round(delay, 3), next_attempt=job.attempts + 1, queue=job.queue,
-                  reason=reason)
+    events.record(
+        session,
+        job.id,
+        events.RETRY_SCHEDULED,
+        attempt=job.attempts,
+        delay=round(delay, 3),
+        next_attempt=job.attempts + 1,
+        queue=job.queue,
+        reason=reason,
+    )
     return AfterCommit(dispatch=Dispatch.for_job(job, task_name, countdown=delay or None))
 
 
 def dead_letter_job(session: Session, job: Job, task_name: str, tb: str | None) -> AfterCommit:
     set_status(job, JobStatus.DEAD)
     job.finished_at = now()
-    events.record(session, job.id, events.DEAD_LETTERED, attempt=job.attempts,
-                  error={"code": job.error_code, "message": job.error_message})
+    events.record(
+        session,
+        job.id,
+        events.DEAD_LETTERED,
+        attempt=job.attempts,
+        error={"code": job.error_code, "message": job.error_message},
+    )
     return AfterCommit(dead_letter=dead_letter_payload(job, task_name, tb, job.finished_at))
 
 

@@ -44,8 +44,11 @@ def publish_unpublished(settings: Settings) -> int:
     with session_scope() as session:
         jobs = session.scalars(
             select(Job)
-            .where(Job.status == JobStatus.QUEUED.value, Job.published_at.is_(None),
-                   Job.created_at <= cutoff)
+            .where(
+                Job.status == JobStatus.QUEUED.value,
+                Job.published_at.is_(None),
+                Job.created_at <= cutoff,
+            )
             .order_by(Job.created_at)
             .limit(settings.sweep_batch_size)
             .with_for_update(skip_locked=True)
@@ -53,8 +56,12 @@ def publish_unpublished(settings: Settings) -> int:
         dispatches = [Dispatch.for_job(job, _task_name(job)) for job in jobs]
     published = sum(1 for dispatch in dispatches if publish(dispatch))
     if dispatches:
-        log.info("outbox sweep published %d of %d jobs", published, len(dispatches),
-                 extra={"event": "outbox_sweep", "published": published})
+        log.info(
+            "outbox sweep published %d of %d jobs",
+            published,
+            len(dispatches),
+            extra={"event": "outbox_sweep", "published": published},
+        )
     return published
 
 
@@ -66,10 +73,12 @@ def recover_stale_jobs(settings: Settings) -> int:
     with session_scope() as session:
         jobs = session.scalars(
             select(Job)
-            .where(or_(
-                and_(Job.status == JobStatus.RUNNING.value, Job.heartbeat_at < stale),
-                and_(Job.status == JobStatus.RETRYING.value, Job.next_attempt_at < stale),
-            ))
+            .where(
+                or_(
+                    and_(Job.status == JobStatus.RUNNING.value, Job.heartbeat_at < stale),
+                    and_(Job.status == JobStatus.RETRYING.value, Job.next_attempt_at < stale),
+                )
+            )
             .order_by(Job.updated_at)
             .limit(settings.sweep_batch_size)
             .with_for_update(skip_locked=True)
@@ -77,22 +86,35 @@ def recover_stale_jobs(settings: Settings) -> int:
         for job in jobs:
             task_name = _task_name(job)
             if job.status == JobStatus.RETRYING.value:
-                afters.append(schedule_retry(session, job, task_name, settings, delay=0.0,
-                                             reason="retry_message_lost"))
+                afters.append(
+                    schedule_retry(
+                        session, job, task_name, settings, delay=0.0, reason="retry_message_lost"
+                    )
+                )
                 continue
-            events.record(session, job.id, events.WORKER_LOST, attempt=job.attempts,
-                          worker=job.worker_host, heartbeat_at=job.heartbeat_at.isoformat())
-            log.warning("job heartbeat stale; worker presumed dead",
-                        extra={"event": "worker_lost", "job_id": str(job.id),
-                               "worker": job.worker_host})
+            events.record(
+                session,
+                job.id,
+                events.WORKER_LOST,
+                attempt=job.attempts,
+                worker=job.worker_host,
+                heartbeat_at=job.heartbeat_at.isoformat(),
+            )
+            log.warning(
+                "job heartbeat stale; worker presumed dead",
+                extra={"event": "worker_lost", "job_id": str(job.id), "worker": job.worker_host},
+            )
             if job.cancel_requested:
                 finish_cancelled(session, job)
                 continue
             job.error_code = "worker_lost"
             job.error_message = "The worker running the job stopped responding."
             if job.attempts < job.max_attempts:
-                afters.append(schedule_retry(session, job, task_name, settings, delay=0.0,
-                                             reason="worker_lost"))
+                afters.append(
+                    schedule_retry(
+                        session, job, task_name, settings, delay=0.0, reason="worker_lost"
+                    )
+                )
             else:
                 afters.append(dead_letter_job(session, job, task_name, None))
     for after in afters:
@@ -106,13 +128,17 @@ def resend_missing_dead_letters(settings: Settings) -> int:
     with session_scope() as session:
         jobs = session.scalars(
             select(Job)
-            .where(Job.status == JobStatus.DEAD.value, Job.finished_at <= cutoff,
-                   ~exists().where(DeadLetter.dispatch_id == Job.dispatch_id))
+            .where(
+                Job.status == JobStatus.DEAD.value,
+                Job.finished_at <= cutoff,
+                ~exists().where(DeadLetter.dispatch_id == Job.dispatch_id),
+            )
             .order_by(Job.finished_at)
             .limit(settings.sweep_batch_size)
         ).all()
-        payloads = [dead_letter_payload(job, _task_name(job), None, job.finished_at)
-                    for job in jobs]
+        payloads = [
+            dead_letter_payload(job, _task_name(job), None, job.finished_at) for job in jobs
+        ]
     return sum(1 for payload in payloads if send_dead_letter(payload))
 
 
@@ -122,4 +148,3 @@ def run_sweeps(settings: Settings) -> dict[str, Any]:
         "recovered": recover_stale_jobs(settings),
         "dead_letters_resent": resend_missing_dead_letters(settings),
     }
-

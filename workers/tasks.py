@@ -37,9 +37,12 @@ def _fresh_connections(**_: Any) -> None:
 def _bind_log_context(task: Task, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     kwargs = kwargs or {}
     logging_setup.clear()
-    logging_setup.bind(task=task.name, job_id=kwargs.get("job_id"),
-                       request_id=kwargs.get("request_id"),
-                       dispatch_id=kwargs.get("dispatch_id"))
+    logging_setup.bind(
+        task=task.name,
+        job_id=kwargs.get("job_id"),
+        request_id=kwargs.get("request_id"),
+        dispatch_id=kwargs.get("dispatch_id"),
+    )
 
 
 @task_postrun.connect

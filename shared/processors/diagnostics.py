@@ -82,21 +82,41 @@ def run_fail(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"succeeded_on_attempt": ctx.attempt}
 
 
-_COMMON = {"kind": "diagnostic", "input": "none", "queue": queues.DIAGNOSTICS,
-           "task_name": queues.TASK_DIAGNOSTIC}
+_COMMON = {
+    "kind": "diagnostic",
+    "input": "none",
+    "queue": queues.DIAGNOSTICS,
+    "task_name": queues.TASK_DIAGNOSTIC,
+}
 
-register(Processor(
-    name="debug.sleep",
-    description="Sleep for a while, reporting progress at each step; cancellable between steps.",
-    params_schema=SleepParams, run=run_sleep, **_COMMON,
-))
-register(Processor(
-    name="debug.echo",
-    description="Return the given message as the job's result.",
-    params_schema=EchoParams, run=run_echo, **_COMMON,
-))
-register(Processor(
-    name="debug.fail",
-    description="Fail the first attempts with a retryable error, or always with a permanent one.",
-    params_schema=FailParams, run=run_fail, **_COMMON,
-))
+register(
+    Processor(
+        name="debug.sleep",
+        description=(
+            "Sleep for a while, reporting progress at each step; cancellable between steps."
+        ),
+        params_schema=SleepParams,
+        run=run_sleep,
+        **_COMMON,
+    )
+)
+register(
+    Processor(
+        name="debug.echo",
+        description="Return the given message as the job's result.",
+        params_schema=EchoParams,
+        run=run_echo,
+        **_COMMON,
+    )
+)
+register(
+    Processor(
+        name="debug.fail",
+        description=(
+            "Fail the first attempts with a retryable error, or always with a permanent one."
+        ),
+        params_schema=FailParams,
+        run=run_fail,
+        **_COMMON,
+    )
+)

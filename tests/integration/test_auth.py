@@ -35,8 +35,9 @@ def test_register_validation_errors(client) -> None:
     bad_email = client.post("/api/v1/auth/register", json={"email": "nope", "password": "x" * 10})
     assert bad_email.status_code == 422
     assert "email" in bad_email.get_json()["error"]["details"]["fields"]
-    short = client.post("/api/v1/auth/register",
-                        json={"email": "a@example.com", "password": "short"})
+    short = client.post(
+        "/api/v1/auth/register", json={"email": "a@example.com", "password": "short"}
+    )
     assert short.status_code == 422
     assert "password" in short.get_json()["error"]["details"]["fields"]
     not_json = client.post("/api/v1/auth/register", data="email=a", content_type="text/plain")
@@ -48,16 +49,20 @@ def test_register_validation_errors(client) -> None:
 def test_duplicate_email_is_409_case_insensitively(client) -> None:
     email = f"dup-{uuid.uuid4().hex[:8]}@example.com"
     register(client, email)
-    again = client.post("/api/v1/auth/register",
-                        json={"email": email.upper(), "password": PASSWORD})
+    again = client.post(
+        "/api/v1/auth/register", json={"email": email.upper(), "password": PASSWORD}
+    )
     assert again.status_code == 409 and error_code(again) == "email_taken"
 
 
 def test_login_same_answer_for_unknown_email_and_wrong_password(client) -> None:
     user = register(client)
-    wrong = client.post("/api/v1/auth/login", json={"email": user["email"], "password": "nope-nope"})
-    unknown = client.post("/api/v1/auth/login",
-                          json={"email": "ghost@example.com", "password": "nope-nope"})
+    wrong = client.post(
+        "/api/v1/auth/login", json={"email": user["email"], "password": "nope-nope"}
+    )
+    unknown = client.post(
+        "/api/v1/auth/login", json={"email": "ghost@example.com", "password": "nope-nope"}
+    )
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.get_json()["error"]["message"] == unknown.get_json()["error"]["message"]
     assert error_code(wrong) == error_code(unknown) == "invalid_credentials"
@@ -68,8 +73,9 @@ def test_login_tokens_and_me(client, settings) -> None:
     tokens = login(client, user["email"])
     assert tokens["token_type"] == "Bearer"
     assert tokens["expires_in"] == settings.jwt_access_token_expires
-    me = client.get("/api/v1/auth/me",
-                    headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    me = client.get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
     assert me.status_code == 200 and me.get_json()["id"] == user["id"]
 
 
@@ -80,11 +86,13 @@ def test_missing_tampered_and_wrong_type_tokens_are_401(client) -> None:
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     claims["role"] = "admin"
     forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
-    tampered = client.get("/api/v1/auth/me",
-                          headers={"Authorization": f"Bearer {header}.{forged}.{signature}"})
+    tampered = client.get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {header}.{forged}.{signature}"}
+    )
     assert tampered.status_code == 401 and error_code(tampered) == "invalid_token"
     refresh_as_access = client.get(
-        "/api/v1/auth/me", headers={"Authorization": f"Bearer {user.tokens['refresh_token']}"})
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {user.tokens['refresh_token']}"}
+    )
     assert refresh_as_access.status_code == 401
 
 
@@ -96,15 +104,18 @@ def test_expired_token_is_401_token_expired(make_app) -> None:
     client = app.test_client()
     user = User(client)
     response = wait_for(
-        lambda: (r := client.get("/api/v1/auth/me", headers=user.headers)).status_code == 401
-        and r, timeout=10, message="the token to expire")
+        lambda: (r := client.get("/api/v1/auth/me", headers=user.headers)).status_code == 401 and r,
+        timeout=10,
+        message="the token to expire",
+    )
     assert error_code(response) == "token_expired"
 
 
 def test_refresh_issues_a_working_access_token(client) -> None:
     user = User(client)
-    response = client.post("/api/v1/auth/refresh",
-                           headers={"Authorization": f"Bearer {user.tokens['refresh_token']}"})
+    response = client.post(
+        "/api/v1/auth/refresh", headers={"Authorization": f"Bearer {user.tokens['refresh_token']}"}
+    )
     assert response.status_code == 200
     new_access = response.get_json()["access_token"]
     me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {new_access}"})
@@ -115,13 +126,15 @@ def test_refresh_issues_a_working_access_token(client) -> None:
 
 def test_logout_revokes_access_and_refresh_tokens(client) -> None:
     user = User(client)
-    response = user.post("/api/v1/auth/logout",
-                         json={"refresh_token": user.tokens["refresh_token"]})
+    response = user.post(
+        "/api/v1/auth/logout", json={"refresh_token": user.tokens["refresh_token"]}
+    )
     assert response.status_code == 204
     revoked = user.get("/api/v1/auth/me")
     assert revoked.status_code == 401 and error_code(revoked) == "token_revoked"
-    refresh = client.post("/api/v1/auth/refresh",
-                          headers={"Authorization": f"Bearer {user.tokens['refresh_token']}"})
+    refresh = client.post(
+        "/api/v1/auth/refresh", headers={"Authorization": f"Bearer {user.tokens['refresh_token']}"}
+    )
     assert refresh.status_code == 401 and error_code(refresh) == "token_revoked"
     # A fresh login still works.
     assert login(client, user.email)["access_token"]
@@ -133,10 +146,13 @@ def test_create_admin_cli_promotes_a_user(app, client) -> None:
     assert result.exit_code == 0, result.output
     assert "promoted" in result.output
     tokens = login(client, user["email"])
-    me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    me = client.get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
     assert me.get_json()["role"] == "admin"
     email = f"root-{uuid.uuid4().hex[:6]}@example.com"
-    created = app.test_cli_runner().invoke(args=["create-admin", email],
-                                           env={"DOCKYARD_ADMIN_PASSWORD": "s3cret-admin-pw"})
+    created = app.test_cli_runner().invoke(
+        args=["create-admin", email], env={"DOCKYARD_ADMIN_PASSWORD": "s3cret-admin-pw"}
+    )
     assert created.exit_code == 0 and "created" in created.output
     assert login(client, email, "s3cret-admin-pw")["access_token"]

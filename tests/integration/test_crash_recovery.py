@@ -38,9 +38,21 @@ def started_workers(user: User, job_id: str) -> list[str]:
 
 def test_retry_goes_back_to_its_own_queue(client, tmp_path) -> None:
     user = User(client)
-    with celery_worker(tmp_path, "files-only", "files"):
-        job = user.submit("debug.fail", {"fail_times": 2, "fleet": "files"})
+    with celery_worker(tmp_path, "files-only", "files") as worker:
+        job = user.submit(
+            "debug.fail",
+            {"fail_times": 2, "fleet": "files"},
+            headers={"X-Request-ID": "trace-retry-routing"},
+        )
         done = user.wait_status(job["id"], "succeeded", timeout=60)
+        # The API's request id follows the job into the worker's log lines.
+        ended = [
+            line
+            for line in worker.log().splitlines()
+            if job["id"] in line and "job attempt ended" in line
+        ]
+        assert len(ended) == 3
+        assert all("request_id=trace-retry-routing" in line for line in ended)
     assert done["attempts"] == 3
     assert done["queue"] == "files"
     assert started_workers(user, job["id"]) == ["files-only@localhost"] * 3
@@ -50,8 +62,11 @@ def test_pool_process_killed_mid_job_is_redelivered_and_succeeds(client, tmp_pat
     user = User(client)
     with celery_worker(tmp_path, "crashy", "files") as worker:
         job = user.submit("debug.sleep", {"seconds": 3, "steps": 6, "fleet": "files"})
-        wait_for(lambda: user.job(job["id"])["progress"]["current"], timeout=30,
-                 message="the job to make progress")
+        wait_for(
+            lambda: user.job(job["id"])["progress"]["current"],
+            timeout=30,
+            message="the job to make progress",
+        )
         pool_pid = job_row(job["id"]).worker_pid
         assert pool_pid and pool_pid != worker.popen.pid
         os.kill(pool_pid, signal.SIGKILL)
@@ -68,8 +83,11 @@ def test_whole_worker_killed_job_reruns_on_another_worker_within_60s(client, tmp
     with celery_beat(tmp_path):
         with celery_worker(tmp_path, "doomed", "files") as doomed:
             job = user.submit("debug.sleep", {"seconds": 4, "steps": 8, "fleet": "files"})
-            wait_for(lambda: user.job(job["id"])["progress"]["current"], timeout=30,
-                     message="the job to make progress")
+            wait_for(
+                lambda: user.job(job["id"])["progress"]["current"],
+                timeout=30,
+                message="the job to make progress",
+            )
             first_dispatch = job_row(job["id"]).dispatch_id
             doomed.kill_group(signal.SIGKILL)  # main process and pool, at once
         with celery_worker(tmp_path, "rescuer", "files") as rescuer:
@@ -83,9 +101,11 @@ def test_whole_worker_killed_job_reruns_on_another_worker_within_60s(client, tmp
             # timeout). That superseded delivery must be recognised and dropped.
             assert first_dispatch is not None
             send(Dispatch(uuid.UUID(job["id"]), first_dispatch, "files", TASK_DIAGNOSTIC))
-            wait_for(lambda: "superseded by a newer delivery" in rescuer.log(), timeout=30,
-                     message="the stale delivery to be dropped")
+            wait_for(
+                lambda: "superseded by a newer delivery" in rescuer.log(),
+                timeout=30,
+                message="the stale delivery to be dropped",
+            )
     after = user.job(job["id"])
     assert after["status"] == "succeeded" and after["attempts"] == 2
     assert started_workers(user, job["id"]) == ["doomed@localhost", "rescuer@localhost"]
-

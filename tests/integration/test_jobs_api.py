@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 
@@ -23,9 +24,10 @@ def error(response) -> dict:
 
 def test_submit_answers_202_with_location_without_waiting(client) -> None:
     user = User(client)
-    response = user.post("/api/v1/jobs",
-                         json={"processor": "debug.sleep",
-                                           "params": {"seconds": 60, "fleet": "deploy"}})
+    response = user.post(
+        "/api/v1/jobs",
+        json={"processor": "debug.sleep", "params": {"seconds": 60, "fleet": "deploy"}},
+    )
     assert response.status_code == 202
     body = response.get_json()
     assert response.headers["Location"] == f"/api/v1/jobs/{body['id']}"
@@ -42,15 +44,31 @@ def test_submit_answers_202_with_location_without_waiting(client) -> None:
         ({"processor": "nope.nothing"}, 422, "unknown_processor", "processor"),
         ({"params": {}}, 422, "validation_error", "processor"),
         ({"processor": "debug.sleep", "params": {"seconds": 301}}, 422, "invalid_params", "params"),
-        ({"processor": "debug.sleep", "params": {"seconds": 1, "bogus": 1}}, 422,
-         "invalid_params", "params"),
+        (
+            {"processor": "debug.sleep", "params": {"seconds": 1, "bogus": 1}},
+            422,
+            "invalid_params",
+            "params",
+        ),
         ({"processor": "debug.echo", "params": {}}, 422, "invalid_params", "params"),
-        ({"processor": "debug.echo", "params": {"message": "x", "fleet": "gpu"}}, 422,
-         "invalid_params", "params"),
-        ({"processor": "debug.echo", "params": {"message": "x"}, "max_attempts": 0}, 422,
-         "validation_error", "max_attempts"),
-        ({"processor": "debug.echo", "params": {"message": "x"}, "max_attempts": 11}, 422,
-         "validation_error", "max_attempts"),
+        (
+            {"processor": "debug.echo", "params": {"message": "x", "fleet": "gpu"}},
+            422,
+            "invalid_params",
+            "params",
+        ),
+        (
+            {"processor": "debug.echo", "params": {"message": "x"}, "max_attempts": 0},
+            422,
+            "validation_error",
+            "max_attempts",
+        ),
+        (
+            {"processor": "debug.echo", "params": {"message": "x"}, "max_attempts": 11},
+            422,
+            "validation_error",
+            "max_attempts",
+        ),
         ({"processor": "debug.echo", "params": "x"}, 422, "validation_error", "params"),
     ],
 )
@@ -71,8 +89,7 @@ def test_errors_from_flask_itself_use_the_error_shape(client, make_app) -> None:
     assert wrong_method.status_code == 405 and error(wrong_method)["code"] == "method_not_allowed"
     assert "GET" in wrong_method.headers["Allow"]
     small = make_app(max_content_length=2048).test_client()
-    too_big = small.post("/api/v1/auth/register", data="x" * 5000,
-                         content_type="application/json")
+    too_big = small.post("/api/v1/auth/register", data="x" * 5000, content_type="application/json")
     assert too_big.status_code == 413 and error(too_big)["code"] == "payload_too_large"
 
 
@@ -135,18 +152,23 @@ def test_admin_lists_everyones_jobs(client) -> None:
 def test_idempotency_key_returns_the_original_job(client) -> None:
     user = User(client)
     key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
-    first = user.post("/api/v1/jobs", json={"processor": "debug.echo",
-                                            "params": {"message": "once"}}, headers=key)
-    second = user.post("/api/v1/jobs", json={"processor": "debug.echo",
-                                             "params": {"message": "once"}}, headers=key)
+    first = user.post(
+        "/api/v1/jobs", json={"processor": "debug.echo", "params": {"message": "once"}}, headers=key
+    )
+    second = user.post(
+        "/api/v1/jobs", json={"processor": "debug.echo", "params": {"message": "once"}}, headers=key
+    )
     assert first.status_code == 202 and second.status_code == 200
     assert first.get_json()["id"] == second.get_json()["id"]
-    other_user = User(client).post("/api/v1/jobs", json={"processor": "debug.echo",
-                                                         "params": {"message": "once"}},
-                                   headers=key)
+    other_user = User(client).post(
+        "/api/v1/jobs", json={"processor": "debug.echo", "params": {"message": "once"}}, headers=key
+    )
     assert other_user.status_code == 202 and other_user.get_json()["id"] != first.get_json()["id"]
-    different = user.post("/api/v1/jobs", json={"processor": "debug.echo",
-                                                "params": {"message": "twice"}}, headers=key)
+    different = user.post(
+        "/api/v1/jobs",
+        json={"processor": "debug.echo", "params": {"message": "twice"}},
+        headers=key,
+    )
     assert different.status_code == 409 and error(different)["code"] == "idempotency_key_reused"
     jobs = user.get("/api/v1/jobs").get_json()["items"]
     assert len(jobs) == 1
@@ -163,8 +185,11 @@ def test_idempotency_key_expires_after_24_hours(client) -> None:
     first = user.submit("debug.sleep", PARKED, headers=key)
     user.post(f"/api/v1/jobs/{first['id']}/cancel")
     with session_scope() as session:
-        session.execute(update(Job).where(Job.id == uuid.UUID(first["id"]))
-                        .values(created_at=Job.created_at - __import__("datetime").timedelta(hours=25)))
+        session.execute(
+            update(Job)
+            .where(Job.id == uuid.UUID(first["id"]))
+            .values(created_at=Job.created_at - timedelta(hours=25))
+        )
     second = user.submit("debug.sleep", PARKED, headers=key)
     assert second["id"] != first["id"]
     user.post(f"/api/v1/jobs/{second['id']}/cancel")
@@ -174,8 +199,7 @@ def test_submit_rate_quota_per_user_with_retry_after(make_app) -> None:
     client = make_app(quota_submits_per_minute=3).test_client()
     alice, bob = User(client), User(client)
     accepted = [alice.submit("debug.sleep", PARKED) for _ in range(3)]
-    refused = alice.post("/api/v1/jobs", json={"processor": "debug.sleep",
-                                               "params": PARKED})
+    refused = alice.post("/api/v1/jobs", json={"processor": "debug.sleep", "params": PARKED})
     assert refused.status_code == 429
     assert error(refused)["code"] == "rate_limited"
     assert 1 <= int(refused.headers["Retry-After"]) <= 61
@@ -188,8 +212,7 @@ def test_active_jobs_quota(make_app) -> None:
     client = make_app(quota_active_jobs=2).test_client()
     alice, bob = User(client), User(client)
     jobs = [alice.submit("debug.sleep", PARKED) for _ in range(2)]
-    refused = alice.post("/api/v1/jobs", json={"processor": "debug.sleep",
-                                               "params": PARKED})
+    refused = alice.post("/api/v1/jobs", json={"processor": "debug.sleep", "params": PARKED})
     assert refused.status_code == 429 and error(refused)["code"] == "too_many_active_jobs"
     bob.submit("debug.sleep", PARKED)
     alice.post(f"/api/v1/jobs/{jobs[0]['id']}/cancel")  # a finished job frees a slot
@@ -206,8 +229,11 @@ def test_unpublished_job_is_published_by_the_sweep(make_app, settings) -> None:
     user = User(offline)
     job = user.submit("debug.echo", {"message": "survived an outage"})  # 202 though broker down
     assert user.job(job["id"])["status"] == "queued"
-    wait_for(lambda: publish_unpublished(settings) == 1, timeout=10,
-             message="the sweep to publish the job")
+    wait_for(
+        lambda: publish_unpublished(settings) == 1,
+        timeout=10,
+        message="the sweep to publish the job",
+    )
     done = user.wait_status(job["id"], "succeeded")
     assert done["result"] == {"message": "survived an outage"}
     assert publish_unpublished(settings) == 0
@@ -228,9 +254,11 @@ def test_message_for_a_missing_job_is_dropped(settings) -> None:
 def test_redis_down_gives_a_clear_503(make_app, client) -> None:
     user = User(client)
     broken = make_app(redis_url="redis://127.0.0.1:1/0").test_client()
-    response = broken.post("/api/v1/jobs", json={"processor": "debug.echo",
-                                                 "params": {"message": "x"}},
-                           headers=user.headers)
+    response = broken.post(
+        "/api/v1/jobs",
+        json={"processor": "debug.echo", "params": {"message": "x"}},
+        headers=user.headers,
+    )
     assert response.status_code == 503
     assert error(response)["code"] == "service_unavailable"
     ready = broken.get("/readyz")

@@ -44,8 +44,15 @@ def test_fail_retries_with_exponential_backoff_then_succeeds(client, settings) -
     assert done["result"] == {"succeeded_on_attempt": 3}
     events = user.events(job["id"])
     assert types(events) == [
-        "submitted", "started", "attempt_failed", "retry_scheduled",
-        "started", "attempt_failed", "retry_scheduled", "started", "succeeded",
+        "submitted",
+        "started",
+        "attempt_failed",
+        "retry_scheduled",
+        "started",
+        "attempt_failed",
+        "retry_scheduled",
+        "started",
+        "succeeded",
     ]
     retries = [e for e in events if e["type"] == "retry_scheduled"]
     for attempt, event in enumerate(retries, start=1):
@@ -83,8 +90,13 @@ def test_exhausted_retries_dead_letter_the_job(client) -> None:
     assert types(user.events(job["id"]))[-1] == "dead_lettered"
     admin = User(client, role="admin")
     letters = wait_for(
-        lambda: [d for d in admin.get("/api/v1/admin/dead-letters?processor=debug.fail")
-                 .get_json()["items"] if d["job_id"] == job["id"]],
+        lambda: [
+            d
+            for d in admin.get("/api/v1/admin/dead-letters?processor=debug.fail").get_json()[
+                "items"
+            ]
+            if d["job_id"] == job["id"]
+        ],
         message="the dead-letter worker to record the job",
     )
     assert letters[0]["attempts"] == 2
@@ -107,7 +119,7 @@ def test_cancel_running_sleep_stops_at_next_step(client) -> None:
     kinds = types(user.events(job["id"]))
     assert kinds[-1] == "cancelled"
     # The worker stopped at the first step after the request, not later.
-    assert kinds[kinds.index("cancel_requested"):].count("progress") <= 1
+    assert kinds[kinds.index("cancel_requested") :].count("progress") <= 1
 
 
 def test_cancel_queued_job_never_starts(client, make_app) -> None:
@@ -119,8 +131,8 @@ def test_cancel_queued_job_never_starts(client, make_app) -> None:
     response = user.post(f"/api/v1/jobs/{job['id']}/cancel")
     assert response.status_code == 200
     assert response.get_json()["status"] == "cancelled"
-    from workers.sweeps import publish_unpublished
     from shared.config import get_settings
+    from workers.sweeps import publish_unpublished
 
     assert publish_unpublished(get_settings()) == 0  # cancelled jobs are not published
     assert types(user.events(job["id"])) == ["submitted", "cancelled"]

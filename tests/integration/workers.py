@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from tests.helpers import wait_for
@@ -22,7 +22,10 @@ class Process:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.popen = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             env={**os.environ, "LOG_JSON": "false"},
         )
 
@@ -31,10 +34,8 @@ class Process:
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
         """Kill the whole group: the main process and every pool process at once."""
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
-        except ProcessLookupError:
-            pass
         self.popen.wait(timeout=30)
 
     def stop(self) -> None:
@@ -51,14 +52,31 @@ class Process:
 def celery_worker(tmp_path: Path, name: str, queue: str, concurrency: int = 1) -> Iterator[Process]:
     """A prefork worker consuming only `queue`, ready when it says so."""
     process = Process(
-        [CELERY, "-A", "shared.celery_app", "worker", "-Q", queue, "-P", "prefork",
-         "-c", str(concurrency), "-n", f"{name}@localhost", "--loglevel=INFO",
-         "--without-gossip", "--without-mingle"],
+        [
+            CELERY,
+            "-A",
+            "shared.celery_app",
+            "worker",
+            "-Q",
+            queue,
+            "-P",
+            "prefork",
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@localhost",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ],
         tmp_path / f"{name}.log",
     )
     try:
-        wait_for(lambda: " ready." in process.log() or process.popen.poll() is not None,
-                 timeout=60, message=f"worker {name} to start")
+        wait_for(
+            lambda: " ready." in process.log() or process.popen.poll() is not None,
+            timeout=60,
+            message=f"worker {name} to start",
+        )
         assert process.popen.poll() is None, process.log()
         yield process
     finally:
@@ -68,13 +86,23 @@ def celery_worker(tmp_path: Path, name: str, queue: str, concurrency: int = 1) -
 @contextmanager
 def celery_beat(tmp_path: Path) -> Iterator[Process]:
     process = Process(
-        [CELERY, "-A", "shared.celery_app", "beat", "--loglevel=INFO",
-         "-s", str(tmp_path / "beat-schedule")],
+        [
+            CELERY,
+            "-A",
+            "shared.celery_app",
+            "beat",
+            "--loglevel=INFO",
+            "-s",
+            str(tmp_path / "beat-schedule"),
+        ],
         tmp_path / "beat.log",
     )
     try:
-        wait_for(lambda: "beat: Starting" in process.log() or process.popen.poll() is not None,
-                 timeout=60, message="beat to start")
+        wait_for(
+            lambda: "beat: Starting" in process.log() or process.popen.poll() is not None,
+            timeout=60,
+            message="beat to start",
+        )
         yield process
     finally:
         process.stop()
