@@ -106,3 +106,28 @@ def celery_beat(tmp_path: Path) -> Iterator[Process]:
         yield process
     finally:
         process.stop()
+
+
+@contextmanager
+def flower(tmp_path: Path, port: int, basic_auth: str) -> Iterator[Process]:
+    """Flower on the tests' broker, with basic auth from the environment as `make run` does."""
+    os.environ["FLOWER_BASIC_AUTH"] = basic_auth
+    try:
+        process = Process(
+            [
+                CELERY,
+                "-A",
+                "shared.celery_app",
+                "flower",
+                "--address=127.0.0.1",
+                f"--port={port}",
+                f"--db={tmp_path / 'flower.db'}",
+            ],
+            tmp_path / "flower.log",
+        )
+    finally:
+        del os.environ["FLOWER_BASIC_AUTH"]
+    try:
+        yield process
+    finally:
+        process.stop()
