@@ -69,7 +69,9 @@ task_create_missing_queues = False
 # diagnostics, file jobs and deploy jobs apart.
 worker_send_task_events = True
 task_send_sent_event = True
-task_track_started = True
+# The job row records when an attempt starts; a STARTED write to the result backend per task
+# would only add a database round trip (Flower still sees task-started events).
+task_track_started = False
 worker_hijack_root_logger = False
 
 imports = ("workers.tasks",)

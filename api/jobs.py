@@ -142,9 +142,10 @@ def accept_submission(
             return job_response(existing, 200)
     attempts = resolve_max_attempts(processor, max_attempts)
     check_submit_rate(settings(), user_id)
-    # Serialise this user's submissions so the active-jobs count cannot be raced past.
-    session.execute(select(func.pg_advisory_xact_lock(_lock_key(user_id))))
-    check_active_jobs(settings(), session, user_id)
+    if settings().quota_active_jobs:
+        # Serialise this user's submissions so the active-jobs count cannot be raced past.
+        session.execute(select(func.pg_advisory_xact_lock(_lock_key(user_id))))
+        check_active_jobs(settings(), session, user_id)
     result = submit_job(
         session,
         owner_id=user_id,

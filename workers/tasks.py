@@ -6,6 +6,7 @@ the kinds of work apart at a glance.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -22,7 +23,10 @@ from workers.sweeps import run_sweeps
 
 
 @after_setup_logger.connect
-def _configure_logging(**_: Any) -> None:
+def _configure_logging(logger: logging.Logger, **_: Any) -> None:
+    # One handler, one format: replace Celery's own handler with the JSON-lines one.
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
     settings = get_settings()
     logging_setup.configure_logging("worker", settings.log_level, settings.log_json)
 

@@ -1,0 +1,30 @@
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTEST_ARGS ?=
+
+.PHONY: help run test lint bench migrate clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+run:  ## Install what is missing, migrate, and run API, workers, beat and Flower (Ctrl-C stops)
+	@scripts/run.sh
+
+test:  ## The same set-up, then the whole test suite
+	@scripts/test.sh $(PYTEST_ARGS)
+
+lint:  ## ruff check and format check
+	@test -x .venv/bin/ruff || scripts/setup.sh
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+bench:  ## Performance comparison (see README, Performance)
+	@scripts/setup.sh
+	.venv/bin/python -m bench $(BENCH_ARGS)
+
+migrate:  ## Apply database migrations to DATABASE_URL (default: the dev database)
+	.venv/bin/python -m shared.migrate upgrade
+
+clean:  ## Remove run-time files and caches (keeps .venv)
+	rm -rf var .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

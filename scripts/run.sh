@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# `make run`: set up, then run the whole platform in the foreground:
+# the API (gunicorn), one Celery worker per queue, beat and Flower.
+# Ctrl-C (SIGINT) or SIGTERM stops every process this script started, and nothing else:
+# Redis and PostgreSQL are daemons shared with other runs and tests, so they keep running
+# (a second `make run` reuses them).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+API_PORT="${API_PORT:-8000}"
+FLOWER_PORT="${FLOWER_PORT:-5555}"
+export FLOWER_BASIC_AUTH="${FLOWER_BASIC_AUTH:-admin:dockyard}"
+export LOG_JSON="${LOG_JSON:-false}"  # readable lines in a terminal; JSON in production
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in "$API_PORT" "$FLOWER_PORT"; do
+  if listening "$port"; then
+    echo "[run] port $port is already in use (is another 'make run' running?)" >&2
+    exit 1
+  fi
+done
+
+scripts/setup.sh
+
+mkdir -p var
+pids=()
+start() {  # start NAME COMMAND...: own process group, output prefixed with the name
+  local name="$1"; shift
+  setsid "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
+  pids+=("$!")
+}
+
+stopping=0
+stop_all() {
+  [[ $stopping -eq 1 ]] && return
+  stopping=1
+  echo "[run] stopping ${#pids[@]} processes"
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 100); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [[ $alive -eq 0 ]] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  echo "[run] stopped; redis and postgresql are still running for the next run"
+}
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
+
+start api .venv/bin/gunicorn --bind "127.0.0.1:$API_PORT" --workers "${API_WORKERS:-3}" \
+  --threads "${API_THREADS:-4}" --access-logfile - 'api.wsgi:app'
+for queue in diagnostics files deploy dead_letter,maintenance; do
+  name="worker-${queue%%,*}"
+  start "$name" .venv/bin/celery -A shared.celery_app worker -Q "$queue" -n "${queue%%,*}@%h" \
+    --loglevel=INFO -E -c "${WORKER_CONCURRENCY:-2}"
+done
+start beat .venv/bin/celery -A shared.celery_app beat --loglevel=INFO -s var/celerybeat-schedule
+start flower .venv/bin/celery -A shared.celery_app flower --address=127.0.0.1 --port="$FLOWER_PORT"
+
+for _ in $(seq 1 150); do listening "$API_PORT" && listening "$FLOWER_PORT" && break; sleep 0.2; done
+cat <<BANNER
+[run] ------------------------------------------------------------
+[run] API:    http://127.0.0.1:$API_PORT/api/v1
+[run] Docs:   http://127.0.0.1:$API_PORT/api/v1/docs
+[run] Flower: http://127.0.0.1:$FLOWER_PORT  (user ${FLOWER_BASIC_AUTH%%:*})
+[run] Ctrl-C stops everything started here.
+[run] ------------------------------------------------------------
+BANNER
+
+# If any process dies on its own, stop the rest and fail: a half-running platform misleads.
+set +e
+wait -n "${pids[@]}"
+status=$?
+set -e
+if [[ $stopping -eq 0 ]]; then
+  echo "[run] a process exited unexpectedly (status $status); stopping the rest" >&2
+  stop_all
+  exit 1
+fi

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 machine (as root) or a developer machine:
+# system packages, the virtualenv, Redis, PostgreSQL, the role and databases, migrations.
+# Safe to run again: it reuses whatever is installed and running.
+#   scripts/setup.sh          development database
+#   scripts/setup.sh --test   also the test database
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+WITH_TEST=0
+[[ "${1:-}" == "--test" ]] && WITH_TEST=1
+
+VAR="$ROOT/var"
+mkdir -p "$VAR/run" "$VAR/log"
+log() { printf '[setup] %s\n' "$*"; }
+
+PYTHON="${PYTHON:-python3}"
+DB_USER=dockyard
+DB_PASSWORD=dockyard
+DEV_DB=dockyard
+TEST_DB=dockyard_test
+DB_HOST=127.0.0.1
+DB_PORT=5432
+REDIS_PORT=6379
+
+# --- system packages (only what is missing; apt-get update at most once) -------------------
+apt_updated=0
+need_pkg() {  # need_pkg COMMAND PACKAGE...
+  local cmd="$1"; shift
+  if ! command -v "$cmd" >/dev/null 2>&1; then
+    if [[ $apt_updated -eq 0 ]]; then
+      log "apt-get update"
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      apt_updated=1
+    fi
+    log "installing $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  fi
+}
+need_pkg redis-server redis-server
+need_pkg pg_ctlcluster postgresql
+need_pkg git git
+need_pkg wrk wrk
+
+# --- virtualenv and the project (skipped when pyproject.toml did not change) ---------------
+if [[ ! -x .venv/bin/python ]]; then
+  log "creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [[ ! -f "$stamp" ]]; then
+  log "installing the project into .venv"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+# --- Redis -----------------------------------------------------------------------------------
+if ! redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+  log "starting redis on 127.0.0.1:$REDIS_PORT"
+  redis-server --daemonize yes --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --logfile "$VAR/log/redis.log"
+  echo redis >> "$VAR/run/started-by-dockyard"
+  for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+redis-cli -p "$REDIS_PORT" ping >/dev/null || { log "redis did not start"; exit 1; }
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+if ! pg_isready -q -h "$DB_HOST" -p "$DB_PORT"; then
+  version="$(ls /etc/postgresql | sort -V | tail -1)"
+  log "starting postgresql $version/main"
+  pg_ctlcluster "$version" main start
+  echo postgres >> "$VAR/run/started-by-dockyard"
+  for _ in $(seq 1 100); do pg_isready -q -h "$DB_HOST" -p "$DB_PORT" && break; sleep 0.1; done
+fi
+pg_isready -q -h "$DB_HOST" -p "$DB_PORT" || { log "postgresql did not start"; exit 1; }
+
+psql_admin() { su postgres -c "psql -v ON_ERROR_STOP=1 -qtAc \"$1\""; }
+if [[ "$(psql_admin "SELECT 1 FROM pg_roles WHERE rolname='$DB_USER'")" != "1" ]]; then
+  log "creating role $DB_USER"
+  psql_admin "CREATE ROLE $DB_USER LOGIN CREATEDB PASSWORD '$DB_PASSWORD'"
+fi
+databases=("$DEV_DB")
+[[ $WITH_TEST -eq 1 ]] && databases+=("$TEST_DB")
+for db in "${databases[@]}"; do
+  if [[ "$(psql_admin "SELECT 1 FROM pg_database WHERE datname='$db'")" != "1" ]]; then
+    log "creating database $db"
+    psql_admin "CREATE DATABASE $db OWNER $DB_USER"
+  fi
+done
+
+# --- migrations ------------------------------------------------------------------------------
+for db in "${databases[@]}"; do
+  url="postgresql+psycopg2://$DB_USER:$DB_PASSWORD@$DB_HOST:$DB_PORT/$db"
+  if [[ "$db" == "$DEV_DB" && -n "${DATABASE_URL:-}" ]]; then url="$DATABASE_URL"; fi
+  log "migrating $db"
+  DATABASE_URL="$url" .venv/bin/python -m shared.migrate upgrade
+done
+log "ready"
