@@ -17,7 +17,12 @@ result_backend = _settings.result_backend
 # Celery's database backend keeps task results in the platform's PostgreSQL; the job
 # table stays the source of truth for users, this is the operator's trail per delivery.
 result_extended = True
-database_engine_options = {"pool_pre_ping": True}
+# Results are the operator's trail per delivery, re-derivable from the job table: they need
+# not wait for the WAL flush (the job row, written by the API, is the durable record).
+database_engine_options = {
+    "pool_pre_ping": True,
+    "connect_args": {"options": "-c synchronous_commit=off"},
+}
 result_expires = 7 * 24 * 3600
 
 # Late acknowledgement: a message is acked only after the task returns, so a worker that
@@ -68,7 +73,9 @@ task_create_missing_queues = False
 # Task events let Flower show tasks live; sent events carry the task name, which tells
 # diagnostics, file jobs and deploy jobs apart.
 worker_send_task_events = True
-task_send_sent_event = True
+# No "task-sent" event from the API: it would double the broker round trips of every submit,
+# and Flower learns of each task from the worker's "task-received" anyway.
+task_send_sent_event = False
 # The job row records when an attempt starts; a STARTED write to the result backend per task
 # would only add a database round trip (Flower still sees task-started events).
 task_track_started = False

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify
 from marshmallow import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from shared.jobs import JobConflict
@@ -96,6 +97,18 @@ def register_error_handlers(app: Flask) -> None:
             return error_response(409, error.code, error.message)
         if isinstance(error, IllegalTransition):
             return error_response(409, "illegal_transition", str(error))
+        if (
+            isinstance(error, DBAPIError)
+            and error.connection_invalidated
+            or isinstance(error, OperationalError)
+        ):
+            log.warning("database unavailable", exc_info=True, extra={"event": "db_unavailable"})
+            return error_response(
+                503,
+                "service_unavailable",
+                "The database is unavailable; try again shortly.",
+                {"component": "postgres"},
+            )
         if isinstance(error, HTTPException):
             status = error.code or 500
             code, message = _HTTP_CODES.get(status, ("http_error", error.description or ""))

@@ -27,7 +27,7 @@ from api.schemas import (
 from api.session import db_session, json_body
 from shared import logging_setup
 from shared.config import Settings
-from shared.dispatch import Dispatch, publish
+from shared.dispatch import Dispatch, publish, publish_new_job
 from shared.jobs import (
     IDEMPOTENCY_WINDOW,
     cancel_job,
@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
 _MAX_KEY_LENGTH = 255
+# Schema instances are reusable and thread-safe for load/dump; building one per request
+# costs more than the database insert.
+JOB_SCHEMA = JobSchema()
+SUBMIT_SCHEMA = JobSubmitSchema()
 
 
 def settings() -> Settings:
@@ -84,7 +88,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
 
 
 def job_response(job: Job, status: int) -> Response:
-    response = jsonify(JobSchema().dump(job_to_dict(job)))
+    response = jsonify(JOB_SCHEMA.dump(job_to_dict(job)))
     response.status_code = status
     response.headers["Location"] = url_for("v1.jobs.get_job", job_id=job.id)
     return response
@@ -156,13 +160,14 @@ def accept_submission(
         idempotency_key=key,
         request_id=g.request_id,
     )
-    session.commit()
     job = result.job
     if not result.created:
+        session.commit()
         return job_response(job, 200)
+    publish_new_job(session, job, processor.task_name, publisher())
+    session.commit()
     logging_setup.bind(job_id=str(job.id), user_id=str(user_id))
     log.info("job submitted", extra={"event": "job_submitted", "processor": processor.name})
-    publish(Dispatch.for_job(job, processor.task_name), publisher())
     return job_response(job, 202)
 
 
@@ -205,7 +210,7 @@ def load_params(processor: Processor, raw: dict[str, Any]) -> dict[str, Any]:
     errors=(409, 429, 503),
 )
 def submit() -> Response:
-    data = JobSubmitSchema().load(json_body())
+    data = SUBMIT_SCHEMA.load(json_body())
     processor = processor_or_422(data["processor"])
     if processor.input != "none":
         raise ApiError(
@@ -247,7 +252,7 @@ def list_jobs() -> Response:
 @jwt_required()
 @doc(summary="One job", tags=["jobs"], response=JobSchema, errors=(404,))
 def get_job(job_id: uuid.UUID) -> Response:
-    return jsonify(JobSchema().dump(job_to_dict(load_job(job_id))))
+    return jsonify(JOB_SCHEMA.dump(job_to_dict(load_job(job_id))))
 
 
 @bp.get("/<uuid:job_id>/events")

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.config import get_settings
 
 _engine: Engine | None = None
+_connect_args: dict[str, str] = {}
 _factory: sessionmaker[Session] | None = None
 _pid: int | None = None
 
@@ -27,10 +28,12 @@ def get_engine() -> Engine:
             _engine.dispose(close=False)
         _engine = create_engine(
             get_settings().database_url,
-            pool_pre_ping=True,
+            # No pre-ping: it would add a round trip to every transaction. A connection
+            # that died is invalidated on first use; the worker task retries that delivery.
+            pool_pre_ping=False,
             pool_size=10,
             max_overflow=20,
-            future=True,
+            connect_args=_connect_args,
         )
         _factory = sessionmaker(bind=_engine, expire_on_commit=False)
         _pid = os.getpid()
@@ -63,3 +66,15 @@ def reset_engine() -> None:
     if _engine is not None:
         _engine.dispose()
     _engine = _factory = _pid = None
+
+
+def use_asynchronous_commit() -> None:
+    """Workers' transactions stop waiting for the WAL flush (synchronous_commit=off).
+
+    Safe here because everything a worker writes is re-derivable: a PostgreSQL crash can
+    lose its last fraction of a second of commits, which at worst leaves a job `running`
+    with a stale heartbeat, and the sweep runs it again (at-least-once). The API keeps
+    synchronous commits: its 202 is a promise that the job is stored.
+    """
+    _connect_args["options"] = "-c synchronous_commit=off"
+    reset_engine()

@@ -99,19 +99,20 @@ def submit_job(
         dispatch_id=uuid.uuid4(),
         cancel_requested=False,
     )
-    try:
-        with session.begin_nested():
-            session.add(job)
-            session.flush()
-    except IntegrityError:
-        # Two requests raced with the same key: the first one's job is the answer.
-        if not idempotency_key:
-            raise
-        existing = find_by_idempotency_key(session, owner_id, idempotency_key)
-        if existing is None:
-            raise
-        check_same_request(existing, processor, params)
-        return SubmitResult(existing, created=False)
+    if not idempotency_key:
+        session.add(job)
+    else:
+        try:
+            with session.begin_nested():  # a savepoint: only a keyed insert can collide
+                session.add(job)
+                session.flush()
+        except IntegrityError:
+            # Two requests raced with the same key: the first one's job is the answer.
+            existing = find_by_idempotency_key(session, owner_id, idempotency_key)
+            if existing is None:
+                raise
+            check_same_request(existing, processor, params)
+            return SubmitResult(existing, created=False)
     events.record(
         session,
         job.id,

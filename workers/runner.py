@@ -23,7 +23,7 @@ from shared import events
 from shared.backoff import retry_delay
 from shared.config import Settings
 from shared.db import session_scope
-from shared.dispatch import Dispatch
+from shared.dispatch import Dispatch, wait_for_uncommitted_job
 from shared.dispatch import publish as publish_dispatch
 from shared.errors import JobCancelled, JobError, RetryableJobError
 from shared.jobs import now, set_status
@@ -31,6 +31,7 @@ from shared.models import Job
 from shared.processors import get_processor
 from shared.status import JobStatus
 from workers.dead_letters import dead_letter_payload, send_dead_letter
+from workers.fast_path import try_claim, try_succeed
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,17 @@ def _locked_job(session: Session, job_id: uuid.UUID) -> Job | None:
 
 def claim(delivery: Delivery, settings: Settings) -> Claim | None:
     """Mark the job running for this delivery, or return None when it must be dropped."""
+    fast = try_claim(delivery.job_id, delivery.dispatch_id, delivery.hostname, delivery.pid)
+    if fast is not None:
+        processor, params, attempt = fast
+        return Claim(delivery.job_id, delivery.dispatch_id, processor, dict(params), attempt)
     after = AfterCommit()
     with session_scope() as session:
         job = _locked_job(session, delivery.job_id)
+        if job is None:
+            # The message may have outrun its submit's commit: wait for that to end, look again.
+            wait_for_uncommitted_job(session, delivery.job_id)
+            job = _locked_job(session, delivery.job_id)
         reason = _drop_reason(job, delivery)
         if reason is not None:
             log.info(
@@ -278,6 +287,16 @@ def _record(
     tb: str | None = None,
     cancelled: bool = False,
 ) -> dict[str, Any]:
+    if (
+        not cancelled
+        and error is None
+        and try_succeed(claimed.job_id, claimed.dispatch_id, result or {})
+    ):
+        log.info(
+            "job attempt ended: succeeded",
+            extra={"event": "attempt_ended", "outcome": "succeeded", "attempt": claimed.attempt},
+        )
+        return {"job_id": str(claimed.job_id), "outcome": "succeeded", "attempt": claimed.attempt}
     after = AfterCommit()
     with session_scope() as session:
         job = _locked_job(session, claimed.job_id)

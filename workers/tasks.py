@@ -12,11 +12,12 @@ from typing import Any
 
 from celery import Task
 from celery.signals import after_setup_logger, task_postrun, task_prerun, worker_process_init
+from sqlalchemy.exc import DBAPIError
 
 from shared import logging_setup, queues
 from shared.celery_app import app
 from shared.config import get_settings
-from shared.db import reset_engine, session_scope
+from shared.db import reset_engine, session_scope, use_asynchronous_commit
 from workers.dead_letters import record_dead_letter
 from workers.runner import Delivery, run_delivery
 from workers.sweeps import run_sweeps
@@ -35,6 +36,7 @@ def _configure_logging(logger: logging.Logger, **_: Any) -> None:
 def _fresh_connections(**_: Any) -> None:
     # A forked pool process must not reuse the parent's database connections.
     reset_engine()
+    use_asynchronous_commit()
 
 
 @task_prerun.connect
@@ -61,7 +63,13 @@ def _deliver(task: Task, job_id: str, dispatch_id: str) -> dict[str, Any]:
         task_name=task.name,
         hostname=task.request.hostname or "unknown",
     )
-    return run_delivery(delivery, get_settings())
+    try:
+        return run_delivery(delivery, get_settings())
+    except DBAPIError as error:
+        # PostgreSQL unreachable or the connection died: deliver again later, to this same
+        # queue (named explicitly: a bare retry can land in the default queue, celery#8357).
+        queue = (task.request.delivery_info or {}).get("routing_key")
+        raise task.retry(exc=error, countdown=5, max_retries=None, queue=queue) from error
 
 
 @app.task(name=queues.TASK_DIAGNOSTIC, bind=True)

@@ -41,10 +41,18 @@ class Processor:
 
     def load_params(self, raw: dict[str, Any] | None) -> dict[str, Any]:
         """Validate and normalise params; raises marshmallow.ValidationError."""
-        return self.params_schema().load(raw or {})
+        return _schema_instance(self.params_schema).load(raw or {})
 
 
 _REGISTRY: dict[str, Processor] = {}
+_SCHEMAS: dict[type[Schema], Schema] = {}
+
+
+def _schema_instance(schema: type[Schema]) -> Schema:
+    """One reusable instance per schema class (building one per request is costly)."""
+    if schema not in _SCHEMAS:
+        _SCHEMAS[schema] = schema()
+    return _SCHEMAS[schema]
 
 
 def register(processor: Processor) -> Processor:

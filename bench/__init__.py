@@ -1,0 +1,1 @@
+"""`make bench`: Dockyard measured beside the simplest thing that does the same work."""
