@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from shared.celery_app import app as celery_app
 from shared.db import session_scope
+from shared.jobs import job_lock_key
 from shared.models import Job
 
 log = logging.getLogger(__name__)
@@ -80,23 +81,16 @@ def mark_published(dispatch: Dispatch) -> None:
         )
 
 
-def job_lock_key(job_id: uuid.UUID) -> int:
-    """The advisory-lock key that guards a new job's row until its insert commits."""
-    return int.from_bytes(job_id.bytes[:8], "big", signed=True)
-
-
 def publish_new_job(session: Session, job: Job, task_name: str, celery: Celery | None) -> bool:
-    """Publish a job whose INSERT is not committed yet, marking it published in the same
-    transaction, so a submit costs one commit.
+    """Publish a job whose INSERT is not committed yet, so a submit costs one commit.
 
-    The transaction holds an advisory lock on the job until it ends. A worker that receives
-    the message first finds no row, waits on that lock, and looks again: the row is there if
-    the submit committed, and absent (the message is dropped) if it rolled back. If the broker
-    refuses, the row commits unpublished and the outbox sweep sends it. Only for new rows: an
-    existing row's old state would be visible to a fast worker.
+    The submit's transaction holds an advisory lock on the job (taken by its INSERT) until it
+    ends. A worker that receives the message first finds no row, waits on that lock, and looks
+    again: the row is there if the submit committed, absent (the message is dropped) if it
+    rolled back. If the broker refuses, `published_at` is cleared and the row commits
+    unpublished for the outbox sweep. Only for new rows: an existing row's old state would be
+    visible to a fast worker.
     """
-    with session.no_autoflush:  # the INSERT waits until published_at is known
-        session.execute(select(func.pg_advisory_xact_lock(job_lock_key(job.id))))
     try:
         send(Dispatch.for_job(job, task_name), celery)
     except Exception:
@@ -105,8 +99,8 @@ def publish_new_job(session: Session, job: Job, task_name: str, celery: Celery |
             exc_info=True,
             extra={"event": "publish_failed", "job_id": str(job.id)},
         )
+        job.published_at = None
         return False
-    job.published_at = datetime.now(UTC)  # part of the INSERT: nothing is flushed yet
     return True
 
 

@@ -6,13 +6,13 @@ which must follow the commit) to the caller, so one request is one transaction.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from shared import events
@@ -63,6 +63,29 @@ def find_by_idempotency_key(session: Session, owner_id: uuid.UUID, key: str) -> 
     return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
 
 
+# One statement inserts the job and its `submitted` event and takes the job's advisory lock
+# (held until commit, see shared.dispatch.publish_new_job). `published_at` is set
+# optimistically and cleared if the publish then fails. A keyed insert that collides with a
+# concurrent one returns no row instead of aborting the transaction.
+_INSERT_JOB = text("""
+WITH lock AS (SELECT pg_advisory_xact_lock(:lock_key)),
+job AS (
+    INSERT INTO jobs (id, owner_id, kind, processor, queue, params, status, attempts,
+        max_attempts, idempotency_key, request_id, dispatch_id, cancel_requested,
+        published_at, created_at, updated_at)
+    SELECT :id, :owner_id, :kind, :processor, :queue, CAST(:params AS jsonb), 'queued', 0,
+        :max_attempts, :idempotency_key, :request_id, :dispatch_id, false, now(), now(), now()
+    FROM lock
+    ON CONFLICT ON CONSTRAINT uq_jobs_owner_idempotency_key DO NOTHING
+    RETURNING *
+), event AS (
+    INSERT INTO job_events (job_id, type, attempt, data, created_at)
+    SELECT id, 'submitted', NULL, CAST(:event AS jsonb), now() FROM job
+)
+SELECT * FROM job
+""")
+
+
 def submit_job(
     session: Session,
     *,
@@ -74,7 +97,11 @@ def submit_job(
     idempotency_key: str | None = None,
     request_id: str | None = None,
 ) -> SubmitResult:
-    """Create a queued job (unpublished) unless the idempotency key names a recent one."""
+    """Create a queued job unless the idempotency key names a recent one.
+
+    The job is inserted as published; the caller publishes it before committing and clears
+    `published_at` if the broker refuses (the outbox sweep then sends it).
+    """
     if idempotency_key:
         existing = find_by_idempotency_key(session, owner_id, idempotency_key)
         if existing is not None:
@@ -83,46 +110,47 @@ def submit_job(
                 return SubmitResult(existing, created=False)
             existing.idempotency_key = None  # expired: the key may name a new job
             session.flush()
-
-    job = Job(
-        id=uuid.uuid4(),
-        owner_id=owner_id,
-        kind=processor.kind,
-        processor=processor.name,
-        queue=queue or processor.queue,
-        params=params,
-        status=JobStatus.QUEUED.value,
-        attempts=0,
-        max_attempts=max_attempts,
-        idempotency_key=idempotency_key,
-        request_id=request_id,
-        dispatch_id=uuid.uuid4(),
-        cancel_requested=False,
-    )
-    if not idempotency_key:
-        session.add(job)
-    else:
-        try:
-            with session.begin_nested():  # a savepoint: only a keyed insert can collide
-                session.add(job)
-                session.flush()
-        except IntegrityError:
-            # Two requests raced with the same key: the first one's job is the answer.
-            existing = find_by_idempotency_key(session, owner_id, idempotency_key)
-            if existing is None:
-                raise
-            check_same_request(existing, processor, params)
-            return SubmitResult(existing, created=False)
-    events.record(
-        session,
-        job.id,
-        events.SUBMITTED,
-        processor=processor.name,
-        queue=job.queue,
-        max_attempts=max_attempts,
-        request_id=request_id,
-    )
+    job_id = uuid.uuid4()
+    queue = queue or processor.queue
+    values = {
+        "lock_key": job_lock_key(job_id),
+        "id": job_id,
+        "owner_id": owner_id,
+        "kind": processor.kind,
+        "processor": processor.name,
+        "queue": queue,
+        "params": json.dumps(params),
+        "max_attempts": max_attempts,
+        "idempotency_key": idempotency_key,
+        "request_id": request_id,
+        "dispatch_id": uuid.uuid4(),
+        "event": json.dumps(
+            {
+                "processor": processor.name,
+                "queue": queue,
+                "max_attempts": max_attempts,
+                "request_id": request_id,
+            }
+        ),
+    }
+    job = session.scalars(select(Job).from_statement(_INSERT_JOB), values).one_or_none()
+    if job is None:
+        # Another request with the same key committed first: its job is the answer.
+        assert idempotency_key is not None
+        existing = find_by_idempotency_key(session, owner_id, idempotency_key)
+        if existing is None:
+            raise JobConflict(
+                "idempotency_key_in_flight",
+                "A request with this Idempotency-Key is still being processed.",
+            )
+        check_same_request(existing, processor, params)
+        return SubmitResult(existing, created=False)
     return SubmitResult(job, created=True)
+
+
+def job_lock_key(job_id: uuid.UUID) -> int:
+    """The advisory-lock key that guards a new job's row until its insert commits."""
+    return int.from_bytes(job_id.bytes[:8], "big", signed=True)
 
 
 def check_same_request(existing: Job, processor: Processor, params: dict[str, Any]) -> None:
