@@ -60,7 +60,9 @@ def http_ok(url: str) -> Callable[[Path], bool]:
     return check
 
 
-GUNICORN_ARGS = ["--workers", "4", "--threads", "4", "--log-level", "warning"]
+GUNICORN_ARGS = os.environ.get(
+    "BENCH_GUNICORN", "--workers 4 --threads 4 --log-level warning"
+).split()
 
 
 def gunicorn(name: str, app: str, port: int) -> contextmanager:
