@@ -12,6 +12,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from celery import Celery
 from sqlalchemy import func, select, update
@@ -38,7 +39,7 @@ class Dispatch:
     countdown: float | None = None
 
     @classmethod
-    def for_job(cls, job: Job, task_name: str, countdown: float | None = None) -> Dispatch:
+    def for_job(cls, job: Any, task_name: str, countdown: float | None = None) -> Dispatch:
         assert job.dispatch_id is not None, "a job is dispatched only with a dispatch id"
         return cls(job.id, job.dispatch_id, job.queue, task_name, job.request_id, countdown)
 
@@ -98,7 +99,7 @@ def mark_published(dispatch: Dispatch) -> None:
         )
 
 
-def publish_new_job(session: Session, job: Job, task_name: str, celery: Celery | None) -> bool:
+def publish_new_job(session: Session, job: Any, task_name: str, celery: Celery | None) -> bool:
     """Publish a job whose INSERT is not committed yet, so a submit costs one commit.
 
     The submit's transaction holds an advisory lock on the job (taken by its INSERT) until it
@@ -116,7 +117,7 @@ def publish_new_job(session: Session, job: Job, task_name: str, celery: Celery |
             exc_info=True,
             extra={"event": "publish_failed", "job_id": str(job.id)},
         )
-        job.published_at = None
+        session.execute(update(Job).where(Job.id == job.id).values(published_at=None))
         return False
     return True
 
