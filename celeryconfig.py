@@ -16,7 +16,8 @@ broker_url = _settings.broker_url
 result_backend = _settings.result_backend
 # Celery's database backend keeps task results in the platform's PostgreSQL; the job
 # table stays the source of truth for users, this is the operator's trail per delivery.
-result_extended = True
+# Not extended: the job tables already keep arguments, worker and timings per attempt.
+result_extended = False
 # Results are the operator's trail per delivery, re-derivable from the job table: they need
 # not wait for the WAL flush (the job row, written by the API, is the durable record).
 database_engine_options = {

@@ -68,6 +68,8 @@ def platform(n: int) -> float:
         started = time.perf_counter()
         with ThreadPoolExecutor(CLIENTS) as pool:
             list(pool.map(submit, range(n)))
+        submitted = time.perf_counter() - started
+        print(f"[bench] platform: {n} HTTP submits in {submitted:.2f}s", flush=True)
         wait_until(
             lambda: (
                 env.query_one("SELECT count(*) FROM jobs WHERE status = 'succeeded'")

@@ -61,7 +61,7 @@ def http_ok(url: str) -> Callable[[Path], bool]:
 
 
 GUNICORN_ARGS = os.environ.get(
-    "BENCH_GUNICORN", "--workers 4 --threads 4 --log-level warning"
+    "BENCH_GUNICORN", "--workers 8 --threads 1 --log-level warning"
 ).split()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ from bench.procs import LOG_DIR, gunicorn
 MINIMAL_PORT = 8101
 PLATFORM_PORT = 8100
 WRK = ["wrk", "-t", "2", "-c", "50", "-d", "6s", "--latency", "--timeout", "10s"]
-ROUNDS = 3
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 _LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 {auth}wrk.body = '{{"processor": "debug.echo", "params": {{"message": "bench"}}}}'

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import text
 
 from shared.db import session_scope
+from shared.dispatch import wait_for_uncommitted_job
 from shared.status import JobStatus, can_transition
 
 _CLAIMABLE = (JobStatus.QUEUED.value, JobStatus.RETRYING.value)
@@ -54,10 +55,14 @@ SELECT attempts FROM done
 
 def try_claim(job_id: Any, dispatch_id: Any, host: str, pid: int) -> tuple[str, dict, int] | None:
     """(processor, params, attempt) if the job was claimed; None to take the general path."""
+    values = {"job_id": job_id, "dispatch_id": dispatch_id, "host": host, "pid": pid}
     with session_scope() as session:
-        row = session.execute(
-            _CLAIM, {"job_id": job_id, "dispatch_id": dispatch_id, "host": host, "pid": pid}
-        ).first()
+        row = session.execute(_CLAIM, values).first()
+        if row is None:
+            # Usually the message outran its submit's commit (it is published just before):
+            # wait for that transaction to end, then look again with a fresh snapshot.
+            wait_for_uncommitted_job(session, job_id)
+            row = session.execute(_CLAIM, values).first()
     return (row.processor, row.params, row.attempts) if row else None
 
 
