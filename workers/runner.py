@@ -23,7 +23,7 @@ from shared import events
 from shared.backoff import retry_delay
 from shared.config import Settings
 from shared.db import session_scope
-from shared.dispatch import Dispatch, wait_for_uncommitted_job
+from shared.dispatch import Dispatch
 from shared.dispatch import publish as publish_dispatch
 from shared.errors import JobCancelled, JobError, RetryableJobError
 from shared.jobs import now, set_status
@@ -96,11 +96,8 @@ def claim(delivery: Delivery, settings: Settings) -> Claim | None:
         return Claim(delivery.job_id, delivery.dispatch_id, processor, dict(params), attempt)
     after = AfterCommit()
     with session_scope() as session:
+        # try_claim already waited for any in-flight submit of this job to commit.
         job = _locked_job(session, delivery.job_id)
-        if job is None:
-            # The message may have outrun its submit's commit: wait for that to end, look again.
-            wait_for_uncommitted_job(session, delivery.job_id)
-            job = _locked_job(session, delivery.job_id)
         reason = _drop_reason(job, delivery)
         if reason is not None:
             log.info(
