@@ -115,7 +115,7 @@ def requeue_dead_letter(letter_id: uuid.UUID) -> tuple[Response, int]:
         raise not_found("dead letter")
     dispatch = _requeue(letter)
     session.commit()
-    publish(dispatch, publisher())
+    publish(dispatch, publisher(), session)
     return jsonify({"affected": 1, "job_id": str(letter.job_id)}), 202
 
 
@@ -159,7 +159,7 @@ def requeue_dead_letters() -> tuple[Response, int]:
             skipped += 1
     session.commit()
     for dispatch in dispatches:
-        publish(dispatch, publisher())
+        publish(dispatch, publisher(), session)
     remaining = session.scalar(select(func.count()).select_from(_filtered(args).subquery()))
     return jsonify({"affected": len(dispatches), "skipped": skipped, "remaining": remaining}), 202
 

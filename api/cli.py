@@ -14,10 +14,12 @@ from shared.models import User
 from shared.passwords import hash_password
 
 
-def ensure_admin(email: str, password: str | None) -> tuple[User, bool]:
+def ensure_admin(
+    email: str, password: str | None, database_url: str | None = None
+) -> tuple[User, bool]:
     """Create the admin, or promote an existing user; returns (user, created)."""
     email = email.strip().lower()
-    with session_scope() as session:
+    with session_scope(database_url) as session:
         user = session.scalar(select(User).where(User.email == email))
         if user is not None:
             user.role = "admin"
@@ -46,5 +48,5 @@ def register_cli(app: Flask) -> None:
         """Create EMAIL as an admin, or promote the existing account."""
         if password is None and os.isatty(0):
             password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-        user, created = ensure_admin(email, password)
+        user, created = ensure_admin(email, password, app.config["DOCKYARD_SETTINGS"].database_url)
         click.echo(f"{'created' if created else 'promoted'} admin {user.email} ({user.id})")

@@ -309,5 +309,5 @@ def retry(job_id: uuid.UUID) -> Response:
     processor = processor_or_422(job.processor)
     retry_job(db_session(), job, reason="user_retry")
     db_session().commit()
-    publish(Dispatch.for_job(job, processor.task_name), publisher())
+    publish(Dispatch.for_job(job, processor.task_name), publisher(), db_session())
     return job_response(job, 202)

@@ -15,41 +15,41 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import get_settings
 
-_engine: Engine | None = None
+_engines: dict[tuple[str, int], tuple[Engine, sessionmaker[Session]]] = {}
 _connect_args: dict[str, str] = {}
-_factory: sessionmaker[Session] | None = None
-_pid: int | None = None
 
 
-def get_engine() -> Engine:
-    global _engine, _factory, _pid
-    if _engine is None or _pid != os.getpid():
-        if _engine is not None:
-            _engine.dispose(close=False)
-        _engine = create_engine(
-            get_settings().database_url,
+def _entry(url: str | None) -> tuple[Engine, sessionmaker[Session]]:
+    url = url or get_settings().database_url
+    key = (url, os.getpid())  # a forked process builds its own pool
+    if key not in _engines:
+        engine = create_engine(
+            url,
             # No pre-ping: it would add a round trip to every transaction. A connection
-            # that died is invalidated on first use; the worker task retries that delivery.
+            # that died is invalidated on first use; the worker task retries that delivery
+            # and the API answers 503 for that one request.
             pool_pre_ping=False,
             pool_size=10,
             max_overflow=20,
             connect_args=_connect_args,
         )
-        _factory = sessionmaker(bind=_engine, expire_on_commit=False)
-        _pid = os.getpid()
-    return _engine
+        _engines[key] = (engine, sessionmaker(bind=engine, expire_on_commit=False))
+    return _engines[key]
 
 
-def new_session() -> Session:
-    get_engine()
-    assert _factory is not None
-    return _factory()
+def get_engine(url: str | None = None) -> Engine:
+    """The engine for `url` (default: DATABASE_URL), one per URL and process."""
+    return _entry(url)[0]
+
+
+def new_session(url: str | None = None) -> Session:
+    return _entry(url)[1]()
 
 
 @contextmanager
-def session_scope() -> Iterator[Session]:
+def session_scope(url: str | None = None) -> Iterator[Session]:
     """A session that commits on success and rolls back on any exception."""
-    session = new_session()
+    session = new_session(url)
     try:
         yield session
         session.commit()
@@ -61,11 +61,13 @@ def session_scope() -> Iterator[Session]:
 
 
 def reset_engine() -> None:
-    """Drop the cached engine (tests switch databases)."""
-    global _engine, _factory, _pid
-    if _engine is not None:
-        _engine.dispose()
-    _engine = _factory = _pid = None
+    """Drop cached engines (a forked worker process, or tests switching databases)."""
+    for key, (engine, _factory) in list(_engines.items()):
+        if key[1] == os.getpid():
+            engine.dispose()
+        else:
+            engine.dispose(close=False)  # the parent's sockets: leave them to the parent
+    _engines.clear()
 
 
 def use_asynchronous_commit() -> None:

@@ -75,8 +75,11 @@ def send(dispatch: Dispatch, celery: Celery | None = None) -> None:
     )
 
 
-def publish(dispatch: Dispatch, celery: Celery | None = None) -> bool:
-    """Send and mark the job published. False (and logged) if the broker refused."""
+def publish(
+    dispatch: Dispatch, celery: Celery | None = None, session: Session | None = None
+) -> bool:
+    """Send and mark the job published (in `session` if given, committing it). False, and
+    logged, if the broker refused: the row stays unpublished for the sweep."""
     try:
         send(dispatch, celery)
     except Exception:
@@ -86,17 +89,18 @@ def publish(dispatch: Dispatch, celery: Celery | None = None) -> bool:
             extra={"event": "publish_failed", "job_id": str(dispatch.job_id)},
         )
         return False
-    mark_published(dispatch)
+    statement = (
+        update(Job)
+        .where(Job.id == dispatch.job_id, Job.dispatch_id == dispatch.dispatch_id)
+        .values(published_at=datetime.now(UTC))
+    )
+    if session is not None:
+        session.execute(statement)
+        session.commit()
+    else:
+        with session_scope() as own:
+            own.execute(statement)
     return True
-
-
-def mark_published(dispatch: Dispatch) -> None:
-    with session_scope() as session:
-        session.execute(
-            update(Job)
-            .where(Job.id == dispatch.job_id, Job.dispatch_id == dispatch.dispatch_id)
-            .values(published_at=datetime.now(UTC))
-        )
 
 
 def publish_new_job(session: Session, job: Any, task_name: str, celery: Celery | None) -> bool:

@@ -266,6 +266,19 @@ def test_redis_down_gives_a_clear_503(make_app, client) -> None:
     assert error(ready)["details"]["failing"] == ["redis"]
 
 
+def test_postgres_down_gives_a_clear_503(make_app, client) -> None:
+    user = User(client)
+    broken = make_app(
+        database_url="postgresql+psycopg2://dockyard:dockyard@127.0.0.1:1/nowhere"
+    ).test_client()
+    response = broken.get("/api/v1/jobs", headers=user.headers)
+    assert response.status_code == 503
+    assert error(response)["details"] == {"component": "postgres"}
+    ready = broken.get("/readyz")
+    assert ready.status_code == 503
+    assert error(ready)["details"]["failing"] == ["postgres"]
+
+
 def test_request_id_and_security_headers(client) -> None:
     echoed = client.get("/healthz", headers={"X-Request-ID": "trace-abc.123"})
     assert echoed.headers["X-Request-ID"] == "trace-abc.123"
