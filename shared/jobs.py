@@ -1,7 +1,7 @@
 """Job operations shared by the API and the maintenance tasks: submit, cancel, retry.
 
-Each function works inside the caller's session and leaves committing (and publishing,
-which must follow the commit) to the caller, so one request is one transaction.
+Each function works inside the caller's session and leaves committing and publishing
+to the caller, so one request is one transaction.
 """
 
 from __future__ import annotations
