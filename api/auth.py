@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from api.errors import ApiError, error_response
 from api.extensions import jwt, redis_client
 from api.openapi import doc
+from api.quotas import check_login_allowed, clear_login_failures, record_login_failure
 from api.schemas import (
     AccessTokenSchema,
     LoginSchema,
@@ -173,11 +174,16 @@ def register() -> tuple[Response, int]:
 )
 def login() -> Response:
     data = LoginSchema().load(json_body())
-    user = db_session().scalar(select(User).where(User.email == data["email"].strip().lower()))
+    email = data["email"].strip().lower()
+    settings = current_app.config["DOCKYARD_SETTINGS"]
+    check_login_allowed(settings, email)
+    user = db_session().scalar(select(User).where(User.email == email))
     if not verify_password(user.password_hash if user else None, data["password"]):
+        record_login_failure(settings, email)
         log.info("login refused", extra={"event": "login_failed"})
         raise ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
     assert user is not None
+    clear_login_failures(settings, email)
     g.user_id = str(user.id)
     return jsonify(TokenSchema().dump(issue_tokens(user)))
 

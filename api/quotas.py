@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 
@@ -58,3 +59,52 @@ def check_active_jobs(settings: Settings, session: Session, user_id: uuid.UUID) 
             f"You already have {active} active jobs (limit {limit}); wait for some to finish.",
             {"limit": limit, "active": active},
         )
+
+
+_LOGIN_WINDOW = 15 * 60
+
+
+def _login_key(email: str) -> str:
+    digest = hashlib.sha256(email.encode()).hexdigest()[:32]  # no raw emails in Redis keys
+    return f"dockyard:login-failures:{digest}"
+
+
+def check_login_allowed(settings: Settings, email: str) -> None:
+    """Refuse (429) after LOGIN_MAX_FAILURES wrong passwords for one email in 15 minutes:
+    slows password guessing against one account without locking its owner out for long."""
+    limit = settings.login_max_failures
+    if limit == 0:
+        return
+    try:
+        failures = int(redis_client().get(_login_key(email)) or 0)
+        ttl = redis_client().ttl(_login_key(email))
+    except Exception as error:
+        raise ApiError(
+            503,
+            "service_unavailable",
+            "Logins cannot be checked right now.",
+            {"component": "redis"},
+        ) from error
+    if failures >= limit:
+        retry_after = max(1, int(ttl))
+        raise ApiError(
+            429,
+            "too_many_login_failures",
+            f"Too many failed logins for this account; try again in {retry_after} s.",
+            {"retry_after": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+def record_login_failure(settings: Settings, email: str) -> None:
+    if settings.login_max_failures == 0:
+        return
+    pipe = redis_client().pipeline()
+    pipe.incr(_login_key(email))
+    pipe.expire(_login_key(email), _LOGIN_WINDOW, nx=True)
+    pipe.execute()
+
+
+def clear_login_failures(settings: Settings, email: str) -> None:
+    if settings.login_max_failures:
+        redis_client().delete(_login_key(email))

@@ -100,6 +100,7 @@ class Settings:
     jwt_refresh_token_expires: int = 30 * 24 * 3600
     quota_submits_per_minute: int = 60
     quota_active_jobs: int = 20
+    login_max_failures: int = 10
     job_max_attempts: int = 3
     job_max_attempts_limit: int = 10
     retry_backoff_base: float = 2.0
@@ -133,6 +134,7 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("jwt_refresh_token_expires", "JWT_REFRESH_TOKEN_EXPIRES", _int(1)),
     ("quota_submits_per_minute", "QUOTA_SUBMITS_PER_MINUTE", _int(0)),
     ("quota_active_jobs", "QUOTA_ACTIVE_JOBS", _int(0)),
+    ("login_max_failures", "LOGIN_MAX_FAILURES", _int(0)),
     ("job_max_attempts", "JOB_MAX_ATTEMPTS", _int(1, 100)),
     ("job_max_attempts_limit", "JOB_MAX_ATTEMPTS_LIMIT", _int(1, 100)),
     ("retry_backoff_base", "RETRY_BACKOFF_BASE", _float(0.0)),

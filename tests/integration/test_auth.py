@@ -156,3 +156,20 @@ def test_create_admin_cli_promotes_a_user(app, client) -> None:
     )
     assert created.exit_code == 0 and "created" in created.output
     assert login(client, email, "s3cret-admin-pw")["access_token"]
+
+
+def test_repeated_wrong_passwords_are_throttled_per_account(make_app) -> None:
+    client = make_app(login_max_failures=3).test_client()
+    victim, bystander = register(client), register(client)
+    for _ in range(3):
+        wrong = client.post(
+            "/api/v1/auth/login", json={"email": victim["email"], "password": "guess-guess"}
+        )
+        assert wrong.status_code == 401
+    blocked = client.post(
+        "/api/v1/auth/login", json={"email": victim["email"], "password": PASSWORD}
+    )
+    assert blocked.status_code == 429
+    assert blocked.get_json()["error"]["code"] == "too_many_login_failures"
+    assert 1 <= int(blocked.headers["Retry-After"]) <= 900
+    assert login(client, bystander["email"])["access_token"]  # other accounts unaffected
