@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Flask
 from redis import Redis
 
-from api import admin, auth, docs, health, jobs, processors
+from api import admin, auth, docs, files, health, jobs, processors
 from api.cli import register_cli
 from api.errors import register_error_handlers
 from api.extensions import jwt
@@ -15,6 +17,7 @@ from shared import logging_setup
 from shared.celery_app import app as celery_app
 from shared.celery_app import make_celery
 from shared.config import Settings, get_settings
+from shared.storage import StorageError, build_storage
 
 API_PREFIX = "/api/v1"
 
@@ -44,13 +47,20 @@ def create_app(config: Settings | None = None) -> Flask:
         if settings.broker_url == celery_app.conf.broker_url
         else make_celery(settings.broker_url)
     )
+    storage = build_storage(settings)
+    if settings.storage_backend == "local" or settings.s3_create_bucket:
+        try:
+            storage.ensure_ready()  # a directory, or a bucket in development
+        except StorageError:
+            logging.getLogger(__name__).warning("storage not ready at start-up", exc_info=True)
+    app.extensions["dockyard_storage"] = storage
     register_middleware(app)
     register_error_handlers(app)
     register_session_teardown(app)
     register_cli(app)
 
     v1 = Blueprint("v1", __name__, url_prefix=API_PREFIX)
-    for module in (auth, jobs, processors, admin):
+    for module in (auth, jobs, processors, admin, files):
         v1.register_blueprint(module.bp)
     v1.register_blueprint(health.bp, name="v1_health")
     v1.register_blueprint(docs.bp)

@@ -1,63 +1,175 @@
-"""Run the benches side by side in one go and print each pair with its ratio.
+"""`python -m bench [--only NAME ...]`: run the benches side by side, print and save the results.
 
-A MISS is reported, not raised: this is a measurement, not a test. Exit status is non-zero
-only when a bench could not run.
+A MISS is reported, not raised: this is a measurement, not a test. The exit status is non-zero
+only when a bench could not run (or was interrupted); the other benches still run and report.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
-import platform
-from pathlib import Path
+import signal
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
 
-from bench import env
+from bench import env, procs, wrk
+from bench.core import Comparison, Context, env_int, machine, machine_line, other_activity
 
-env.apply()  # before anything imports the platform's settings
+# name -> module with run(ctx) -> list[Comparison]; a new bench is one more line here.
+BENCHES: dict[str, str] = {
+    "e2e": "bench.e2e",
+    "submit": "bench.submit_path",
+}
+RESULTS = env.LOG_DIR / "results.json"
 
-BENCHES = {"e2e": "bench.e2e", "submit": "bench.submit_path"}
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM (make killed, CI timeout) unwinds like Ctrl-C, so every `finally` stops the
+    servers and workers the bench started."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
-def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Dockyard beside the simplest thing doing the same work, in one run. "
+        "Environment: BENCH_N (jobs end to end, default 500), BENCH_ROUNDS (alternating wrk "
+        "rounds of the submit bench, default 3).",
     )
-    memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    return f"{os.cpu_count()} cores, {model}, {memory_kb / 1024 / 1024:.0f} GiB RAM"
+    parser.add_argument(
+        "--only",
+        choices=sorted(BENCHES),
+        action="append",
+        metavar="NAME",
+        help=f"run only this bench (repeatable): {', '.join(BENCHES)}",
+    )
+    return parser.parse_args(argv)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--only", choices=sorted(BENCHES), action="append")
-    args = parser.parse_args()
-    import importlib
-
-    env.fresh_database()
-    rows = []
-    for name in args.only or list(BENCHES):
-        print(f"[bench] running {name} ...", flush=True)
-        rows += importlib.import_module(BENCHES[name]).run()
-    print(f"\nMachine: {machine()}")
-    header = f"{'measure':<52} {'baseline':>10} {'platform':>10} {'ratio':>7} {'target':>8}"
-    print(header)
-    print("-" * len(header) + "------")
-    for row in rows:
-        verdict = "PASS" if row["pass"] else "MISS"
-        print(
-            f"{row['name']:<52} {row['baseline']:>10} {row['platform']:>10} "
-            f"{row['ratio']:>7} {row['target']:>8}  {verdict}"
+def summary_table(comparisons: list[Comparison]) -> str:
+    header = ("measure", "unit", "baseline", "platform", "ratio", "target", "result")
+    rows = [
+        (
+            c.measure,
+            c.unit,
+            f"{c.baseline:.1f} ({c.baseline_name})",
+            f"{c.platform:.1f}",
+            f"{c.ratio:.2f}",
+            c.target_text,
+            "PASS" if c.passed else "MISS",
         )
-    out = Path("var/bench/results.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "results": rows}, indent=2))
-    print(f"\nresults written to {out}")
-    return 0
+        for c in comparisons
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    numeric = {3, 4}  # right-aligned columns
+
+    def fmt(row: tuple[str, ...]) -> str:
+        cells = [
+            cell.rjust(width) if i in numeric else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        return "  ".join(cells).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([fmt(header), rule, *(fmt(row) for row in rows)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    env.apply()
+    n = env_int("BENCH_N", 500)
+    rounds = env_int("BENCH_ROUNDS", 3)
+    selected = args.only or list(BENCHES)
+    info = machine()
+    started_at = datetime.now(UTC)
+    settings = {
+        "n": n,
+        "rounds": rounds,
+        "gunicorn": " ".join(procs.GUNICORN_ARGS),
+        "worker": f"celery worker -c {procs.WORKER_CONCURRENCY} (prefork)",
+        "wrk": f"-t{wrk.THREADS} -c{wrk.CONNECTIONS} -d{wrk.DURATION_S}s --latency",
+    }
+    print(f"[bench] {started_at:%Y-%m-%d %H:%M:%S} UTC; machine: {machine_line(info)}")
+    print(f"[bench] settings: {settings}; benches: {', '.join(selected)}", flush=True)
+    busy_at_start = other_activity()
+    if busy_at_start:
+        print(
+            f"[bench] warning: {len(busy_at_start)} other test/worker/server processes are "
+            "running and share the CPUs; figures will be noisier (listed in results.json)",
+            flush=True,
+        )
+
+    comparisons: list[Comparison] = []
+    errors: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    db: env.Database | None = None
+    try:
+        env.recreate_database()
+        env.migrate()
+        env.flush_redis()
+        db = env.Database()
+        ctx = Context(n=n, rounds=rounds, db=db)
+        for name in selected:
+            began = time.monotonic()
+            try:
+                results = importlib.import_module(BENCHES[name]).run(ctx)
+            except Exception as error:
+                traceback.print_exc()
+                errors[name] = f"{type(error).__name__}: {error}"
+                print(f"[bench] {name} FAILED: {errors[name]}", flush=True)
+                continue
+            finally:
+                timings[name] = round(time.monotonic() - began, 1)
+            for comparison in results:
+                print(f"[{name}] {comparison.line()}", flush=True)
+            comparisons += results
+    except KeyboardInterrupt:
+        print("\n[bench] interrupted; servers and workers stopped", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print("[bench] could not prepare the bench's database and Redis", file=sys.stderr)
+        return 1
+    finally:
+        if db is not None:
+            db.close()
+        try:
+            env.flush_redis()
+        except Exception as error:
+            print(f"[bench] could not flush Redis at the end: {error}", file=sys.stderr)
+
+    busy_at_end = other_activity()
+    print()
+    print(f"Machine: {machine_line(info)}")
+    if busy_at_start or busy_at_end:
+        print(
+            f"Other processes sharing the CPUs: {len(busy_at_start)} at start, "
+            f"{len(busy_at_end)} at the end (see results.json)"
+        )
+    if comparisons:
+        print(summary_table(comparisons))
+    for name, error in errors.items():
+        print(f"{name}: did not run to the end: {error}")
+    document: dict[str, Any] = {
+        "started_at": started_at.isoformat(),
+        "machine": {**info, "load_average_at_end": list(os.getloadavg())},
+        "other_processes": {"at_start": busy_at_start, "at_end": busy_at_end},
+        "settings": settings,
+        "seconds_per_bench": timings,
+        "results": [c.as_json() for c in comparisons],
+        "errors": errors,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nresults written to {RESULTS.relative_to(env.ROOT)}; logs in var/bench/")
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

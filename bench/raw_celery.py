@@ -1,25 +1,41 @@
-"""Raw Celery, configured like the platform (Redis broker, PostgreSQL result backend, late
-acks, prefetch 1): the floor any job platform on these parts stands on."""
+"""Raw Celery on the platform's parts: the floor a job platform built on them stands on.
+
+Same Redis broker, Celery's stock PostgreSQL database result backend in the same database,
+late acks, prefetch 1, JSON: what the platform's reliability settings cost on their own, with
+none of the platform's bookkeeping. Run by `celery -A bench.raw_celery worker -Q bench_raw`.
+"""
 
 from __future__ import annotations
 
 from celery import Celery
 
-from bench.env import BROKER_URL, DATABASE_URL
+from bench.env import BROKER_URL, RESULT_BACKEND
 
-app = Celery("bench_raw", broker=BROKER_URL, backend="db+" + DATABASE_URL)
+QUEUE = "bench_raw"
+
+app = Celery("bench_raw", broker=BROKER_URL, backend=RESULT_BACKEND)
 app.conf.update(
     task_acks_late=True,
-    task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     task_serializer="json",
     result_serializer="json",
     accept_content=["json"],
-    task_default_queue="bench_raw",
-    worker_hijack_root_logger=False,
+    task_default_queue=QUEUE,
+    broker_connection_retry_on_startup=True,
 )
 
 
 @app.task(name="bench.noop")
 def noop(index: int) -> int:
+    """Nothing to do: what is measured is the round trip through broker and backend."""
     return index
+
+
+def create_result_tables() -> None:
+    """Create Celery's result tables before any worker starts.
+
+    The database backend creates them lazily in each process on first use; two pool processes
+    doing so at once can race, and the bench's drain poll needs the table to exist.
+    """
+    session = app.backend.ResultSession()
+    session.close()

@@ -113,6 +113,16 @@ class Settings:
     sweep_batch_size: int = 200
     broker_visibility_timeout: int = 7200
     max_content_length: int = 100 * 1024 * 1024
+    storage_backend: str = "local"
+    storage_local_root: str = "var/storage"
+    storage_signing_key: str = ""
+    public_base_url: str = "http://127.0.0.1:8000"
+    s3_endpoint_url: str = ""
+    s3_bucket: str = "dockyard"
+    s3_region: str = "us-east-1"
+    s3_create_bucket: bool = True
+    download_url_ttl: int = 3600
+    download_url_max_ttl: int = 24 * 3600
     log_level: str = "INFO"
     log_json: bool = True
     metrics_token: str = ""
@@ -147,6 +157,16 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("sweep_batch_size", "SWEEP_BATCH_SIZE", _int(1, 10000)),
     ("broker_visibility_timeout", "BROKER_VISIBILITY_TIMEOUT", _int(60)),
     ("max_content_length", "MAX_CONTENT_LENGTH", _int(1024)),
+    ("storage_backend", "STORAGE_BACKEND", _choice("local", "s3")),
+    ("storage_local_root", "STORAGE_LOCAL_ROOT", _text),
+    ("storage_signing_key", "STORAGE_SIGNING_KEY", _text),
+    ("public_base_url", "PUBLIC_BASE_URL", _url("http", "https")),
+    ("s3_endpoint_url", "S3_ENDPOINT_URL", _url("http", "https")),
+    ("s3_bucket", "S3_BUCKET", _text),
+    ("s3_region", "S3_REGION", _text),
+    ("s3_create_bucket", "S3_CREATE_BUCKET", _bool),
+    ("download_url_ttl", "DOWNLOAD_URL_TTL", _int(1)),
+    ("download_url_max_ttl", "DOWNLOAD_URL_MAX_TTL", _int(1)),
     ("log_level", "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
     ("log_json", "LOG_JSON", _bool),
     ("metrics_token", "METRICS_TOKEN", lambda _n, raw: raw),
@@ -185,6 +205,8 @@ def _check_consistency(settings: Settings) -> None:
         raise ConfigError("JWT_SECRET_KEY", "must be at least 32 characters in production")
     if settings.job_max_attempts > settings.job_max_attempts_limit:
         raise ConfigError("JOB_MAX_ATTEMPTS", "must not exceed JOB_MAX_ATTEMPTS_LIMIT")
+    if settings.download_url_ttl > settings.download_url_max_ttl:
+        raise ConfigError("DOWNLOAD_URL_TTL", "must not exceed DOWNLOAD_URL_MAX_TTL")
     if settings.retry_jitter > 1:
         raise ConfigError("RETRY_JITTER", "must be between 0 and 1")
     if settings.heartbeat_stale_after <= settings.heartbeat_interval:
