@@ -20,7 +20,7 @@ SNIFF_BYTES = 4096
 def detect(head: bytes) -> str:
     """The content type of a file starting with `head` (read SNIFF_BYTES of it)."""
     for magic, offset, content_type in _SIGNATURES:
-        if head[offset:offset + len(magic)] == magic:
+        if head[offset : offset + len(magic)] == magic:
             return content_type
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image/webp"
