@@ -91,6 +91,9 @@ for db in "${databases[@]}"; do
   fi
 done
 
+# --- Docker engine and the processor images (file jobs run in them) ----------------------
+scripts/images.sh
+
 # --- migrations ------------------------------------------------------------------------------
 for db in "${databases[@]}"; do
   url="postgresql+psycopg2://$DB_USER:$DB_PASSWORD@$DB_HOST:$DB_PORT/$db"

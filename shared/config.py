@@ -113,6 +113,7 @@ class Settings:
     sweep_batch_size: int = 200
     broker_visibility_timeout: int = 7200
     max_content_length: int = 100 * 1024 * 1024
+    processor_image: str = "dockyard/processors:latest"
     storage_backend: str = "local"
     storage_local_root: str = "var/storage"
     storage_signing_key: str = ""
@@ -157,6 +158,7 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("sweep_batch_size", "SWEEP_BATCH_SIZE", _int(1, 10000)),
     ("broker_visibility_timeout", "BROKER_VISIBILITY_TIMEOUT", _int(60)),
     ("max_content_length", "MAX_CONTENT_LENGTH", _int(1024)),
+    ("processor_image", "PROCESSOR_IMAGE", _text),
     ("storage_backend", "STORAGE_BACKEND", _choice("local", "s3")),
     ("storage_local_root", "STORAGE_LOCAL_ROOT", _text),
     ("storage_signing_key", "STORAGE_SIGNING_KEY", _text),
