@@ -83,6 +83,8 @@ def summary_table(comparisons: list[Comparison]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    # Also when started in the background by a script, where SIGINT arrives ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     env.apply()
     n = env_int("BENCH_N", 500)
     rounds = env_int("BENCH_ROUNDS", 3)
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: did not run to the end: {error}")
     document: dict[str, Any] = {
         "started_at": started_at.isoformat(),
-        "machine": {**info, "load_average_at_end": list(os.getloadavg())},
+        "machine": {**info, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "other_processes": {"at_start": busy_at_start, "at_end": busy_at_end},
         "settings": settings,
         "seconds_per_bench": timings,

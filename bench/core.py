@@ -26,7 +26,6 @@ class Context:
     n: int
     rounds: int
     db: Database
-    details: dict[str, Any] = field(default_factory=dict)  # benches add what they measured
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ class Comparison:
 
     @property
     def target_text(self) -> str:
-        return f"{self.target_op} {self.target:g}"
+        return f"{self.target_op} {self.target:.1f}"
 
     def line(self) -> str:
         """One line for the progress output: the pair, the ratio and the verdict."""
@@ -107,7 +106,7 @@ def machine() -> dict[str, Any]:
         "cpu_model": model,
         "ram_gib": round(mem_kib / 1024 / 1024, 1),
         # Anything else running (a test suite, a build) shares the cores with the bench.
-        "load_average_at_start": list(os.getloadavg()),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 

@@ -1,20 +1,25 @@
 """End to end: N no-op tasks on raw Celery vs N debug.echo jobs through the platform's API.
 
-Both sides run one prefork worker with concurrency 2 on the same broker and result backend;
-both clocks run from the first submit until the poll sees the last result. Both polls run
-every POLL_S from one client, so the poll's granularity costs both sides alike.
+Both sides run one prefork worker with concurrency 2 on the same broker and result backend,
+after a short warm-up; both clocks run from the first submit until a poll from one client sees
+the last result (the clock stops at the start of that poll, not when its answer arrives).
+The CPU each part used in the window is reported too: on two shared cores the throughput
+ratio is mostly a ratio of CPU spent per job, and the breakdown says whose.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from typing import Any
 
 from bench import procs
 from bench.client import ACTIVE, FAILED, ApiClient
 from bench.core import Comparison, Context
+from bench.cpu import CpuMeter, describe, per_unit_ms
 from bench.env import flush_redis
 
 NAME = "e2e"
@@ -48,18 +53,22 @@ def _poll_until(
         time.sleep(max(0.0, started + interval - time.perf_counter()))
 
 
-def raw_celery(ctx: Context) -> dict[str, float]:
+def raw_celery(ctx: Context) -> dict[str, Any]:
     """Submit N no-op tasks from one thread, then drain by counting stored results."""
     from bench import raw_celery
 
     raw_celery.create_result_tables()
     succeeded = "SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'"
-    with procs.celery_worker("raw-worker", "bench.raw_celery", raw_celery.QUEUE, node="raw"):
+    with procs.celery_worker(
+        "raw-worker", "bench.raw_celery", raw_celery.QUEUE, node="raw"
+    ) as worker:
         for index in range(WARMUP):
             raw_celery.noop.apply_async((index,))
         procs.wait_until(lambda: ctx.db.scalar(succeeded) >= WARMUP, 60, "raw warm-up tasks")
         ctx.db.execute("DELETE FROM celery_taskmeta")
 
+        meter = CpuMeter({"worker": worker.pid})
+        meter.start()
         started = time.perf_counter()
         for index in range(ctx.n):
             raw_celery.noop.apply_async((index,))
@@ -70,23 +79,32 @@ def raw_celery(ctx: Context) -> dict[str, float]:
             "raw Celery results",
             interval=RAW_POLL_S,
         )
-    return {"seconds": finished - started, "submit_seconds": submitted - started}
+        spent = meter.stop()
+    return {"seconds": finished - started, "submit_seconds": submitted - started, "cpu": spent}
 
 
 def _submit_all(base: str, token: str, n: int, prefix: str) -> None:
     """N submits from CLIENTS threads, each with its own HTTP session (keep-alive)."""
+    stop = threading.Event()  # set on any failure or Ctrl-C: the other threads stop too
 
     def client_thread(indices: range) -> None:
         client = ApiClient(base, token)
         try:
             for index in indices:
+                if stop.is_set():
+                    return
                 client.submit_echo(f"{prefix}-{index}")
         finally:
             client.close()
 
     with ThreadPoolExecutor(CLIENTS) as pool:
-        for future in [pool.submit(client_thread, range(i, n, CLIENTS)) for i in range(CLIENTS)]:
-            future.result()
+        futures = [pool.submit(client_thread, range(i, n, CLIENTS)) for i in range(CLIENTS)]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            stop.set()
+            raise
 
 
 def _all_succeeded(poller: ApiClient, n: int) -> bool:
@@ -102,12 +120,12 @@ def _all_succeeded(poller: ApiClient, n: int) -> bool:
     return False
 
 
-def platform(ctx: Context) -> dict[str, float]:
+def platform(ctx: Context) -> dict[str, Any]:
     """Submit N debug.echo jobs over HTTP from CLIENTS threads, then poll the list endpoint."""
     base = f"http://127.0.0.1:{PLATFORM_PORT}"
     with ExitStack() as stack:
-        stack.enter_context(procs.gunicorn("platform-api", "api.wsgi:app", PLATFORM_PORT))
-        stack.enter_context(
+        api = stack.enter_context(procs.gunicorn("platform-api", "api.wsgi:app", PLATFORM_PORT))
+        worker = stack.enter_context(
             procs.celery_worker("platform-worker", "shared.celery_app", "diagnostics", "bench")
         )
         warm = ApiClient.new_user(base)
@@ -118,13 +136,24 @@ def platform(ctx: Context) -> dict[str, float]:
         # A fresh user: the list endpoint then shows exactly the measured jobs.
         poller = ApiClient.new_user(base)
         stack.callback(poller.close)
+        meter = CpuMeter({"api": api.pid, "worker": worker.pid})
+        meter.start()
         started = time.perf_counter()
         _submit_all(base, poller.token, ctx.n, "job")
         submitted = time.perf_counter()
         finished = _poll_until(
             lambda: _all_succeeded(poller, ctx.n), drain_timeout(ctx.n), "platform jobs"
         )
-    return {"seconds": finished - started, "submit_seconds": submitted - started}
+        spent = meter.stop()
+    return {"seconds": finished - started, "submit_seconds": submitted - started, "cpu": spent}
+
+
+def _detail(measured: dict[str, Any], n: int) -> dict[str, Any]:
+    return {
+        "seconds": round(measured["seconds"], 3),
+        "submit_seconds": round(measured["submit_seconds"], 3),
+        "cpu_ms_per_job": per_unit_ms(measured["cpu"], n),
+    }
 
 
 def run(ctx: Context) -> list[Comparison]:
@@ -137,6 +166,7 @@ def run(ctx: Context) -> list[Comparison]:
         f"{raw['seconds']:.2f}s: {n / raw['seconds']:.1f} tasks/s",
         flush=True,
     )
+    print(f"[e2e]   {describe(raw['cpu'], n, 'task')}", flush=True)
     ctx.db.execute("DELETE FROM celery_taskmeta")
     print(
         f"[e2e] platform: {n} debug.echo jobs over HTTP from {CLIENTS} clients, "
@@ -150,6 +180,7 @@ def run(ctx: Context) -> list[Comparison]:
         f"{ours['seconds']:.2f}s: {n / ours['seconds']:.1f} jobs/s",
         flush=True,
     )
+    print(f"[e2e]   {describe(ours['cpu'], n, 'job')}", flush=True)
     return [
         Comparison(
             bench=NAME,
@@ -164,8 +195,8 @@ def run(ctx: Context) -> list[Comparison]:
                 "n": n,
                 "clients": CLIENTS,
                 "poll_interval_s": {"raw_celery": RAW_POLL_S, "platform": POLL_S},
-                "raw_celery": {k: round(v, 3) for k, v in raw.items()},
-                "platform": {k: round(v, 3) for k, v in ours.items()},
+                "raw_celery": _detail(raw, n),
+                "platform": _detail(ours, n),
             },
         )
     ]

@@ -152,6 +152,10 @@ def http_ok(url: str) -> Callable[[], bool]:
 
 def gunicorn(name: str, app: str, port: int) -> AbstractContextManager[Service]:
     """A gunicorn server with the bench's one configuration, ready when /healthz answers."""
+    # Refuse a port someone else serves: its /healthz could pass for ours and be measured.
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise RuntimeError(f"port {port} is already in use; stop whatever listens there")
     return service(
         name,
         [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", *GUNICORN_ARGS, app],

@@ -125,7 +125,7 @@ def parse(output: str) -> WrkResult:
     ok = max(requests - non_2xx, 0)
     return WrkResult(
         requests_per_s=rps,
-        ok_per_s=ok / seconds if seconds else 0.0,
+        ok_per_s=rps * ok / requests if requests else 0.0,
         p50_ms=ms(need(r"\s50%\s+" + _TIME)),
         p90_ms=ms(need(r"\s90%\s+" + _TIME)),
         p99_ms=ms(need(r"\s99%\s+" + _TIME)),

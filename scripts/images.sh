@@ -24,7 +24,7 @@ fi
 if ! docker info >/dev/null 2>&1; then
   log "starting dockerd"
   mkdir -p var/log
-  nohup dockerd >var/log/dockerd.log 2>&1 &
+  setsid nohup dockerd >var/log/dockerd.log 2>&1 < /dev/null &  # a daemon, like Redis
   for _ in $(seq 1 150); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
   docker info >/dev/null 2>&1 || { log "dockerd did not start; see var/log/dockerd.log"; exit 1; }
 fi
