@@ -1,11 +1,11 @@
-"""Publishing job messages, after the job row is committed (a transactional outbox).
+"""Publishing job messages so that a job row and its queue message never diverge for good.
 
-The row is committed first with `published_at` empty; the message is sent after; then the
-row is marked published. If the process dies or the broker is down in between, the
-maintenance sweep finds the unpublished row and sends it, so the row and the queue can
-never diverge for good, and a job the API accepted is never lost.
+New jobs (`publish_new_job`): the message is sent while the INSERT is still uncommitted,
+guarded by an advisory lock a fast worker waits on, and the row commits marked published.
+Existing rows (`publish`: retries, requeues, the sweep): the state change commits first, the
+message follows, and the row is marked published. Whenever the broker refuses, the row stays
+unpublished and the maintenance sweep sends it: a job the API accepted is never lost.
 """
-
 from __future__ import annotations
 
 import logging
