@@ -6,6 +6,7 @@ Existing rows (`publish`: retries, requeues, the sweep): the state change commit
 message follows, and the row is marked published. Whenever the broker refuses, the row stays
 unpublished and the maintenance sweep sends it: a job the API accepted is never lost.
 """
+
 from __future__ import annotations
 
 import logging
