@@ -68,6 +68,9 @@ task_queues = tuple(Queue(name) for name in queues.ALL_QUEUES)
 task_routes = {
     queues.TASK_DEAD_LETTER: {"queue": queues.DEAD_LETTER},
     queues.TASK_SWEEP: {"queue": queues.MAINTENANCE},
+    queues.TASK_FILE_SWEEP: {"queue": queues.MAINTENANCE},
+    # The reaper needs the Docker engine, which only the files fleet is given.
+    queues.TASK_REAP_CONTAINERS: {"queue": queues.FILES},
 }
 task_create_missing_queues = False
 
@@ -89,5 +92,15 @@ beat_schedule = {
         "task": queues.TASK_SWEEP,
         "schedule": _settings.sweep_interval,
         "options": {"queue": queues.MAINTENANCE, "expires": _settings.sweep_interval * 3},
+    },
+    "dockyard-file-sweep": {
+        "task": queues.TASK_FILE_SWEEP,
+        "schedule": _settings.file_sweep_interval,
+        "options": {"queue": queues.MAINTENANCE, "expires": _settings.file_sweep_interval * 3},
+    },
+    "dockyard-reap-containers": {
+        "task": queues.TASK_REAP_CONTAINERS,
+        "schedule": _settings.reaper_interval,
+        "options": {"queue": queues.FILES, "expires": _settings.reaper_interval * 3},
     },
 }

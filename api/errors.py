@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from shared.jobs import JobConflict
 from shared.status import IllegalTransition
+from shared.storage.base import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,14 @@ def register_error_handlers(app: Flask) -> None:
                 "service_unavailable",
                 "The database is unavailable; try again shortly.",
                 {"component": "postgres"},
+            )
+        if isinstance(error, StorageError):
+            log.warning("storage unavailable", exc_info=True, extra={"event": "storage_error"})
+            return error_response(
+                503,
+                "storage_unavailable",
+                "File storage is unavailable; try again shortly.",
+                {"component": "storage"},
             )
         if isinstance(error, HTTPException):
             status = error.code or 500

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
@@ -74,6 +75,8 @@ def job_to_dict(job: Job) -> dict[str, Any]:
             {"code": job.error_code, "message": job.error_message} if job.error_code else None
         ),
         "result": job.result,
+        "input": _file_info(job.input_file, job.input_deleted_at),
+        "output": _file_info(job.result_file, job.result_deleted_at, job.result_expires_at),
         "idempotency_key": job.idempotency_key,
         "cancel_requested": job.cancel_requested,
         "next_attempt_at": job.next_attempt_at,
@@ -83,7 +86,28 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "links": {
             "self": url_for("v1.jobs.get_job", job_id=job.id),
             "events": url_for("v1.jobs.job_events", job_id=job.id),
+            "logs": url_for("v1.file_jobs.job_logs", job_id=job.id),
+            **(
+                {"download": url_for("v1.file_jobs.download", job_id=job.id)}
+                if job.kind == "file"
+                else {}
+            ),
         },
+    }
+
+
+def _file_info(
+    stored: dict[str, Any] | None, deleted_at: Any, expires_at: Any = None
+) -> dict[str, Any] | None:
+    """What a user may see of a stored file: never its storage key."""
+    if not stored:
+        return None
+    return {
+        "filename": stored.get("filename"),
+        "content_type": stored.get("content_type"),
+        "size": stored.get("size"),
+        "deleted": deleted_at is not None,
+        "expires_at": expires_at,
     }
 
 
@@ -128,13 +152,23 @@ def resolve_max_attempts(processor: Processor, requested: int | None) -> int:
     return requested or processor.max_attempts or settings().job_max_attempts
 
 
+StageInput = Callable[[uuid.UUID], dict[str, Any]]
+DiscardInput = Callable[[dict[str, Any]], None]
+
+
 def accept_submission(
     processor: Processor,
     params: dict[str, Any],
     max_attempts: int | None = None,
     queue: str | None = None,
+    stage_input: tuple[StageInput, DiscardInput] | None = None,
 ) -> Response:
-    """The submit path every kind of job shares: idempotency, quotas, row, commit, publish."""
+    """The submit path every kind of job shares: idempotency, quotas, row, commit, publish.
+
+    `stage_input` (store, discard) runs the upload stage once the request is known to be
+    new and within quota; if a later stage fails, `discard` undoes it, so no object is left
+    without its job and no job is committed without its input.
+    """
     user_id = current_user_id()
     key = idempotency_key()
     session = db_session()
@@ -150,22 +184,34 @@ def accept_submission(
         # Serialise this user's submissions so the active-jobs count cannot be raced past.
         session.execute(select(func.pg_advisory_xact_lock(_lock_key(user_id))))
         check_active_jobs(settings(), session, user_id)
-    result = submit_job(
-        session,
-        owner_id=user_id,
-        processor=processor,
-        params=params,
-        max_attempts=attempts,
-        queue=queue,
-        idempotency_key=key,
-        request_id=g.request_id,
-    )
-    job = result.job
-    if not result.created:
+    job_id = uuid.uuid4()
+    staged = stage_input[0](job_id) if stage_input else None
+    try:
+        result = submit_job(
+            session,
+            owner_id=user_id,
+            processor=processor,
+            params=params,
+            max_attempts=attempts,
+            queue=queue,
+            idempotency_key=key,
+            request_id=g.request_id,
+            job_id=job_id,
+            input_file=staged,
+        )
+        job = result.job
+        if not result.created:
+            session.commit()
+            if stage_input and staged is not None:
+                stage_input[1](staged)  # a concurrent request with this key won
+            return job_response(job, 200)
+        publish_new_job(session, job, processor.task_name, publisher())
         session.commit()
-        return job_response(job, 200)
-    publish_new_job(session, job, processor.task_name, publisher())
-    session.commit()
+    except BaseException:
+        session.rollback()
+        if stage_input and staged is not None:
+            stage_input[1](staged)
+        raise
     logging_setup.bind(job_id=str(job.id), user_id=str(user_id))
     log.info("job submitted", extra={"event": "job_submitted", "processor": processor.name})
     return job_response(job, 202)

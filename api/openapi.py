@@ -42,6 +42,7 @@ def doc(
     auth: str | None = "access",
     errors: tuple[int, ...] = (),
     content_type: str = "application/json",
+    body_content_type: str = "application/json",
 ) -> Callable[[F], F]:
     """Attach OpenAPI metadata to a view function."""
 
@@ -56,6 +57,7 @@ def doc(
             "auth": auth,
             "errors": errors,
             "content_type": content_type,
+            "body_content_type": body_content_type,
         }
         return view
 
@@ -117,7 +119,7 @@ def _operation(endpoint: str, arguments: set[str], meta: dict[str, Any]) -> dict
     if meta["body"] is not None:
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": meta["body"]}},
+            "content": {meta["body_content_type"]: {"schema": meta["body"]}},
         }
     if meta["auth"]:
         operation["security"] = [{"bearerAuth": []}]

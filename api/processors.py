@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from flask import Blueprint, Response, current_app, jsonify
 from flask_jwt_extended import jwt_required
 
@@ -20,7 +22,8 @@ bp = Blueprint("processors", __name__, url_prefix="/processors")
     response=ProcessorListSchema,
 )
 def list_processors() -> Response:
-    default_attempts = current_app.config["DOCKYARD_SETTINGS"].job_max_attempts
+    settings = current_app.config["DOCKYARD_SETTINGS"]
+    default_attempts = settings.job_max_attempts
     items = [
         {
             "name": p.name,
@@ -31,6 +34,8 @@ def list_processors() -> Response:
             "queue": p.queue,
             "max_attempts": p.max_attempts or default_attempts,
             "params": params_json_schema(p.params_schema),
+            "image": (p.image or settings.processor_image) if p.kind == "file" else None,
+            "limits": dataclasses.asdict(p.limits) if p.limits else None,
         }
         for p in all_processors()
     ]

@@ -112,6 +112,8 @@ class JobSchema(Schema):
     progress = fields.Nested(ProgressSchema)
     error = fields.Nested(JobErrorSchema, allow_none=True)
     result = fields.Dict(allow_none=True)
+    input = fields.Nested(lambda: FileInfoSchema(), allow_none=True)
+    output = fields.Nested(lambda: FileInfoSchema(), allow_none=True)
     idempotency_key = fields.String(allow_none=True)
     cancel_requested = fields.Boolean()
     next_attempt_at = fields.DateTime(allow_none=True)
@@ -119,6 +121,51 @@ class JobSchema(Schema):
     started_at = fields.DateTime(allow_none=True)
     finished_at = fields.DateTime(allow_none=True)
     links = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class FileInfoSchema(Schema):
+    filename = fields.String()
+    content_type = fields.String()
+    size = fields.Integer()
+    deleted = fields.Boolean(metadata={"description": "Removed from storage (ended/expired)."})
+    expires_at = fields.DateTime(allow_none=True)
+
+
+class FileSubmitSchema(Schema):
+    """The multipart form of POST /jobs/files (documentation; the view parses the stream)."""
+
+    file = fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
+    processor = fields.String(required=True)
+    params = fields.String(metadata={"description": "The parameters as a JSON object."})
+    max_attempts = fields.Integer()
+
+
+class DownloadSchema(Schema):
+    url = fields.String(required=True)
+    expires_in = fields.Integer(required=True)
+    filename = fields.String(required=True)
+    content_type = fields.String()
+    size = fields.Integer()
+
+
+class DownloadQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    redirect = fields.Boolean(load_default=False)
+    expires_in = fields.Integer(validate=validate.Range(min=1))
+
+
+class JobLogSchema(Schema):
+    attempt = fields.Integer(allow_none=True)
+    source = fields.String()
+    content = fields.String()
+    truncated = fields.Boolean()
+    created_at = fields.DateTime()
+
+
+class JobLogListSchema(Schema):
+    items = fields.List(fields.Nested(JobLogSchema), required=True)
 
 
 class JobListQuerySchema(Schema):
@@ -158,6 +205,11 @@ class ProcessorSchema(Schema):
     queue = fields.String()
     max_attempts = fields.Integer()
     params = fields.Dict(metadata={"description": "JSON Schema of the parameters."})
+    image = fields.String(allow_none=True)
+    limits = fields.Dict(
+        allow_none=True,
+        metadata={"description": "memory_bytes, cpus, pids, timeout_seconds, max_output_bytes"},
+    )
 
 
 class ProcessorListSchema(Schema):

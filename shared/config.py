@@ -124,6 +124,10 @@ class Settings:
     s3_create_bucket: bool = True
     download_url_ttl: int = 3600
     download_url_max_ttl: int = 24 * 3600
+    result_retention: int = 7 * 24 * 3600
+    file_job_timeout_max: float = 3600.0
+    reaper_interval: float = 60.0
+    file_sweep_interval: float = 60.0
     log_level: str = "INFO"
     log_json: bool = True
     metrics_token: str = ""
@@ -169,6 +173,10 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("s3_create_bucket", "S3_CREATE_BUCKET", _bool),
     ("download_url_ttl", "DOWNLOAD_URL_TTL", _int(1)),
     ("download_url_max_ttl", "DOWNLOAD_URL_MAX_TTL", _int(1)),
+    ("result_retention", "RESULT_RETENTION", _int(1)),
+    ("file_job_timeout_max", "FILE_JOB_TIMEOUT_MAX", _float(0.1)),
+    ("reaper_interval", "REAPER_INTERVAL", _float(1)),
+    ("file_sweep_interval", "FILE_SWEEP_INTERVAL", _float(1)),
     ("log_level", "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
     ("log_json", "LOG_JSON", _bool),
     ("metrics_token", "METRICS_TOKEN", lambda _n, raw: raw),

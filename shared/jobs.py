@@ -77,9 +77,10 @@ WITH lock AS (SELECT pg_advisory_xact_lock(:lock_key)),
 job AS (
     INSERT INTO jobs (id, owner_id, kind, processor, queue, params, status, attempts,
         max_attempts, idempotency_key, request_id, dispatch_id, cancel_requested,
-        published_at, created_at, updated_at)
+        input_file, published_at, created_at, updated_at)
     SELECT :id, :owner_id, :kind, :processor, :queue, CAST(:params AS jsonb), 'queued', 0,
-        :max_attempts, :idempotency_key, :request_id, :dispatch_id, false, now(), now(), now()
+        :max_attempts, :idempotency_key, :request_id, :dispatch_id, false,
+        CAST(:input_file AS jsonb), now(), now(), now()
     FROM lock
     ON CONFLICT ON CONSTRAINT uq_jobs_owner_idempotency_key DO NOTHING
     RETURNING *
@@ -101,8 +102,13 @@ def submit_job(
     queue: str | None = None,
     idempotency_key: str | None = None,
     request_id: str | None = None,
+    job_id: uuid.UUID | None = None,
+    input_file: dict[str, Any] | None = None,
 ) -> SubmitResult:
     """Create a queued job unless the idempotency key names a recent one.
+
+    `job_id` is given when something was already stored under the job's id (an upload);
+    `input_file` describes that object.
 
     The job is inserted as published; the caller publishes it before committing and clears
     `published_at` if the broker refuses (the outbox sweep then sends it).
@@ -115,7 +121,7 @@ def submit_job(
                 return SubmitResult(existing, created=False)
             existing.idempotency_key = None  # expired: the key may name a new job
             session.flush()
-    job_id = uuid.uuid4()
+    job_id = job_id or uuid.uuid4()
     queue = queue or processor.queue
     values = {
         "lock_key": job_lock_key(job_id),
@@ -129,6 +135,7 @@ def submit_job(
         "idempotency_key": idempotency_key,
         "request_id": request_id,
         "dispatch_id": uuid.uuid4(),
+        "input_file": json.dumps(input_file) if input_file is not None else None,
         "event": json.dumps(
             {
                 "processor": processor.name,
@@ -194,6 +201,11 @@ def retry_job(session: Session, job: Job, *, reason: str) -> None:
         raise JobConflict(
             "job_not_retryable",
             f"Only failed, dead or cancelled jobs can be retried; this one is {status.value}.",
+        )
+    if job.input_file is not None and job.input_deleted_at is not None:
+        raise JobConflict(
+            "input_deleted",
+            "The job's input was deleted when it ended; submit the file again.",
         )
     set_status(job, JobStatus.QUEUED)
     job.attempts = 0

@@ -64,6 +64,18 @@ class Job(Base):
             "created_at",
             postgresql_where="published_at IS NULL AND status = 'queued'",
         ),
+        Index(
+            "ix_jobs_inputs_to_delete",
+            "finished_at",
+            postgresql_where=(
+                "input_file IS NOT NULL AND input_deleted_at IS NULL AND finished_at IS NOT NULL"
+            ),
+        ),
+        Index(
+            "ix_jobs_results_to_expire",
+            "result_expires_at",
+            postgresql_where="result_file IS NOT NULL AND result_deleted_at IS NULL",
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
@@ -92,6 +104,12 @@ class Job(Base):
     worker_host: Mapped[str | None] = mapped_column(String(255))
     worker_pid: Mapped[int | None] = mapped_column(Integer)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # File jobs: {key, filename, content_type, size} of the uploaded input and of the result.
+    input_file: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    input_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    result_file: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    result_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    result_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
@@ -117,6 +135,25 @@ class JobEvent(Base):
     type: Mapped[str] = mapped_column(String(32), nullable=False)
     attempt: Mapped[int | None] = mapped_column(Integer)
     data: Mapped[dict[str, Any]] = mapped_column(JsonType, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class JobLog(Base):
+    """Output of one attempt of a job: a processor container's stdout/stderr, a build log."""
+
+    __tablename__ = "job_logs"
+    __table_args__ = (Index("ix_job_logs_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(32), nullable=False)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    truncated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )

@@ -26,6 +26,13 @@ os.environ.setdefault("OUTBOX_GRACE", "0.5")
 os.environ.setdefault("QUOTA_SUBMITS_PER_MINUTE", "0")
 os.environ.setdefault("QUOTA_ACTIVE_JOBS", "0")
 os.environ.setdefault("LOG_LEVEL", "INFO")
+# File jobs run against a real S3 endpoint: moto's S3 server process, started below.
+S3_PORT = 5698
+os.environ.setdefault("STORAGE_BACKEND", "s3")
+os.environ.setdefault("S3_ENDPOINT_URL", f"http://127.0.0.1:{S3_PORT}")
+os.environ.setdefault("S3_BUCKET", "dockyard-test")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 
 from collections.abc import Iterator  # noqa: E402
 from dataclasses import replace  # noqa: E402
@@ -38,7 +45,7 @@ from sqlalchemy import text  # noqa: E402
 
 from shared.config import Settings, load_settings  # noqa: E402
 
-TABLES = "dead_letters, job_events, jobs, users, celery_taskmeta, celery_tasksetmeta"
+TABLES = "dead_letters, job_logs, job_events, jobs, users, celery_taskmeta, celery_tasksetmeta"
 
 
 def _wipe(settings: Settings) -> None:
@@ -59,7 +66,42 @@ def _wipe(settings: Settings) -> None:
 
 
 @pytest.fixture(scope="session")
-def settings() -> Settings:
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's standalone S3 server: a separate process speaking S3 over HTTP."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import requests
+
+    from tests.helpers import wait_for
+
+    log = (tmp_path_factory.mktemp("s3") / "s3.log").open("wb")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(S3_PORT)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{S3_PORT}"
+
+    def up() -> bool:
+        try:
+            return requests.get(url, timeout=1).status_code < 500
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(up, timeout=30, message="the S3 server")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def settings(s3_server: str) -> Settings:
     return load_settings()
 
 

@@ -89,6 +89,34 @@ class User:
         assert response.status_code == expect, response.get_json()
         return response.get_json()
 
+    def upload(
+        self,
+        processor: str,
+        data: bytes,
+        params: dict[str, Any] | None = None,
+        filename: str = "input.bin",
+        **extra: Any,
+    ):
+        """POST /jobs/files as multipart; returns the raw response."""
+        import io
+        import json
+
+        form: dict[str, Any] = {"processor": processor, "file": (io.BytesIO(data), filename)}
+        if params is not None:
+            form["params"] = json.dumps(params)
+        headers = extra.pop("headers", {})
+        form.update({name: str(value) for name, value in extra.items()})
+        return self.post(
+            "/api/v1/jobs/files", data=form, content_type="multipart/form-data", headers=headers
+        )
+
+    def submit_file(
+        self, processor: str, data: bytes, params: dict[str, Any] | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        response = self.upload(processor, data, params, **extra)
+        assert response.status_code == 202, response.get_json()
+        return response.get_json()
+
     def job(self, job_id: str) -> dict[str, Any]:
         response = self.get(f"/api/v1/jobs/{job_id}")
         assert response.status_code == 200, response.get_json()

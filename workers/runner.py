@@ -28,10 +28,11 @@ from shared.dispatch import publish as publish_dispatch
 from shared.errors import JobCancelled, JobError, RetryableJobError
 from shared.jobs import now, set_status
 from shared.models import Job
-from shared.processors import get_processor
+from shared.processors import Processor, get_processor
 from shared.status import JobStatus
 from workers.dead_letters import dead_letter_payload, send_dead_letter
 from workers.fast_path import try_claim, try_succeed
+from workers.file_jobs import delete_input, run_file_job
 
 log = logging.getLogger(__name__)
 
@@ -245,18 +246,41 @@ class Heartbeat:
                 log.warning("heartbeat failed", exc_info=True, extra={"event": "heartbeat_failed"})
 
 
+def execute(
+    context: RunningJob, processor: Processor | None, claimed: Claim, settings: Settings
+) -> dict[str, Any]:
+    """Run the work itself: diagnostics in this process, file processors in a container."""
+    if processor is None:
+        raise JobError("unknown_processor", f"No runnable processor {claimed.processor!r}.")
+    if processor.kind == "file":
+        return run_file_job(context, processor, claimed.params, claimed.dispatch_id, settings)
+    if processor.run is None:
+        raise JobError("unknown_processor", f"No runnable processor {claimed.processor!r}.")
+    return processor.run(context, claimed.params)
+
+
 def run_delivery(delivery: Delivery, settings: Settings) -> dict[str, Any]:
     """Claim, run and record one delivery. Returns a small summary for the result backend."""
     claimed = claim(delivery, settings)
     if claimed is None:
         return {"job_id": str(delivery.job_id), "outcome": "dropped"}
     processor = get_processor(claimed.processor)
+    summary = _run_claimed(delivery, claimed, processor, settings)
+    if processor is not None and processor.kind == "file" and summary["outcome"] in _ENDED:
+        delete_input(claimed.job_id, settings)
+    return summary
+
+
+_ENDED = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def _run_claimed(
+    delivery: Delivery, claimed: Claim, processor: Processor | None, settings: Settings
+) -> dict[str, Any]:
     context = RunningJob(claimed)
     try:
         with Heartbeat(claimed, settings.heartbeat_interval):
-            if processor is None or processor.run is None:
-                raise JobError("unknown_processor", f"No runnable processor {claimed.processor!r}.")
-            result = processor.run(context, claimed.params)
+            result = execute(context, processor, claimed, settings)
     except JobSuperseded:
         log.info(
             "delivery superseded while running; outcome discarded",

@@ -12,13 +12,18 @@ from typing import Any
 
 from celery import Task
 from celery.signals import after_setup_logger, task_postrun, task_prerun, worker_process_init
+from docker.errors import DockerException
 from sqlalchemy.exc import DBAPIError
 
 from shared import logging_setup, queues
 from shared.celery_app import app
 from shared.config import get_settings
 from shared.db import reset_engine, session_scope, use_asynchronous_commit
+from shared.errors import RetryableJobError
+from workers import sandbox
 from workers.dead_letters import record_dead_letter
+from workers.file_sweeps import run_file_sweeps
+from workers.reaper import reap_containers
 from workers.runner import Delivery, run_delivery
 from workers.sweeps import run_sweeps
 
@@ -80,6 +85,14 @@ def run_diagnostic(
     return _deliver(self, job_id, dispatch_id)
 
 
+@app.task(name=queues.TASK_FILE, bind=True)
+def run_file(
+    self: Task, job_id: str, dispatch_id: str, request_id: str | None = None
+) -> dict[str, Any]:
+    """Run a file processor in a locked-down container (the `files` fleet)."""
+    return _deliver(self, job_id, dispatch_id)
+
+
 @app.task(name=queues.TASK_DEAD_LETTER)
 def record_dead_letter_task(payload: dict[str, Any]) -> dict[str, Any]:
     """Consume the dead-letter queue: keep the failed work for operators to inspect."""
@@ -92,3 +105,24 @@ def record_dead_letter_task(payload: dict[str, Any]) -> dict[str, Any]:
 def sweep() -> dict[str, Any]:
     """Outbox, stale-heartbeat and dead-letter sweeps (bounded per run)."""
     return run_sweeps(get_settings())
+
+
+@app.task(name=queues.TASK_FILE_SWEEP, ignore_result=True)
+def file_sweep() -> dict[str, Any]:
+    """Delete inputs of ended jobs and results past their retention (bounded per run)."""
+    return run_file_sweeps(get_settings())
+
+
+@app.task(name=queues.TASK_REAP_CONTAINERS, ignore_result=True)
+def reap_processor_containers() -> dict[str, Any]:
+    """Remove processor containers left by crashed workers. Routed to the `files` fleet:
+    its workers are the ones that reach the Docker engine running those containers."""
+    try:
+        client = sandbox.docker_client()
+        with session_scope() as session:
+            return {"removed": reap_containers(client, session)}
+    except (RetryableJobError, DockerException):
+        logging.getLogger(__name__).warning(
+            "reaper skipped: Docker engine unreachable", extra={"event": "reaper_skipped"}
+        )
+        return {"removed": 0}

@@ -27,6 +27,18 @@ RunFunction = Callable[[JobContext, dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one container run of a processor may use before it is stopped."""
+
+    memory_bytes: int = 256 * 1024 * 1024
+    cpus: float = 1.0
+    pids: int = 64
+    timeout_seconds: float = 60.0
+    max_output_bytes: int = 64 * 1024 * 1024
+    tmpfs_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class Processor:
     name: str
     kind: str  # diagnostic | file | deploy
@@ -37,7 +49,10 @@ class Processor:
     task_name: str
     run: RunFunction | None = None
     max_attempts: int | None = None  # None: the platform default (JOB_MAX_ATTEMPTS)
-    accepts: tuple[str, ...] = ()
+    accepts: tuple[str, ...] = ()  # content types (judged from magic bytes) for file input
+    image: str | None = None  # None: the configured PROCESSOR_IMAGE
+    command: tuple[str, ...] = ()  # "{input}" and "{output}" are replaced by container paths
+    limits: Limits | None = None
 
     def load_params(self, raw: dict[str, Any] | None) -> dict[str, Any]:
         """Validate and normalise params; raises marshmallow.ValidationError."""

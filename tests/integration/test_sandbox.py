@@ -155,3 +155,42 @@ def test_unreachable_engine_is_retryable(image) -> None:
     with pytest.raises(RetryableJobError) as caught:
         sandbox.run(client, image, ["file.checksum"], {"x": b""})
     assert caught.value.code == "docker_unavailable"
+
+
+def test_a_container_that_tries_the_network_fails(client, image) -> None:
+    probe = (
+        "import socket\n"
+        "try:\n"
+        "    socket.create_connection(('1.1.1.1', 53), timeout=3)\n"
+        "    print('CONNECTED')\n"
+        "except OSError as error:\n"
+        "    print('refused:', error)\n"
+        "    raise SystemExit(3)\n"
+    )
+    run = sandbox.run(client, image, [probe], {"x": b""}, entrypoint=[*PYTHON])
+    assert run.exit_code == 3
+    assert "CONNECTED" not in run.logs and "refused:" in run.logs
+
+
+def test_progress_lines_and_logs_reach_the_callbacks(client, image) -> None:
+    seen: list[tuple[int, int, str]] = []
+    kept: list[tuple[str, bool]] = []
+    script = (
+        "import time\n"
+        "for i in range(1, 4):\n"
+        "    print(f'DOCKYARD-PROGRESS {i} 3 step {i}', flush=True)\n"
+        "    time.sleep(0.4)\n"
+        "print('bye')\n"
+    )
+    sandbox.run(
+        client,
+        image,
+        [script],
+        {"x": b""},
+        entrypoint=[*PYTHON],
+        on_progress=lambda current, total, message: seen.append((current, total, message)),
+        on_logs=lambda text, truncated: kept.append((text, truncated)),
+    )
+    assert seen[-1] == (3, 3, "step 3")
+    assert [step[0] for step in seen] == sorted(step[0] for step in seen)
+    assert kept and "bye" in kept[0][0] and kept[0][1] is False

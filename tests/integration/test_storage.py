@@ -6,10 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -17,9 +14,6 @@ import requests
 
 from shared.storage import object_key
 from shared.storage.local import LocalStorage
-from tests.helpers import wait_for
-
-S3_PORT = 5698
 
 
 def payload(size: int = 3 * 1024 * 1024 + 17) -> bytes:
@@ -84,33 +78,6 @@ def test_local_keys_cannot_escape_the_root(tmp_path) -> None:
     with pytest.raises(StorageError):
         storage.put("../outside.txt", io.BytesIO(b"x"), "text/plain")
     assert not (tmp_path / "outside.txt").exists()
-
-
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory):
-    """moto's standalone S3 server: a separate process speaking S3 over HTTP."""
-    log = (tmp_path_factory.mktemp("s3") / "s3.log").open("wb")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(S3_PORT)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{S3_PORT}"
-
-    def up() -> bool:
-        try:
-            return requests.get(url, timeout=1).status_code < 500
-        except requests.ConnectionError:
-            return False
-
-    try:
-        wait_for(up, timeout=30, message="the S3 server")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture()
