@@ -25,6 +25,7 @@ from bench.core import Comparison, Context, env_int, machine, machine_line, othe
 BENCHES: dict[str, str] = {
     "e2e": "bench.e2e",
     "submit": "bench.submit_path",
+    "files": "bench.files",
 }
 RESULTS = env.LOG_DIR / "results.json"
 

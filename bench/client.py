@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -51,6 +52,11 @@ class ApiClient:
     def submit_echo(self, message: str) -> str:
         job = dict(ECHO_JOB, params={"message": message})
         return self._call("POST", f"{API}/jobs", 202, json=job)["id"]
+
+    def submit_file(self, processor: str, data: bytes, params: dict[str, Any]) -> str:
+        form = {"processor": processor, "params": json.dumps(params)}
+        files = {"file": ("sample.txt", data)}
+        return self._call("POST", f"{API}/jobs/files", 202, data=form, files=files)["id"]
 
     def any_with_status(self, status: str) -> bool:
         """One small request: is at least one of the user's jobs in `status`?"""

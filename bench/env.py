@@ -41,6 +41,8 @@ BENCH_ENV = {
     "QUOTA_SUBMITS_PER_MINUTE": "0",
     "QUOTA_ACTIVE_JOBS": "0",
     "LOG_LEVEL": "WARNING",
+    "STORAGE_BACKEND": "local",
+    "STORAGE_LOCAL_ROOT": str(LOG_DIR / "storage"),
     # Children import bench.* from the repository (it is not an installed package).
     "PYTHONPATH": str(ROOT),
 }

@@ -5,6 +5,8 @@ parameters as JSON from $DOCKYARD_PARAMS, writes one result file and `result.jso
 name, content type, details) into OUTPUT_DIR, and reports progress on stdout as lines
 `DOCKYARD-PROGRESS <current> <total> <message>`, which the worker turns into job progress.
 Exit status 0: done; 2: the input is unusable (a permanent failure); anything else: error.
+With DOCKYARD_INPUT=stdin-tar (how the worker runs it) the inputs arrive as a tar on stdin and
+the output files leave as a tar on stdout after a `DOCKYARD-OUTPUT-TAR` line.
 Standard library only, plus Pillow for images.
 """
 
@@ -22,10 +24,11 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 CHUNK = 1024 * 1024
 EXIT_REJECTED = 2
+OUTPUT_MARKER = b"DOCKYARD-OUTPUT-TAR"
 
 
 class Rejected(Exception):
@@ -204,6 +207,39 @@ PROCESSORS: dict[str, Callable[[Path, Path, dict[str, Any]], dict]] = {
 }
 
 
+def receive_inputs(stream: BinaryIO, directory: Path) -> None:
+    """Unpack the tar stream the worker sends on stdin (DOCKYARD_INPUT=stdin-tar): plain
+    files only, each by its bare name, so nothing lands outside `directory`."""
+    import tarfile
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=stream, mode="r|") as archive:
+        for member in archive:
+            name = member.name.rsplit("/", 1)[-1]
+            if not member.isfile() or not name or name.startswith("."):
+                continue
+            source = archive.extractfile(member)
+            if source is None:
+                continue
+            with (directory / name).open("wb") as target:
+                while chunk := source.read(CHUNK):
+                    target.write(chunk)
+
+
+def send_outputs(directory: Path, stream: BinaryIO) -> None:
+    """After every progress line, the marker and then the output files as a tar on stdout:
+    the worker reads them from the same attached stream, no copy out of the container."""
+    import tarfile
+
+    sys.stdout.flush()
+    stream.write(OUTPUT_MARKER + b"\n")
+    with tarfile.open(fileobj=stream, mode="w|") as archive:
+        for path in sorted(directory.iterdir()):
+            if path.is_file():
+                archive.add(path, arcname=path.name)
+    stream.flush()
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[0] not in PROCESSORS:
         print(
@@ -212,6 +248,8 @@ def main(argv: list[str]) -> int:
         )
         return 64
     name, source, out_dir = argv[0], Path(argv[1]), Path(argv[2])
+    if os.environ.get("DOCKYARD_INPUT") == "stdin-tar":
+        receive_inputs(sys.stdin.buffer, source.parent)
     params = json.loads(os.environ.get("DOCKYARD_PARAMS") or "{}")
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -220,6 +258,8 @@ def main(argv: list[str]) -> int:
         print(f"rejected: {error}", file=sys.stderr)
         return EXIT_REJECTED
     (out_dir / "result.json").write_text(json.dumps(result))
+    if os.environ.get("DOCKYARD_INPUT") == "stdin-tar":
+        send_outputs(out_dir, sys.stdout.buffer)
     return 0
 
 

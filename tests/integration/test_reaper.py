@@ -70,3 +70,26 @@ def test_reaps_unknown_finished_and_superseded_but_keeps_the_running_attempt(
             all=True, filters={"label": f"{LABEL_MANAGED}=true"}
         ):
             container.remove(force=True, v=True)
+
+
+def test_the_scheduled_reaper_runs_on_the_files_fleet(client, settings, tmp_path) -> None:
+    """The beat entry's task, sent the way beat sends it, is consumed by a worker of the
+    `files` fleet (the one with the Docker engine) and removes an orphan container."""
+    import celeryconfig
+    from shared import queues
+    from shared.celery_app import app as celery_app
+    from tests.helpers import wait_for
+    from tests.integration.workers import celery_worker
+
+    entry = celeryconfig.beat_schedule["dockyard-reap-containers"]
+    assert entry["task"] == queues.TASK_REAP_CONTAINERS
+    assert entry["options"]["queue"] == queues.FILES
+    orphan = sleeper(client, settings.processor_image, str(uuid.uuid4()), "1")
+    orphan.start()
+    try:
+        with celery_worker(tmp_path, "files-reaper", queues.FILES):
+            celery_app.send_task(entry["task"], **entry["options"])
+            wait_for(lambda: not exists(client, orphan), message="the orphan to be reaped")
+    finally:
+        if exists(client, orphan):
+            orphan.remove(force=True, v=True)
