@@ -261,6 +261,7 @@ def test_cancel_kills_the_running_container_within_two_seconds(user, bucket) -> 
     assert time.monotonic() - cancelled_at < 2.0
     done = user.wait_status(job["id"], "cancelled")
     assert done["result"] is None and done["output"] is None
+    wait_for(lambda: user.job(job["id"])["input"]["deleted"], message="the input's removal")
     assert keys_under(bucket, f"users/{user.profile['id']}/jobs/{job['id']}/") == []
 
 
