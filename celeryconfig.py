@@ -71,6 +71,9 @@ task_routes = {
     queues.TASK_FILE_SWEEP: {"queue": queues.MAINTENANCE},
     # The reaper needs the Docker engine, which only the files fleet is given.
     queues.TASK_REAP_CONTAINERS: {"queue": queues.FILES},
+    # Deployments live on the deploy fleet's Docker engine: only its workers may touch them.
+    "dockyard.deploy.stop": {"queue": queues.DEPLOY},
+    "dockyard.deploy.check": {"queue": queues.DEPLOY},
 }
 task_create_missing_queues = False
 
@@ -97,6 +100,11 @@ beat_schedule = {
         "task": queues.TASK_FILE_SWEEP,
         "schedule": _settings.file_sweep_interval,
         "options": {"queue": queues.MAINTENANCE, "expires": _settings.file_sweep_interval * 3},
+    },
+    "dockyard-check-deployments": {
+        "task": "dockyard.deploy.check",
+        "schedule": _settings.deploy_check_interval,
+        "options": {"queue": queues.DEPLOY, "expires": _settings.deploy_check_interval * 3},
     },
     "dockyard-reap-containers": {
         "task": queues.TASK_REAP_CONTAINERS,

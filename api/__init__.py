@@ -7,7 +7,7 @@ import logging
 from flask import Blueprint, Flask
 from redis import Redis
 
-from api import admin, auth, docs, file_jobs, files, health, jobs, processors
+from api import admin, auth, deployments, docs, file_jobs, files, health, jobs, processors
 from api.cli import register_cli
 from api.errors import register_error_handlers
 from api.extensions import jwt
@@ -60,8 +60,9 @@ def create_app(config: Settings | None = None) -> Flask:
     register_cli(app)
 
     v1 = Blueprint("v1", __name__, url_prefix=API_PREFIX)
-    for module in (auth, jobs, file_jobs, processors, admin, files):
+    for module in (auth, jobs, file_jobs, processors, admin, files, deployments):
         v1.register_blueprint(module.bp)
+    v1.register_blueprint(deployments.submit_bp)
     v1.register_blueprint(health.bp, name="v1_health")
     v1.register_blueprint(docs.bp)
     app.register_blueprint(v1)

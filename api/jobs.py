@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from flask_jwt_extended import jwt_required
 from marshmallow import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from api.auth import current_user_id, is_admin
 from api.errors import ApiError, not_found
@@ -162,12 +163,14 @@ def accept_submission(
     max_attempts: int | None = None,
     queue: str | None = None,
     stage_input: tuple[StageInput, DiscardInput] | None = None,
+    with_job: Callable[[Session, Any], None] | None = None,
 ) -> Response:
     """The submit path every kind of job shares: idempotency, quotas, row, commit, publish.
 
     `stage_input` (store, discard) runs the upload stage once the request is known to be
     new and within quota; if a later stage fails, `discard` undoes it, so no object is left
-    without its job and no job is committed without its input.
+    without its job and no job is committed without its input. `with_job` adds rows that
+    belong to the new job (a deployment) in the same transaction.
     """
     user_id = current_user_id()
     key = idempotency_key()
@@ -205,6 +208,8 @@ def accept_submission(
             if stage_input and staged is not None:
                 stage_input[1](staged)  # a concurrent request with this key won
             return job_response(job, 200)
+        if with_job is not None:
+            with_job(session, job)
         publish_new_job(session, job, processor.task_name, publisher())
         session.commit()
     except BaseException:

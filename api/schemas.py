@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, fields, post_load, validate
+from marshmallow import EXCLUDE, RAISE, Schema, fields, post_load, validate
 
 from shared.status import JobStatus
 
@@ -257,3 +257,78 @@ class AffectedSchema(Schema):
 class HealthSchema(Schema):
     status = fields.String()
     checks = fields.Dict()
+
+
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class DeploySubmitSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    repo_url = fields.String(required=True, validate=validate.Length(min=1, max=300))
+    ref = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    container_port = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(min=1, max=65535)
+    )
+    health_path = fields.String(
+        load_default="/",
+        validate=validate.Regexp(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,499}$"),
+        metadata={"description": "Path (and query) the health check GETs; starts with /."},
+    )
+    env = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(_ENV_NAME)),
+        values=fields.String(validate=validate.Length(max=4096)),
+        load_default=dict,
+        validate=validate.Length(max=100),
+        metadata={"description": "Variables for the app: secrets, never returned or logged."},
+    )
+    max_attempts = fields.Integer(load_default=None, validate=validate.Range(min=1))
+
+
+class DeploymentSchema(Schema):
+    id = fields.UUID(required=True)
+    job_id = fields.UUID()
+    owner_id = fields.UUID()
+    repo_url = fields.String()
+    ref = fields.String(allow_none=True)
+    commit = fields.String(allow_none=True)
+    status = fields.String(
+        validate=validate.OneOf(
+            ["starting", "healthy", "unhealthy", "stopping", "stopped", "failed"]
+        )
+    )
+    url = fields.String(allow_none=True)
+    port = fields.Integer(allow_none=True)
+    container_port = fields.Integer(allow_none=True)
+    image = fields.String(allow_none=True)
+    health_path = fields.String()
+    env_names = fields.List(fields.String())
+    error = fields.Nested(JobErrorSchema, allow_none=True)
+    replaced_by = fields.UUID(allow_none=True)
+    retire_at = fields.DateTime(allow_none=True)
+    checked_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+    healthy_at = fields.DateTime(allow_none=True)
+    stopped_at = fields.DateTime(allow_none=True)
+    links = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class DeploymentListQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    status = fields.String(validate=validate.Length(max=16))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(validate=validate.Length(max=200))
+
+
+class DeploymentListSchema(Schema):
+    items = fields.List(fields.Nested(DeploymentSchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
+class DeploymentLogsSchema(Schema):
+    build = fields.List(fields.Nested(JobLogSchema))
+    app = fields.String(allow_none=True, metadata={"description": "Recent container output."})
+    app_captured_at = fields.DateTime(allow_none=True)

@@ -8,6 +8,7 @@ developer machine.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -86,6 +87,31 @@ def _bool(name: str, raw: str) -> bool:
     raise ConfigError(name, f"must be true or false, got {raw!r}")
 
 
+def _hosts(name: str, raw: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    if not hosts or any(not re.fullmatch(r"[a-z0-9.-]+", h) for h in hosts):
+        raise ConfigError(name, f"must be a comma-separated list of host names, got {raw!r}")
+    return hosts
+
+
+def _protocols(name: str, raw: str) -> str:
+    protocols = [p.strip() for p in raw.split(",") if p.strip()]
+    allowed = {"https", "http", "file"}
+    if not protocols or not set(protocols) <= allowed:
+        raise ConfigError(name, f"must list protocols among {sorted(allowed)}, got {raw!r}")
+    return ":".join(protocols)
+
+
+def _port_range(name: str, raw: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", raw)
+    if not match:
+        raise ConfigError(name, f"must look like 20000-20999, got {raw!r}")
+    low, high = int(match.group(1)), int(match.group(2))
+    if not 1024 <= low <= high <= 65535:
+        raise ConfigError(name, "must be a range within 1024-65535")
+    return low, high
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated settings. Build with `load_settings()`; never mutate."""
@@ -126,6 +152,22 @@ class Settings:
     download_url_max_ttl: int = 24 * 3600
     result_retention: int = 7 * 24 * 3600
     file_job_timeout_max: float = 3600.0
+    quota_active_deployments: int = 3
+    deploy_allowed_hosts: tuple[str, ...] = ("github.com",)
+    deploy_git_protocols: str = "https"
+    deploy_clone_timeout: float = 120.0
+    deploy_max_repo_bytes: int = 200 * 1024 * 1024
+    deploy_build_timeout: float = 600.0
+    deploy_build_memory: int = 1024 * 1024 * 1024
+    deploy_port_range: tuple[int, int] = (20000, 20999)
+    deploy_bind_address: str = "127.0.0.1"
+    deploy_public_host: str = "127.0.0.1"
+    deploy_health_timeout: float = 60.0
+    deploy_replace_grace: float = 10.0
+    deploy_check_interval: float = 30.0
+    deploy_memory: int = 512 * 1024 * 1024
+    deploy_cpus: float = 1.0
+    deploy_pids: int = 256
     reaper_interval: float = 60.0
     file_sweep_interval: float = 60.0
     log_level: str = "INFO"
@@ -177,6 +219,22 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("file_job_timeout_max", "FILE_JOB_TIMEOUT_MAX", _float(0.1)),
     ("reaper_interval", "REAPER_INTERVAL", _float(1)),
     ("file_sweep_interval", "FILE_SWEEP_INTERVAL", _float(1)),
+    ("quota_active_deployments", "QUOTA_ACTIVE_DEPLOYMENTS", _int(0)),
+    ("deploy_allowed_hosts", "DEPLOY_ALLOWED_HOSTS", _hosts),
+    ("deploy_git_protocols", "DEPLOY_GIT_PROTOCOLS", _protocols),
+    ("deploy_clone_timeout", "DEPLOY_CLONE_TIMEOUT", _float(1)),
+    ("deploy_max_repo_bytes", "DEPLOY_MAX_REPO_BYTES", _int(1024)),
+    ("deploy_build_timeout", "DEPLOY_BUILD_TIMEOUT", _float(1)),
+    ("deploy_build_memory", "DEPLOY_BUILD_MEMORY", _int(64 * 1024 * 1024)),
+    ("deploy_port_range", "DEPLOY_PORT_RANGE", _port_range),
+    ("deploy_bind_address", "DEPLOY_BIND_ADDRESS", _text),
+    ("deploy_public_host", "DEPLOY_PUBLIC_HOST", _text),
+    ("deploy_health_timeout", "DEPLOY_HEALTH_TIMEOUT", _float(1)),
+    ("deploy_replace_grace", "DEPLOY_REPLACE_GRACE", _float(0)),
+    ("deploy_check_interval", "DEPLOY_CHECK_INTERVAL", _float(1)),
+    ("deploy_memory", "DEPLOY_MEMORY", _int(16 * 1024 * 1024)),
+    ("deploy_cpus", "DEPLOY_CPUS", _float(0.1)),
+    ("deploy_pids", "DEPLOY_PIDS", _int(16)),
     ("log_level", "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
     ("log_json", "LOG_JSON", _bool),
     ("metrics_token", "METRICS_TOKEN", lambda _n, raw: raw),

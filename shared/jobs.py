@@ -166,8 +166,15 @@ def job_lock_key(job_id: uuid.UUID) -> int:
     return int.from_bytes(job_id.bytes[:8], "big", signed=True)
 
 
+#: Params a submit generates itself (not part of what the user asked): ignored on replays.
+_GENERATED_PARAMS = ("deployment_id",)
+
+
 def check_same_request(existing: Job, processor: Processor, params: dict[str, Any]) -> None:
-    if existing.processor != processor.name or existing.params != params:
+    def asked(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if k not in _GENERATED_PARAMS}
+
+    if existing.processor != processor.name or asked(existing.params) != asked(params):
         raise JobConflict(
             "idempotency_key_reused",
             "This Idempotency-Key was already used for a different request.",

@@ -185,3 +185,71 @@ class DeadLetter(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+
+
+class Deployment(Base):
+    """A repository built and running on a leased host port, from one deploy job.
+
+    `env` holds the user's variables for the app. They are secrets: the API never returns
+    them and nothing logs them; only the worker that starts the container reads them.
+    """
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        Index("ix_deployments_owner_created", "owner_id", "created_at", "id"),
+        Index("ix_deployments_created", "created_at", "id"),
+        Index("ix_deployments_repo", "owner_id", "repo_key", "status"),
+        Index("ix_deployments_status", "status"),
+        UniqueConstraint("job_id", name="uq_deployments_job"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    owner_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    repo_url: Mapped[str] = mapped_column(String(300), nullable=False)
+    repo_key: Mapped[str] = mapped_column(String(300), nullable=False)
+    ref: Mapped[str | None] = mapped_column(String(200))
+    commit_sha: Mapped[str | None] = mapped_column(String(64))
+    image: Mapped[str | None] = mapped_column(String(300))
+    container_id: Mapped[str | None] = mapped_column(String(80))
+    container_port: Mapped[int | None] = mapped_column(Integer)
+    host_port: Mapped[int | None] = mapped_column(Integer)
+    health_path: Mapped[str] = mapped_column(String(500), nullable=False, default="/")
+    url: Mapped[str | None] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="starting")
+    env: Mapped[dict[str, str]] = mapped_column(JsonType, nullable=False, default=dict)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    runtime_log: Mapped[str | None] = mapped_column(Text)
+    runtime_log_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replaced_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    retire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    healthy_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+    )
+
+
+class PortLease(Base):
+    """A host port held by one deployment until it is stopped (the primary key makes two
+    leases of one port impossible, whatever races)."""
+
+    __tablename__ = "port_leases"
+
+    port: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True),
+        ForeignKey("deployments.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    )
+    leased_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )

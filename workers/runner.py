@@ -31,6 +31,8 @@ from shared.models import Job
 from shared.processors import Processor, get_processor
 from shared.status import JobStatus
 from workers.dead_letters import dead_letter_payload, send_dead_letter
+from workers.deploy.lifecycle import settle_after_job
+from workers.deploy.pipeline import run_deploy_job
 from workers.fast_path import try_claim, try_succeed
 from workers.file_jobs import delete_input, run_file_job
 
@@ -254,6 +256,8 @@ def execute(
         raise JobError("unknown_processor", f"No runnable processor {claimed.processor!r}.")
     if processor.kind == "file":
         return run_file_job(context, processor, claimed.params, claimed.dispatch_id, settings)
+    if processor.kind == "deploy":
+        return run_deploy_job(context, processor, claimed.params, claimed.dispatch_id, settings)
     if processor.run is None:
         raise JobError("unknown_processor", f"No runnable processor {claimed.processor!r}.")
     return processor.run(context, claimed.params)
@@ -266,12 +270,20 @@ def run_delivery(delivery: Delivery, settings: Settings) -> dict[str, Any]:
         return {"job_id": str(delivery.job_id), "outcome": "dropped"}
     processor = get_processor(claimed.processor)
     summary = _run_claimed(delivery, claimed, processor, settings)
-    if processor is not None and processor.kind == "file" and summary["outcome"] in _ENDED:
-        delete_input(claimed.job_id, settings)
+    if processor is not None:
+        after_outcome(processor.kind, claimed.job_id, summary["outcome"], settings)
     return summary
 
 
-_ENDED = frozenset({"succeeded", "failed", "cancelled"})
+def after_outcome(kind: str, job_id: uuid.UUID, outcome: str, settings: Settings) -> None:
+    """What a kind of job leaves behind once an outcome is recorded: a file job's input is
+    deleted when it ends (not when dead: it may be requeued); a deploy job that did not
+    bring its deployment up settles it as failed or stopped. The periodic sweeps catch
+    whatever this misses (a crash right here)."""
+    if kind == "file" and outcome in ("succeeded", "failed", "cancelled"):
+        delete_input(job_id, settings)
+    elif kind == "deploy" and outcome in ("failed", "dead", "cancelled"):
+        settle_after_job(job_id)
 
 
 def _run_claimed(

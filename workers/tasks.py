@@ -22,6 +22,7 @@ from shared.db import reset_engine, session_scope, use_asynchronous_commit
 from shared.errors import RetryableJobError
 from workers import sandbox
 from workers.dead_letters import record_dead_letter
+from workers.deploy import lifecycle as deploy_lifecycle
 from workers.file_sweeps import run_file_sweeps
 from workers.reaper import reap_containers
 from workers.runner import Delivery, run_delivery
@@ -126,3 +127,34 @@ def reap_processor_containers() -> dict[str, Any]:
             "reaper skipped: Docker engine unreachable", extra={"event": "reaper_skipped"}
         )
         return {"removed": 0}
+
+
+@app.task(name=queues.TASK_DEPLOY, bind=True)
+def run_deploy(
+    self: Task, job_id: str, dispatch_id: str, request_id: str | None = None
+) -> dict[str, Any]:
+    """Clone, build, run and health-check a repository (the `deploy` fleet)."""
+    return _deliver(self, job_id, dispatch_id)
+
+
+@app.task(name=deploy_lifecycle.TASK_STOP, bind=True, max_retries=None)
+def stop_deployment(self: Task, deployment_id: str) -> dict[str, Any]:
+    """Stop a deployment (user's stop, or the retirement of a replaced one)."""
+    try:
+        status = deploy_lifecycle.stop_deployment(uuid.UUID(deployment_id), sandbox.docker_client())
+    except (RetryableJobError, DockerException, DBAPIError) as error:
+        raise self.retry(exc=error, countdown=5, queue=queues.DEPLOY) from error
+    return {"deployment_id": deployment_id, "status": status}
+
+
+@app.task(name=deploy_lifecycle.TASK_CHECK, ignore_result=True)
+def check_deployments() -> dict[str, Any]:
+    """Health of live deployments, retirements, settling and reconciliation (bounded)."""
+    try:
+        client = sandbox.docker_client()
+    except RetryableJobError:
+        logging.getLogger(__name__).warning(
+            "deployment check skipped: Docker engine unreachable", extra={"event": "check_skipped"}
+        )
+        return {}
+    return deploy_lifecycle.check_deployments(client, get_settings())

@@ -1,6 +1,7 @@
 """The processor catalogue. Importing this package registers every family."""
 
 from shared.processors import (
+    deploy,  # noqa: F401  (registers the deploy family)
     diagnostics,  # noqa: F401  (registers the debug.* family)
     files,  # noqa: F401  (registers the file-processing family)
 )

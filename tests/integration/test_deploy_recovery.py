@@ -1,0 +1,50 @@
+"""A deploy worker killed mid-deploy: its app container and port lease outlive it; once the
+job has ended, the periodic check (the reaper of the deploy fleet) removes both. This module
+runs without the deploy fleet of test_deploy_jobs, so the doomed worker gets the job."""
+
+from __future__ import annotations
+
+import docker
+import pytest
+
+from tests.helpers import User, wait_for
+from tests.integration.git_repos import FakeGitHub
+from tests.integration.test_deploy_jobs import PORTS, deploy, deployment, labelled, leases
+from tests.integration.workers import celery_worker
+from workers.deploy.lifecycle import check_deployments
+from workers.sweeps import recover_stale_jobs
+
+
+def test_a_worker_killed_mid_deploy_leaks_nothing_once_the_reaper_runs(
+    app, tmp_path, settings, job_worker
+) -> None:
+    """A second fleet member is killed (whole process group) while its app container runs
+    the health check; the user cancels; the periodic check then cleans up."""
+    user = User(app.test_client())
+    github = FakeGitHub(tmp_path / "github")
+    github.publish("unhealthy")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GIT_CONFIG_GLOBAL", str(github.gitconfig))
+        patch.setenv("DEPLOY_GIT_PROTOCOLS", "https,file")
+        patch.setenv("DEPLOY_PORT_RANGE", f"{PORTS[0]}-{PORTS[1]}")
+        patch.setenv("DEPLOY_HEALTH_TIMEOUT", "60")
+        job = deploy(user, github.url("unhealthy"))
+        record_id = job["params"]["deployment_id"]
+        with celery_worker(tmp_path, "deploy-doomed", "deploy") as doomed:
+            wait_for(
+                lambda: labelled(record_id) and record_id in leases().values(),
+                timeout=120,
+                message="the app container to run",
+            )
+            doomed.kill_group()
+    assert labelled(record_id) and record_id in leases().values()  # left behind by the crash
+    assert user.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 202
+    wait_for(  # the heartbeat sweep ends the job whose worker died
+        lambda: recover_stale_jobs(settings) >= 0 and user.job(job["id"])["status"] == "cancelled",
+        timeout=30,
+        message="the stale job to be cancelled",
+    )
+    check_deployments(docker.from_env(), settings)
+    assert deployment(user, record_id)["status"] == "stopped"
+    assert labelled(record_id) == []
+    assert record_id not in leases().values()
