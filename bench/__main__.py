@@ -26,6 +26,7 @@ BENCHES: dict[str, str] = {
     "e2e": "bench.e2e",
     "submit": "bench.submit_path",
     "files": "bench.files",
+    "deploy": "bench.deploy",
 }
 RESULTS = env.LOG_DIR / "results.json"
 

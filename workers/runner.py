@@ -35,6 +35,7 @@ from workers.deploy.lifecycle import settle_after_job
 from workers.deploy.pipeline import run_deploy_job
 from workers.fast_path import try_claim, try_succeed
 from workers.file_jobs import delete_input, run_file_job
+from workers.sandbox import docker_client
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +284,11 @@ def after_outcome(kind: str, job_id: uuid.UUID, outcome: str, settings: Settings
     if kind == "file" and outcome in ("succeeded", "failed", "cancelled"):
         delete_input(job_id, settings)
     elif kind == "deploy" and outcome in ("failed", "dead", "cancelled"):
-        settle_after_job(job_id)
+        try:
+            client = docker_client()
+        except RetryableJobError:
+            client = None  # the periodic check removes what is left once the engine is back
+        settle_after_job(job_id, client)
 
 
 def _run_claimed(

@@ -22,6 +22,7 @@ from tests.helpers import User, wait_for
 from tests.integration.git_repos import FakeGitHub
 from tests.integration.workers import celery_worker
 from workers.deploy.containers import LABEL_DEPLOYMENT
+from workers.deploy.lifecycle import check_deployments
 
 PORTS = (21000, 21019)
 
@@ -161,7 +162,8 @@ def test_failures_clean_up_after_themselves(user, github) -> None:
         assert record["error"]["code"] == done[name]["error"]["code"]
         assert labelled(record["id"]) == []
         assert record["id"] not in leases().values()
-        assert not any(tag.startswith("dockyard-deploy/dockyard-tests-" + name) for tag in images)
+        if name == "unhealthy":  # built, then removed with the rest
+            assert record["image"] and record["image"] not in images
 
 
 @pytest.mark.parametrize(
@@ -267,3 +269,22 @@ def test_redeploy_replaces_the_old_one_without_a_gap(user, github) -> None:
         watcher.join()
     assert gaps == []  # at every moment one of them answered
     stop_and_wait(user, done["result"]["deployment_id"])
+
+
+def test_the_periodic_check_marks_a_dead_app_unhealthy(user, github, settings) -> None:
+    job = deploy(user, github.url("webapp"), health_path="/health")
+    done = user.wait_status(job["id"], "succeeded", "failed", "dead", timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    record_id = done["result"]["deployment_id"]
+    engine = docker.from_env()
+    check_deployments(engine, settings)
+    checked = deployment(user, record_id)
+    assert checked["status"] == "healthy" and checked["checked_at"]
+    assert (
+        "listening on 8080" in user.get(f"/api/v1/deployments/{record_id}/logs").get_json()["app"]
+    )
+    labelled(record_id)[0].kill()  # the app dies
+    check_deployments(engine, settings)
+    assert deployment(user, record_id)["status"] == "unhealthy"
+    stop_and_wait(user, record_id)
+    assert labelled(record_id) == [] and record_id not in leases().values()

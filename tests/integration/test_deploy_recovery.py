@@ -45,6 +45,9 @@ def test_a_worker_killed_mid_deploy_leaks_nothing_once_the_reaper_runs(
         message="the stale job to be cancelled",
     )
     check_deployments(docker.from_env(), settings)
-    assert deployment(user, record_id)["status"] == "stopped"
+    settled = deployment(user, record_id)
+    assert settled["status"] == "stopped"
     assert labelled(record_id) == []
+    tags = {tag for image in docker.from_env().images.list() for tag in image.tags}
+    assert settled["image"] and settled["image"] not in tags
     assert record_id not in leases().values()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 import docker
@@ -12,6 +13,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from shared.config import Settings
 from shared.errors import PermanentJobError, RetryableJobError
 
+log = logging.getLogger(__name__)
 LABEL_DEPLOYMENT = "dockyard.deployment"
 LABEL_JOB = "dockyard.deploy-job"
 LABEL_MANAGED = "dockyard.managed-deployment"
@@ -96,5 +98,9 @@ def remove_image(client: docker.DockerClient, tag: str | None) -> None:
     """Drop the tag; an image still used by another deployment's container stays."""
     if not tag:
         return
-    with contextlib.suppress(NotFound, APIError):
+    try:
         client.images.remove(tag, noprune=False)
+    except NotFound:
+        pass
+    except APIError as error:
+        log.warning("image tag kept: %s", error, extra={"event": "image_kept", "image": tag})

@@ -56,8 +56,9 @@ def image_in_use(tag: str, except_id: uuid.UUID) -> bool:
         )
 
 
-def drop_image_unless_used(client: docker.DockerClient, tag: str, owner_id: uuid.UUID) -> None:
-    if not image_in_use(tag, owner_id):
+def drop_image_unless_used(client: docker.DockerClient, tag: str, deployment_id: uuid.UUID) -> None:
+    """Remove a deployment's image tag unless another active deployment runs that image."""
+    if not image_in_use(tag, deployment_id):
         containers.remove_image(client, tag)
 
 
@@ -114,9 +115,19 @@ def stop_deployment(deployment_id: uuid.UUID, client: docker.DockerClient) -> st
     return "stopped"
 
 
-def settle_after_job(job_id: uuid.UUID) -> None:
+def settle_after_job(job_id: uuid.UUID, client: docker.DockerClient | None = None) -> None:
     """A deploy job ended: a deployment it did not bring up is `failed` (or `stopped` when
-    the job was cancelled), and its port lease is released."""
+    the job was cancelled), its port lease is released and, with a client, its container
+    and image tag are removed (left behind when its worker died mid-deploy)."""
+    leftovers = _settle(job_id)
+    if leftovers is not None and client is not None:
+        container_id, tag, deployment_id = leftovers
+        containers.remove(client, container_id)
+        if tag:
+            drop_image_unless_used(client, tag, deployment_id)
+
+
+def _settle(job_id: uuid.UUID) -> tuple[str | None, str | None, uuid.UUID] | None:
     with session_scope() as session:
         row = session.execute(
             select(Deployment, Job.status, Job.error_code, Job.error_message)
@@ -125,18 +136,21 @@ def settle_after_job(job_id: uuid.UUID) -> None:
             .with_for_update(of=Deployment)
         ).first()
         if row is None:
-            return
+            return None
         deployment, job_status, code, message = row
         if deployment.status != "starting":
-            return
+            return None
         if job_status == JobStatus.CANCELLED.value:
             deployment.status, deployment.stopped_at = "stopped", now()
         elif job_status in (JobStatus.FAILED.value, JobStatus.DEAD.value):
             deployment.status = "failed"
             deployment.error_code, deployment.error_message = code, message
         else:
-            return
+            return None
         session.execute(delete(PortLease).where(PortLease.deployment_id == deployment.id))
+        leftovers = (deployment.container_id, deployment.image, deployment.id)
+        deployment.container_id = None
+        return leftovers
 
 
 def _probe(deployment: Deployment, client: docker.DockerClient, settings: Settings) -> bool:
@@ -210,7 +224,7 @@ def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[s
     for deployment_id in stuck:
         _finish_stop(deployment_id, client)
     for job_id in ended:
-        settle_after_job(job_id)
+        settle_after_job(job_id, client)
         counts["settled"] += 1
     counts["reaped"] = reap_deploy_containers(client, limit)
     counts["released"] = release_orphan_leases(limit)
