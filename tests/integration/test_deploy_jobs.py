@@ -24,7 +24,7 @@ from tests.integration.workers import celery_worker
 from workers.deploy.containers import LABEL_DEPLOYMENT
 from workers.deploy.lifecycle import check_deployments
 
-PORTS = (21000, 21019)
+PORTS = (21000, 21039)
 
 
 @pytest.fixture(scope="module")

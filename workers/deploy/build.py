@@ -66,7 +66,6 @@ def build(
             decode=True,
             container_limits={"memory": settings.deploy_build_memory},
             timeout=min(settings.deploy_build_timeout, 120),
-            labels={"dockyard.managed": "true"},
         )
         for chunk in stream:
             if "stream" in chunk:

@@ -9,6 +9,7 @@ or ref is permanent.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -111,4 +112,8 @@ def clone(repo: Repository, ref: str | None, dest: Path, settings: Settings) -> 
             "repository_too_large",
             f"The checkout exceeds {settings.deploy_max_repo_bytes} bytes.",
         )
-    return _run(["rev-parse", "HEAD"], dest, settings, timeout).strip()
+    commit = _run(["rev-parse", "HEAD"], dest, settings, timeout).strip()
+    # The build context is the checkout without git's metadata: smaller, no history baked
+    # into images, and the same files give the same layer cache on every redeploy.
+    shutil.rmtree(dest / ".git", ignore_errors=True)
+    return commit

@@ -94,7 +94,9 @@ def schedule_retire(deployment: Deployment, settings: Settings) -> list[uuid.UUI
 
 
 def stop_deployment(deployment_id: uuid.UUID, client: docker.DockerClient) -> str | None:
-    """Stop and remove the container, release the port, mark `stopped`. Idempotent."""
+    """Stop and remove the container, release the port, mark `stopped`. Idempotent. The
+    image is kept (a redeploy of the commit is then a cached build); only failed deploys
+    remove theirs."""
     with session_scope() as session:
         deployment = session.get(Deployment, deployment_id, with_for_update=True)
         if deployment is None or deployment.status in ("stopped", "failed"):
@@ -105,9 +107,7 @@ def stop_deployment(deployment_id: uuid.UUID, client: docker.DockerClient) -> st
         deployment.status = "stopped"
         deployment.stopped_at = now()
         session.execute(delete(PortLease).where(PortLease.deployment_id == deployment_id))
-        tag = deployment.image
-    if tag:
-        drop_image_unless_used(client, tag, deployment_id)
+    # The image stays: a redeploy or a rollback of the same commit then starts from cache.
     log.info(
         "deployment stopped",
         extra={"event": "deployment_stopped", "deployment_id": str(deployment_id)},

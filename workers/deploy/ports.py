@@ -23,6 +23,9 @@ _LOCK_KEY = 0x646F636B_706F7274  # "dockport"
 
 def port_is_free(address: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Connections in TIME_WAIT from a stopped deployment do not make a port busy; a
+        # listener does (Linux refuses that bind even with SO_REUSEADDR).
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((address, port))
         except OSError:
