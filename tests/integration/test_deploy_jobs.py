@@ -288,3 +288,24 @@ def test_the_periodic_check_marks_a_dead_app_unhealthy(user, github, settings) -
     assert deployment(user, record_id)["status"] == "unhealthy"
     stop_and_wait(user, record_id)
     assert labelled(record_id) == [] and record_id not in leases().values()
+
+
+def test_active_deployment_quota_and_idempotent_submit(make_app, github, deploy_worker) -> None:
+    user = User(make_app(quota_active_deployments=1).test_client())
+    key = {"Idempotency-Key": f"deploy-{uuid.uuid4()}"}
+    first = user.post("/api/v1/jobs/deploy", json={"repo_url": github.url("webapp")}, headers=key)
+    again = user.post("/api/v1/jobs/deploy", json={"repo_url": github.url("webapp")}, headers=key)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert first.get_json()["id"] == again.get_json()["id"]
+    refused = user.post("/api/v1/jobs/deploy", json={"repo_url": github.url("unhealthy")})
+    assert refused.status_code == 429
+    assert refused.get_json()["error"]["code"] == "too_many_deployments"
+    # A redeploy of the running repository replaces it, so it is not refused.
+    done = user.wait_status(first.get_json()["id"], "succeeded", "failed", timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    redeploy = deploy(user, github.url("webapp"))
+    finished = user.wait_status(redeploy["id"], "succeeded", "failed", timeout=180)
+    assert finished["status"] == "succeeded", finished["error"]
+    for deployment_id in (done["result"]["deployment_id"], finished["result"]["deployment_id"]):
+        if deployment(user, deployment_id)["status"] not in ("stopped", "stopping"):
+            stop_and_wait(user, deployment_id)
