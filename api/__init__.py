@@ -7,7 +7,18 @@ import logging
 from flask import Blueprint, Flask
 from redis import Redis
 
-from api import admin, auth, deployments, docs, file_jobs, files, health, jobs, processors
+from api import (
+    admin,
+    auth,
+    deployments,
+    docs,
+    file_jobs,
+    files,
+    health,
+    jobs,
+    metrics,
+    processors,
+)
 from api.cli import register_cli
 from api.errors import register_error_handlers
 from api.extensions import jwt
@@ -55,6 +66,7 @@ def create_app(config: Settings | None = None) -> Flask:
             logging.getLogger(__name__).warning("storage not ready at start-up", exc_info=True)
     app.extensions["dockyard_storage"] = storage
     register_middleware(app)
+    metrics.init_metrics(app, settings)
     register_error_handlers(app)
     register_session_teardown(app)
     register_cli(app)
@@ -67,4 +79,5 @@ def create_app(config: Settings | None = None) -> Flask:
     v1.register_blueprint(docs.bp)
     app.register_blueprint(v1)
     app.register_blueprint(health.bp)  # /healthz and /readyz at the root for probes too
+    app.register_blueprint(metrics.bp)  # /metrics at the root, where scrapers look
     return app

@@ -14,12 +14,19 @@ from api.errors import not_found
 from api.extensions import publisher
 from api.openapi import doc
 from api.pagination import page, paginate
-from api.schemas import AffectedSchema, DeadLetterListSchema, DeadLetterQuerySchema
+from api.schemas import (
+    AffectedSchema,
+    DeadLetterListSchema,
+    DeadLetterQuerySchema,
+    StatsSchema,
+)
 from api.session import db_session
+from shared import queues
 from shared.dispatch import Dispatch, publish
 from shared.jobs import JobConflict, now, retry_job
-from shared.models import DeadLetter, Job
+from shared.models import DeadLetter, Deployment, Job
 from shared.processors import get_processor
+from shared.status import JobStatus
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -186,3 +193,37 @@ def delete_dead_letters() -> Response:
     session.commit()
     remaining = session.scalar(select(func.count()).select_from(_filtered(args).subquery()))
     return jsonify({"affected": len(ids), "remaining": remaining})
+
+
+@bp.get("/stats")
+@doc(summary="Platform overview for operators", tags=["admin"], response=StatsSchema, errors=(403,))
+def stats() -> Response:
+    session = db_session()
+    by_status = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    deployments = dict(
+        session.execute(select(Deployment.status, func.count()).group_by(Deployment.status)).all()
+    )
+    waiting = session.scalar(
+        select(func.count()).select_from(DeadLetter).where(DeadLetter.requeued_at.is_(None))
+    )
+    celery = publisher()
+    with celery.connection_for_write() as connection:
+        client = connection.default_channel.client
+        depths = {queue: int(client.llen(queue)) for queue in queues.ALL_QUEUES}
+    try:
+        replies = celery.control.ping(timeout=1.0) or []
+    except Exception:  # the broker is down: say so instead of failing the whole page
+        replies = []
+    workers = sorted(name for reply in replies for name in reply)
+    return jsonify(
+        StatsSchema().dump(
+            {
+                "jobs_by_status": {s.value: by_status.get(s.value, 0) for s in JobStatus},
+                "deployments_by_status": deployments,
+                "queue_depths": depths,
+                "workers_online": workers,
+                "workers_online_count": len(workers),
+                "dead_letters_waiting": waiting or 0,
+            }
+        )
+    )

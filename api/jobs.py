@@ -27,7 +27,7 @@ from api.schemas import (
     JobSubmitSchema,
 )
 from api.session import db_session, json_body
-from shared import logging_setup
+from shared import logging_setup, metrics
 from shared.config import Settings
 from shared.dispatch import Dispatch, publish, publish_new_job
 from shared.jobs import (
@@ -219,6 +219,7 @@ def accept_submission(
         raise
     logging_setup.bind(job_id=str(job.id), user_id=str(user_id))
     log.info("job submitted", extra={"event": "job_submitted", "processor": processor.name})
+    metrics.job_submitted(settings().redis_url, processor.kind, processor.name)
     return job_response(job, 202)
 
 
@@ -338,6 +339,8 @@ def cancel(job_id: uuid.UUID) -> Response:
     job = load_job(job_id, for_update=True)
     done = cancel_job(db_session(), job)
     db_session().commit()
+    if done:
+        metrics.job_ended(settings().redis_url, job.kind, job.processor, "cancelled")
     log.info(
         "job cancel %s",
         "done" if done else "requested",

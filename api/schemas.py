@@ -332,3 +332,12 @@ class DeploymentLogsSchema(Schema):
     build = fields.List(fields.Nested(JobLogSchema))
     app = fields.String(allow_none=True, metadata={"description": "Recent container output."})
     app_captured_at = fields.DateTime(allow_none=True)
+
+
+class StatsSchema(Schema):
+    jobs_by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
+    deployments_by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
+    queue_depths = fields.Dict(keys=fields.String(), values=fields.Integer())
+    workers_online = fields.List(fields.String())
+    workers_online_count = fields.Integer()
+    dead_letters_waiting = fields.Integer()

@@ -30,13 +30,14 @@ WITH claimed AS (
         progress_total = NULL, progress_message = NULL, updated_at = now()
     WHERE id = :job_id AND dispatch_id = :dispatch_id AND status IN ('queued', 'retrying')
         AND NOT cancel_requested
-    RETURNING id, processor, params, attempts
+    RETURNING id, processor, params, attempts,
+        EXTRACT(EPOCH FROM clock_timestamp() - created_at) AS waited
 ), event AS (
     INSERT INTO job_events (job_id, type, attempt, data, created_at)
     SELECT id, 'started', attempts, jsonb_build_object('worker', CAST(:host AS text)), now()
     FROM claimed
 )
-SELECT processor, params, attempts FROM claimed
+SELECT processor, params, attempts, waited FROM claimed
 """)
 
 _SUCCEED = text("""
@@ -53,8 +54,11 @@ SELECT attempts FROM done
 """)
 
 
-def try_claim(job_id: Any, dispatch_id: Any, host: str, pid: int) -> tuple[str, dict, int] | None:
-    """(processor, params, attempt) if the job was claimed; None to take the general path."""
+def try_claim(
+    job_id: Any, dispatch_id: Any, host: str, pid: int
+) -> tuple[str, dict, int, float] | None:
+    """(processor, params, attempt, seconds since submit) if the job was claimed; None to
+    take the general path."""
     values = {"job_id": job_id, "dispatch_id": dispatch_id, "host": host, "pid": pid}
     with session_scope() as session:
         row = session.execute(_CLAIM, values).first()
@@ -63,7 +67,7 @@ def try_claim(job_id: Any, dispatch_id: Any, host: str, pid: int) -> tuple[str, 
             # wait for that transaction to end, then look again with a fresh snapshot.
             wait_for_uncommitted_job(session, job_id)
             row = session.execute(_CLAIM, values).first()
-    return (row.processor, row.params, row.attempts) if row else None
+    return (row.processor, row.params, row.attempts, float(row.waited)) if row else None
 
 
 def try_succeed(job_id: Any, dispatch_id: Any, result: dict[str, Any]) -> bool:

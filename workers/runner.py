@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from shared import events
+from shared import events, metrics
 from shared.backoff import retry_delay
 from shared.config import Settings
 from shared.db import session_scope
@@ -60,6 +61,7 @@ class Claim:
     processor: str
     params: dict[str, Any]
     attempt: int
+    waited: float | None = None  # seconds from submit to this claim
 
 
 @dataclass
@@ -96,8 +98,10 @@ def claim(delivery: Delivery, settings: Settings) -> Claim | None:
     """Mark the job running for this delivery, or return None when it must be dropped."""
     fast = try_claim(delivery.job_id, delivery.dispatch_id, delivery.hostname, delivery.pid)
     if fast is not None:
-        processor, params, attempt = fast
-        return Claim(delivery.job_id, delivery.dispatch_id, processor, dict(params), attempt)
+        processor, params, attempt, waited = fast
+        return Claim(
+            delivery.job_id, delivery.dispatch_id, processor, dict(params), attempt, waited
+        )
     after = AfterCommit()
     with session_scope() as session:
         # try_claim already waited for any in-flight submit of this job to commit.
@@ -152,7 +156,12 @@ def claim(delivery: Delivery, settings: Settings) -> Claim | None:
                 session, job.id, events.STARTED, attempt=job.attempts, worker=delivery.hostname
             )
             result = Claim(
-                job.id, delivery.dispatch_id, job.processor, dict(job.params), job.attempts
+                job.id,
+                delivery.dispatch_id,
+                job.processor,
+                dict(job.params),
+                job.attempts,
+                (now() - job.created_at).total_seconds(),
             )
     if after.dead_letter is not None:
         after.send()
@@ -270,10 +279,26 @@ def run_delivery(delivery: Delivery, settings: Settings) -> dict[str, Any]:
     if claimed is None:
         return {"job_id": str(delivery.job_id), "outcome": "dropped"}
     processor = get_processor(claimed.processor)
+    started = time.monotonic()
     summary = _run_claimed(delivery, claimed, processor, settings)
     if processor is not None:
         after_outcome(processor.kind, claimed.job_id, summary["outcome"], settings)
+        _count(processor, claimed, summary["outcome"], time.monotonic() - started, settings)
     return summary
+
+
+def _count(
+    processor: Processor, claimed: Claim, outcome: str, seconds: float, settings: Settings
+) -> None:
+    waited = claimed.waited if claimed.attempt == 1 else None
+    if outcome in ("succeeded", "failed", "dead", "cancelled"):
+        metrics.job_ended(
+            settings.redis_url, processor.kind, processor.name, outcome, seconds, waited
+        )
+    elif outcome == "retrying":
+        metrics.attempt_observed(
+            settings.redis_url, processor.kind, processor.name, seconds, waited
+        )
 
 
 def after_outcome(kind: str, job_id: uuid.UUID, outcome: str, settings: Settings) -> None:

@@ -1,0 +1,82 @@
+"""What operators watch: Prometheus metrics and the admin overview, from real work."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import User
+
+
+def scrape(client, **kwargs) -> dict[tuple[str, tuple], float]:
+    response = client.get("/metrics", **kwargs)
+    assert response.status_code == 200, response.data[:300]
+    assert response.content_type.startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_count_jobs_time_them_and_show_queues(app, job_worker) -> None:
+    user = User(app.test_client())
+    client = app.test_client()
+    echo = {"kind": "diagnostic", "processor": "debug.echo"}
+    before = scrape(client)
+    job = user.submit("debug.echo", {"message": "metrics"})
+    user.wait_status(job["id"], "succeeded")
+    failed = user.submit("debug.fail", {"permanent": True})
+    user.wait_status(failed["id"], "failed")
+    after = scrape(client)  # not behind user auth
+    assert value(after, "dockyard_jobs_submitted_total", **echo) == (
+        value(before, "dockyard_jobs_submitted_total", **echo) + 1
+    )
+    assert value(after, "dockyard_jobs_ended_total", status="succeeded", **echo) == (
+        value(before, "dockyard_jobs_ended_total", status="succeeded", **echo) + 1
+    )
+    assert value(
+        after, "dockyard_jobs_ended_total", kind="diagnostic", processor="debug.fail",
+        status="failed",
+    ) >= 1  # fmt: skip
+    assert value(after, "dockyard_job_duration_seconds_count", **echo) >= 1
+    assert value(after, "dockyard_job_queue_wait_seconds_count", **echo) >= 1
+    assert value(after, "dockyard_job_duration_seconds_bucket", le="+Inf", **echo) == value(
+        after, "dockyard_job_duration_seconds_count", **echo
+    )
+    assert ("dockyard_queue_depth", (("queue", "files"),)) in after
+    assert ("dockyard_deployments", (("status", "healthy"),)) in after
+    latency = [
+        key
+        for key in after
+        if key[0] == "dockyard_http_request_duration_seconds_count"
+        and ("route", "/api/v1/jobs") in key[1]
+        and ("status", "202") in key[1]
+    ]
+    assert latency
+
+
+def test_metrics_token_when_configured(make_app) -> None:
+    client = make_app(metrics_token="scrape-me").test_client()
+    refused = client.get("/metrics")
+    assert refused.status_code == 401
+    assert refused.get_json()["error"]["code"] == "invalid_metrics_token"
+    assert scrape(client, headers={"Authorization": "Bearer scrape-me"})
+
+
+def test_admin_stats(app, job_worker) -> None:
+    user = User(app.test_client())
+    admin = User(app.test_client(), role="admin")
+    job = user.submit("debug.echo", {"message": "stats"})
+    user.wait_status(job["id"], "succeeded")
+    assert user.get("/api/v1/admin/stats").status_code == 403
+    stats = admin.get("/api/v1/admin/stats").get_json()
+    assert stats["jobs_by_status"]["succeeded"] >= 1
+    assert set(stats["jobs_by_status"]) >= {"queued", "running", "dead", "cancelled"}
+    assert set(stats["queue_depths"]) >= {"diagnostics", "files", "deploy", "dead_letter"}
+    assert "pytest-worker@localhost" in stats["workers_online"]
+    assert stats["workers_online_count"] == len(stats["workers_online"])
+    assert stats["dead_letters_waiting"] >= 0
