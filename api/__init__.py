@@ -18,6 +18,7 @@ from api import (
     jobs,
     metrics,
     processors,
+    streams,
 )
 from api.cli import register_cli
 from api.errors import register_error_handlers
@@ -72,7 +73,7 @@ def create_app(config: Settings | None = None) -> Flask:
     register_cli(app)
 
     v1 = Blueprint("v1", __name__, url_prefix=API_PREFIX)
-    for module in (auth, jobs, file_jobs, processors, admin, files, deployments):
+    for module in (auth, jobs, file_jobs, streams, processors, admin, files, deployments):
         v1.register_blueprint(module.bp)
     v1.register_blueprint(deployments.submit_bp)
     v1.register_blueprint(health.bp, name="v1_health")

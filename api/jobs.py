@@ -27,7 +27,7 @@ from api.schemas import (
     JobSubmitSchema,
 )
 from api.session import db_session, json_body
-from shared import logging_setup, metrics
+from shared import live, logging_setup, metrics
 from shared.config import Settings
 from shared.dispatch import Dispatch, publish, publish_new_job
 from shared.jobs import (
@@ -220,6 +220,14 @@ def accept_submission(
     logging_setup.bind(job_id=str(job.id), user_id=str(user_id))
     log.info("job submitted", extra={"event": "job_submitted", "processor": processor.name})
     metrics.job_submitted(settings().redis_url, processor.kind, processor.name)
+    live.publish(
+        [
+            live.message(
+                job.submitted_event_id, job.id, "submitted", None, {"processor": processor.name},
+                owner_id=user_id,
+            )
+        ]
+    )  # fmt: skip
     return job_response(job, 202)
 
 

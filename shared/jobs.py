@@ -87,8 +87,9 @@ job AS (
 ), event AS (
     INSERT INTO job_events (job_id, type, attempt, data, created_at)
     SELECT id, 'submitted', NULL, CAST(:event AS jsonb), now() FROM job
+    RETURNING id
 )
-SELECT * FROM job
+SELECT job.*, (SELECT id FROM event) AS submitted_event_id FROM job
 """)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from shared import live
 from shared.db import session_scope
 from shared.dispatch import wait_for_uncommitted_job
 from shared.status import JobStatus, can_transition
@@ -30,14 +31,16 @@ WITH claimed AS (
         progress_total = NULL, progress_message = NULL, updated_at = now()
     WHERE id = :job_id AND dispatch_id = :dispatch_id AND status IN ('queued', 'retrying')
         AND NOT cancel_requested
-    RETURNING id, processor, params, attempts,
+    RETURNING id, owner_id, processor, params, attempts,
         EXTRACT(EPOCH FROM clock_timestamp() - created_at) AS waited
 ), event AS (
     INSERT INTO job_events (job_id, type, attempt, data, created_at)
     SELECT id, 'started', attempts, jsonb_build_object('worker', CAST(:host AS text)), now()
     FROM claimed
+    RETURNING id
 )
-SELECT processor, params, attempts, waited FROM claimed
+SELECT owner_id, processor, params, attempts, waited, (SELECT id FROM event) AS event_id
+FROM claimed
 """)
 
 _SUCCEED = text("""
@@ -45,12 +48,13 @@ WITH done AS (
     UPDATE jobs SET status = 'succeeded', result = CAST(:result AS jsonb), error_code = NULL,
         error_message = NULL, finished_at = now(), updated_at = now()
     WHERE id = :job_id AND dispatch_id = :dispatch_id AND status = 'running'
-    RETURNING id, attempts
+    RETURNING id, owner_id, attempts
 ), event AS (
     INSERT INTO job_events (job_id, type, attempt, data, created_at)
     SELECT id, 'succeeded', attempts, '{}'::jsonb, now() FROM done
+    RETURNING id
 )
-SELECT attempts FROM done
+SELECT owner_id, attempts, (SELECT id FROM event) AS event_id FROM done
 """)
 
 
@@ -67,7 +71,16 @@ def try_claim(
             # wait for that transaction to end, then look again with a fresh snapshot.
             wait_for_uncommitted_job(session, job_id)
             row = session.execute(_CLAIM, values).first()
-    return (row.processor, row.params, row.attempts, float(row.waited)) if row else None
+    if row is None:
+        return None
+    live.publish(
+        [
+            live.message(
+                row.event_id, job_id, "started", row.attempts, {"worker": host}, row.owner_id
+            )
+        ]
+    )
+    return row.processor, row.params, row.attempts, float(row.waited)
 
 
 def try_succeed(job_id: Any, dispatch_id: Any, result: dict[str, Any]) -> bool:
@@ -77,4 +90,7 @@ def try_succeed(job_id: Any, dispatch_id: Any, result: dict[str, Any]) -> bool:
             _SUCCEED,
             {"job_id": job_id, "dispatch_id": dispatch_id, "result": json.dumps(result or {})},
         ).first()
-    return row is not None
+    if row is None:
+        return False
+    live.publish([live.message(row.event_id, job_id, "succeeded", row.attempts, {}, row.owner_id)])
+    return True

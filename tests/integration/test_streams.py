@@ -1,0 +1,92 @@
+"""Server-Sent Events over a real HTTP server: live job events from Redis pub/sub, resume
+with Last-Event-ID, and one user never seeing another's events."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from tests.helpers import User
+
+
+@pytest.fixture(scope="module")
+def server(app) -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    httpd = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    httpd.shutdown()
+
+
+def read_events(response: requests.Response, until) -> list[dict]:  # noqa: ANN001
+    """Parse SSE frames until `until(event)` is true."""
+    events: list[dict] = []
+    frame: dict[str, str] = {}
+    for line in response.iter_lines(decode_unicode=True):
+        if line:
+            field, _, value = line.partition(":")
+            frame[field] = value.strip()
+            continue
+        if "data" in frame:
+            event = json.loads(frame["data"])
+            assert frame["id"] == str(event["id"]) and frame["event"] == event["type"]
+            events.append(event)
+            if until(event):
+                return events
+        frame = {}
+    raise AssertionError(f"stream ended early after {events}")
+
+
+def open_stream(server: str, user: User, path: str, **headers) -> requests.Response:
+    response = requests.get(
+        server + path, headers={**user.headers, **headers}, stream=True, timeout=30
+    )
+    assert response.status_code == 200, response.text[:300]
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    return response
+
+
+def test_a_job_stream_replays_then_follows_live(app, server, job_worker) -> None:
+    user = User(app.test_client())
+    job = user.submit("debug.sleep", {"seconds": 1.5, "steps": 3})
+    with open_stream(
+        server, user, f"/api/v1/jobs/{job['id']}/stream", **{"Last-Event-ID": "0"}
+    ) as r:
+        events = read_events(r, lambda e: e["type"] == "succeeded")
+    types = [e["type"] for e in events]
+    assert types[0] == "submitted" and types[-1] == "succeeded"
+    assert types.count("progress") == 3 and "started" in types
+    ids = [e["id"] for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert [e["data"]["current"] for e in events if e["type"] == "progress"] == [1, 2, 3]
+    # Resume after "started": only what came later, nothing twice.
+    started = next(e["id"] for e in events if e["type"] == "started")
+    with open_stream(server, user, f"/api/v1/jobs/{job['id']}/stream?last_event_id={started}") as r:
+        resumed = read_events(r, lambda e: e["type"] == "succeeded")
+    assert [e["id"] for e in resumed] == [i for i in ids if i > started]
+
+
+def test_the_all_jobs_stream_carries_only_the_callers_jobs(app, server, job_worker) -> None:
+    alice, bob = User(app.test_client()), User(app.test_client())
+    with open_stream(server, alice, "/api/v1/jobs/stream") as r:
+        theirs = bob.submit("debug.echo", {"message": "bob's"})
+        mine = alice.submit("debug.sleep", {"seconds": 0.3, "steps": 2})
+        events = read_events(r, lambda e: e["job_id"] == mine["id"] and e["type"] == "succeeded")
+    assert {e["job_id"] for e in events} == {mine["id"]}
+    assert theirs["id"] not in json.dumps(events)
+    assert bob.get(f"/api/v1/jobs/{mine['id']}/stream").status_code == 404
+
+
+def test_streams_need_a_token(server) -> None:
+    response = requests.get(server + "/api/v1/jobs/stream", timeout=5)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"]
