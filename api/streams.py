@@ -64,9 +64,9 @@ class _Owners:
         self.known: dict[str, bool] = {}
 
     def mine(self, item: dict[str, Any]) -> bool:
-        if item.get("owner_id"):
-            return item["owner_id"] == self.owner
         job_id = item["job_id"]
+        if item.get("owner_id"):
+            self.known[job_id] = item["owner_id"] == self.owner
         if job_id not in self.known:
             with session_scope() as session:
                 owner = session.scalar(select(Job.owner_id).where(Job.id == uuid.UUID(job_id)))

@@ -27,6 +27,7 @@ BENCHES: dict[str, str] = {
     "submit": "bench.submit_path",
     "files": "bench.files",
     "deploy": "bench.deploy",
+    "live": "bench.live",
 }
 RESULTS = env.LOG_DIR / "results.json"
 
