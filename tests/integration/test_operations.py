@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import uuid
+
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import User
+from shared.logging_setup import JsonFormatter
+from tests.helpers import User, wait_for
 
 
 def scrape(client, **kwargs) -> dict[tuple[str, tuple], float]:
@@ -80,3 +85,53 @@ def test_admin_stats(app, job_worker) -> None:
     assert "pytest-worker@localhost" in stats["workers_online"]
     assert stats["workers_online_count"] == len(stats["workers_online"])
     assert stats["dead_letters_waiting"] >= 0
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.formatter_ = JsonFormatter("api")
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.formatter_.format(record))
+
+
+def test_logs_are_json_lines_with_context_and_no_secrets(app, job_worker) -> None:
+    capture = _Capture()
+    root = logging.getLogger()
+    root.addHandler(capture)
+    try:
+        client = app.test_client()
+        password = f"pw-{uuid.uuid4().hex}"
+        email = f"secret-{uuid.uuid4().hex[:8]}@example.com"
+        client.post("/api/v1/auth/register", json={"email": email, "password": password})
+        tokens = client.post("/api/v1/auth/login", json={"email": email, "password": password})
+        tokens = tokens.get_json()
+        client.post("/api/v1/auth/login", json={"email": email, "password": password + "x"})
+        headers = {"Authorization": f"Bearer {tokens['access_token']}", "X-Request-ID": "trace-1"}
+        job = client.post(
+            "/api/v1/jobs", json={"processor": "debug.echo", "params": {"message": "hi"}},
+            headers=headers,
+        ).get_json()  # fmt: skip
+        wait_for(
+            lambda: (
+                client.get(f"/api/v1/jobs/{job['id']}", headers=headers).get_json()["status"]
+                == "succeeded"
+            )
+        )
+        client.post(
+            "/api/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]}, headers=headers
+        )
+    finally:
+        root.removeHandler(capture)
+    records = [json.loads(line) for line in capture.lines]
+    assert records
+    for record in records:
+        assert {"timestamp", "level", "service", "event"} <= set(record)
+    text = "\n".join(capture.lines)
+    for secret in (password, tokens["access_token"], tokens["refresh_token"]):
+        assert secret not in text
+    traced = [r for r in records if r.get("request_id") == "trace-1"]
+    loggers = {r["logger"] for r in traced if r.get("job_id") == job["id"]}
+    assert {"api.jobs", "workers.runner"} <= loggers  # one id across the API and the worker
