@@ -1,0 +1,48 @@
+"""The Kubernetes manifests under deploy/k8s validate against the API's schemas (strict:
+unknown fields are errors), and carry what operators rely on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+VERSION = "1.30.0"
+
+
+def documents() -> list[dict]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        docs += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return docs
+
+
+@pytest.mark.parametrize("doc", documents(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_manifest_is_valid(doc: dict) -> None:
+    kubernetes_validate.validate(doc, VERSION, strict=True)
+
+
+def test_probes_resources_and_autoscaling() -> None:
+    docs = documents()
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert {
+        "dockyard-api", "dockyard-worker-files", "dockyard-worker-deploy",
+        "dockyard-worker-dead-letter", "dockyard-beat", "dockyard-flower",
+    } <= set(deployments)  # fmt: skip
+    api = deployments["dockyard-api"]["spec"]["template"]["spec"]["containers"][0]
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    for deployment in deployments.values():
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            assert container["resources"]["requests"] and container["resources"]["limits"]
+    scaled = {
+        d["spec"]["scaleTargetRef"]["name"]: d["spec"]["metrics"][0]["external"]["metric"]
+        for d in docs
+        if d["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert scaled["dockyard-worker-files"]["name"] == "dockyard_queue_depth"
+    assert scaled["dockyard-worker-deploy"]["selector"]["matchLabels"] == {"queue": "deploy"}
+    assert deployments["dockyard-beat"]["spec"]["replicas"] == 1
