@@ -2,7 +2,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint bench migrate clean
+.PHONY: help run test lint bench migrate clean up down scale
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -28,3 +28,12 @@ migrate:  ## Apply database migrations to DATABASE_URL (default: the dev databas
 clean:  ## Remove run-time files and caches (keeps .venv)
 	rm -rf var .pytest_cache .ruff_cache
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
+
+up:  ## The compose stack in the background (local images unless LOCAL_IMAGES=0)
+	scripts/compose.sh up -d
+
+down:  ## Stop the compose stack (volumes kept; `scripts/compose.sh down -v` drops them)
+	scripts/compose.sh down
+
+scale:  ## Resize fleets: make scale FILES=4 DEPLOY=2
+	scripts/compose.sh up -d --scale worker-files=$(or $(FILES),1) --scale worker-deploy=$(or $(DEPLOY),1)

@@ -146,6 +146,7 @@ class Settings:
     public_base_url: str = "http://127.0.0.1:8000"
     s3_endpoint_url: str = ""
     s3_bucket: str = "dockyard"
+    s3_public_endpoint_url: str = ""
     s3_region: str = "us-east-1"
     s3_create_bucket: bool = True
     download_url_ttl: int = 3600
@@ -162,6 +163,7 @@ class Settings:
     deploy_port_range: tuple[int, int] = (20000, 20999)
     deploy_bind_address: str = "127.0.0.1"
     deploy_public_host: str = "127.0.0.1"
+    deploy_health_host: str = ""
     deploy_health_timeout: float = 60.0
     deploy_replace_grace: float = 10.0
     deploy_check_interval: float = 30.0
@@ -211,6 +213,7 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("public_base_url", "PUBLIC_BASE_URL", _url("http", "https")),
     ("s3_endpoint_url", "S3_ENDPOINT_URL", _url("http", "https")),
     ("s3_bucket", "S3_BUCKET", _text),
+    ("s3_public_endpoint_url", "S3_PUBLIC_ENDPOINT_URL", _url("http", "https")),
     ("s3_region", "S3_REGION", _text),
     ("s3_create_bucket", "S3_CREATE_BUCKET", _bool),
     ("download_url_ttl", "DOWNLOAD_URL_TTL", _int(1)),
@@ -229,6 +232,7 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("deploy_port_range", "DEPLOY_PORT_RANGE", _port_range),
     ("deploy_bind_address", "DEPLOY_BIND_ADDRESS", _text),
     ("deploy_public_host", "DEPLOY_PUBLIC_HOST", _text),
+    ("deploy_health_host", "DEPLOY_HEALTH_HOST", _text),
     ("deploy_health_timeout", "DEPLOY_HEALTH_TIMEOUT", _float(1)),
     ("deploy_replace_grace", "DEPLOY_REPLACE_GRACE", _float(0)),
     ("deploy_check_interval", "DEPLOY_CHECK_INTERVAL", _float(1)),

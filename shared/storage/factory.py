@@ -26,6 +26,7 @@ def build_storage(settings: Settings) -> Storage:
             endpoint_url=settings.s3_endpoint_url or None,
             region=settings.s3_region,
             create_bucket=settings.s3_create_bucket,
+            public_endpoint_url=settings.s3_public_endpoint_url or None,
         )
     from shared.storage.local import LocalStorage
 

@@ -33,19 +33,25 @@ class S3Storage(Storage):
         region: str,
         create_bucket: bool,
         client: Any | None = None,
+        public_endpoint_url: str | None = None,
     ) -> None:
         self.bucket = bucket
         self.create_bucket = create_bucket
+        config = Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            signature_version="s3v4",
+            connect_timeout=5,
+            read_timeout=60,
+        )
         self.client = client or boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            region_name=region,
-            config=Config(
-                retries={"max_attempts": 3, "mode": "standard"},
-                signature_version="s3v4",
-                connect_timeout=5,
-                read_timeout=60,
-            ),
+            "s3", endpoint_url=endpoint_url, region_name=region, config=config
+        )
+        # Presigned URLs name the host users reach (the signature covers it), which inside
+        # a compose network or a cluster is not the one the services use.
+        self.signer = (
+            boto3.client("s3", endpoint_url=public_endpoint_url, region_name=region, config=config)
+            if public_endpoint_url
+            else self.client
         )
 
     def ensure_ready(self) -> None:
@@ -95,7 +101,7 @@ class S3Storage(Storage):
         return deleted
 
     def download_url(self, key: str, filename: str, expires_in: int) -> str:
-        return self.client.generate_presigned_url(
+        return self.signer.generate_presigned_url(
             "get_object",
             Params={
                 "Bucket": self.bucket,

@@ -156,7 +156,8 @@ def _settle(job_id: uuid.UUID) -> tuple[str | None, str | None, uuid.UUID] | Non
 def _probe(deployment: Deployment, client: docker.DockerClient, settings: Settings) -> bool:
     if not deployment.container_id or not containers.is_running(client, deployment.container_id):
         return False
-    url = f"http://{settings.deploy_bind_address}:{deployment.host_port}{deployment.health_path}"
+    host = settings.deploy_health_host or settings.deploy_bind_address
+    url = f"http://{host}:{deployment.host_port}{deployment.health_path}"
     try:
         return 200 <= requests.get(url, timeout=2, allow_redirects=False).status_code < 300
     except requests.RequestException:

@@ -164,7 +164,8 @@ def _pipeline(
             deployment.id, container_id=container.id, host_port=port, container_port=container_port
         )
     context.progress(5, STEPS, "started; checking health")
-    check_url = f"http://{settings.deploy_bind_address}:{port}{deployment.health_path}"
+    host = settings.deploy_health_host or settings.deploy_bind_address
+    check_url = f"http://{host}:{port}{deployment.health_path}"
     with steps.step("health_check", path=deployment.health_path) as info:
         healthy, seen = wait_healthy(
             check_url,

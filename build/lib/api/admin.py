@@ -1,0 +1,229 @@
+"""Operator endpoints: dead letters (inspect, requeue, delete; one by one or in bulk)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from flask_jwt_extended import jwt_required
+from sqlalchemy import Select, func, select
+
+from api.auth import require_admin
+from api.errors import not_found
+from api.extensions import publisher
+from api.openapi import doc
+from api.pagination import page, paginate
+from api.schemas import (
+    AffectedSchema,
+    DeadLetterListSchema,
+    DeadLetterQuerySchema,
+    StatsSchema,
+)
+from api.session import db_session
+from shared import queues
+from shared.dispatch import Dispatch, publish
+from shared.jobs import JobConflict, now, retry_job
+from shared.models import DeadLetter, Deployment, Job
+from shared.processors import get_processor
+from shared.status import JobStatus
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+_BULK_LIMIT = 1000
+
+
+@bp.before_request
+@jwt_required()
+def _admins_only() -> None:
+    require_admin()
+
+
+def dead_letter_to_dict(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "id": letter.id,
+        "job_id": letter.job_id,
+        "task_name": letter.task_name,
+        "processor": letter.processor,
+        "args": letter.args,
+        "error": {"code": letter.error_code, "message": letter.error_message},
+        "traceback": letter.traceback,
+        "attempts": letter.attempts,
+        "failed_at": letter.failed_at,
+        "requeued_at": letter.requeued_at,
+        "created_at": letter.created_at,
+    }
+
+
+def _filtered(args: dict[str, Any]) -> Select[Any]:
+    query = select(DeadLetter)
+    if args.get("processor"):
+        query = query.where(DeadLetter.processor == args["processor"])
+    if args.get("error_code"):
+        query = query.where(DeadLetter.error_code == args["error_code"])
+    if args.get("since"):
+        query = query.where(DeadLetter.failed_at >= args["since"])
+    if args.get("until"):
+        query = query.where(DeadLetter.failed_at < args["until"])
+    if args["state"] == "waiting":
+        query = query.where(DeadLetter.requeued_at.is_(None))
+    elif args["state"] == "requeued":
+        query = query.where(DeadLetter.requeued_at.is_not(None))
+    return query
+
+
+def _requeue(letter: DeadLetter) -> Dispatch:
+    """Queue the dead letter's job again; raises JobConflict if the job moved on already."""
+    session = db_session()
+    job = session.get(Job, letter.job_id, with_for_update=True)
+    processor = get_processor(letter.processor)
+    if job is None or processor is None:
+        raise JobConflict("job_gone", "The dead letter's job or processor no longer exists.")
+    if letter.requeued_at is not None:
+        raise JobConflict("already_requeued", "This dead letter was already requeued.")
+    retry_job(session, job, reason="dead_letter_requeue")
+    letter.requeued_at = now()
+    return Dispatch.for_job(job, processor.task_name)
+
+
+@bp.get("/dead-letters")
+@doc(
+    summary="Dead letters, newest first",
+    tags=["admin"],
+    query=DeadLetterQuerySchema,
+    response=DeadLetterListSchema,
+    errors=(403,),
+)
+def list_dead_letters() -> Response:
+    args = DeadLetterQuerySchema().load(request.args)
+    query = paginate(
+        _filtered(args), DeadLetter.created_at, DeadLetter.id, args.get("cursor"), args["limit"]
+    )
+    rows, next_cursor = page(list(db_session().scalars(query)), args["limit"])
+    return jsonify(
+        DeadLetterListSchema().dump(
+            {"items": [dead_letter_to_dict(r) for r in rows], "next_cursor": next_cursor}
+        )
+    )
+
+
+@bp.post("/dead-letters/<uuid:letter_id>/requeue")
+@doc(
+    summary="Run the dead letter's job again",
+    tags=["admin"],
+    response=AffectedSchema,
+    status=202,
+    errors=(403, 404, 409),
+)
+def requeue_dead_letter(letter_id: uuid.UUID) -> tuple[Response, int]:
+    session = db_session()
+    letter = session.get(DeadLetter, letter_id, with_for_update=True)
+    if letter is None:
+        raise not_found("dead letter")
+    dispatch = _requeue(letter)
+    session.commit()
+    publish(dispatch, publisher(), session)
+    return jsonify({"affected": 1, "job_id": str(letter.job_id)}), 202
+
+
+@bp.delete("/dead-letters/<uuid:letter_id>")
+@doc(summary="Delete one dead letter", tags=["admin"], status=204, errors=(403, 404))
+def delete_dead_letter(letter_id: uuid.UUID) -> tuple[str, int]:
+    session = db_session()
+    letter = session.get(DeadLetter, letter_id)
+    if letter is None:
+        raise not_found("dead letter")
+    session.delete(letter)
+    session.commit()
+    return "", 204
+
+
+@bp.post("/dead-letters/requeue")
+@doc(
+    summary="Requeue every waiting dead letter matching the filters (up to 1000 a call)",
+    tags=["admin"],
+    query=DeadLetterQuerySchema,
+    response=AffectedSchema,
+    status=202,
+    errors=(403,),
+)
+def requeue_dead_letters() -> tuple[Response, int]:
+    args = DeadLetterQuerySchema().load({**request.args, "state": "waiting"})
+    session = db_session()
+    letters = session.scalars(
+        _filtered(args)
+        .order_by(DeadLetter.created_at)
+        .limit(_BULK_LIMIT)
+        .with_for_update(skip_locked=True)
+    ).all()
+    dispatches = []
+    skipped = 0
+    for letter in letters:
+        try:
+            with session.begin_nested():
+                dispatches.append(_requeue(letter))
+        except JobConflict:
+            skipped += 1
+    session.commit()
+    for dispatch in dispatches:
+        publish(dispatch, publisher(), session)
+    remaining = session.scalar(select(func.count()).select_from(_filtered(args).subquery()))
+    return jsonify({"affected": len(dispatches), "skipped": skipped, "remaining": remaining}), 202
+
+
+@bp.delete("/dead-letters")
+@doc(
+    summary="Delete every dead letter matching the filters (up to 1000 a call)",
+    tags=["admin"],
+    query=DeadLetterQuerySchema,
+    response=AffectedSchema,
+    errors=(403,),
+)
+def delete_dead_letters() -> Response:
+    args = DeadLetterQuerySchema().load(request.args)
+    session = db_session()
+    ids = session.scalars(
+        _filtered(args)
+        .with_only_columns(DeadLetter.id)
+        .order_by(DeadLetter.created_at)
+        .limit(_BULK_LIMIT)
+    ).all()
+    if ids:
+        session.execute(DeadLetter.__table__.delete().where(DeadLetter.id.in_(ids)))
+    session.commit()
+    remaining = session.scalar(select(func.count()).select_from(_filtered(args).subquery()))
+    return jsonify({"affected": len(ids), "remaining": remaining})
+
+
+@bp.get("/stats")
+@doc(summary="Platform overview for operators", tags=["admin"], response=StatsSchema, errors=(403,))
+def stats() -> Response:
+    session = db_session()
+    by_status = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    deployments = dict(
+        session.execute(select(Deployment.status, func.count()).group_by(Deployment.status)).all()
+    )
+    waiting = session.scalar(
+        select(func.count()).select_from(DeadLetter).where(DeadLetter.requeued_at.is_(None))
+    )
+    celery = publisher()
+    with celery.connection_for_write() as connection:
+        client = connection.default_channel.client
+        depths = {queue: int(client.llen(queue)) for queue in queues.ALL_QUEUES}
+    try:
+        replies = celery.control.ping(timeout=1.0) or []
+    except Exception:  # the broker is down: say so instead of failing the whole page
+        replies = []
+    workers = sorted(name for reply in replies for name in reply)
+    return jsonify(
+        StatsSchema().dump(
+            {
+                "jobs_by_status": {s.value: by_status.get(s.value, 0) for s in JobStatus},
+                "deployments_by_status": deployments,
+                "queue_depths": depths,
+                "workers_online": workers,
+                "workers_online_count": len(workers),
+                "dead_letters_waiting": waiting or 0,
+            }
+        )
+    )

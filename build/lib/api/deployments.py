@@ -1,0 +1,249 @@
+"""Deploy jobs and deployments: submit a repository, list and inspect what runs, read its
+logs, stop it. The API never touches Docker: stopping is a task for the deploy fleet."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, url_for
+from flask_jwt_extended import jwt_required
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.auth import current_user_id, is_admin
+from api.errors import ApiError, not_found
+from api.extensions import publisher
+from api.jobs import accept_submission, processor_or_422, settings
+from api.openapi import doc
+from api.pagination import page, paginate
+from api.schemas import (
+    DeploymentListQuerySchema,
+    DeploymentListSchema,
+    DeploymentLogsSchema,
+    DeploymentSchema,
+    DeploySubmitSchema,
+    JobSchema,
+)
+from api.session import db_session, json_body
+from shared import queues
+from shared.jobs import now
+from shared.models import Deployment, JobLog
+from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
+from shared.repo_urls import InvalidRepository, check_ref, parse_repo_url
+
+log = logging.getLogger(__name__)
+submit_bp = Blueprint("deploy_jobs", __name__, url_prefix="/jobs")
+bp = Blueprint("deployments", __name__, url_prefix="/deployments")
+
+ACTIVE = ("starting", "healthy", "unhealthy")
+SUBMIT_SCHEMA = DeploySubmitSchema()
+DEPLOYMENT_SCHEMA = DeploymentSchema()
+
+
+def deployment_to_dict(deployment: Deployment) -> dict[str, Any]:
+    return {
+        "id": deployment.id,
+        "job_id": deployment.job_id,
+        "owner_id": deployment.owner_id,
+        "repo_url": deployment.repo_url,
+        "ref": deployment.ref,
+        "commit": deployment.commit_sha,
+        "status": deployment.status,
+        "url": deployment.url,
+        "port": deployment.host_port,
+        "container_port": deployment.container_port,
+        "image": deployment.image,
+        "health_path": deployment.health_path,
+        "env_names": sorted(deployment.env or {}),  # names only: values are secrets
+        "error": (
+            {"code": deployment.error_code, "message": deployment.error_message}
+            if deployment.error_code
+            else None
+        ),
+        "replaced_by": deployment.replaced_by,
+        "retire_at": deployment.retire_at,
+        "checked_at": deployment.checked_at,
+        "created_at": deployment.created_at,
+        "healthy_at": deployment.healthy_at,
+        "stopped_at": deployment.stopped_at,
+        "links": {
+            "self": url_for("v1.deployments.get_deployment", deployment_id=deployment.id),
+            "job": url_for("v1.jobs.get_job", job_id=deployment.job_id),
+            "logs": url_for("v1.deployments.deployment_logs", deployment_id=deployment.id),
+        },
+    }
+
+
+def _refuse(error: InvalidRepository) -> ApiError:
+    return ApiError(422, error.code, error.message, {"fields": {error.field: [error.message]}})
+
+
+def _check_deployment_quota(session: Session, owner: uuid.UUID, repo_key: str) -> None:
+    limit = settings().quota_active_deployments
+    if not limit:
+        return
+    active = session.scalar(
+        select(func.count())
+        .select_from(Deployment)
+        .where(
+            Deployment.owner_id == owner,
+            Deployment.status.in_(ACTIVE),
+            Deployment.repo_key != repo_key,  # a redeploy replaces its predecessor
+            Deployment.replaced_by.is_(None),
+        )
+    )
+    if (active or 0) >= limit:
+        raise ApiError(
+            429,
+            "too_many_deployments",
+            f"You already have {active} active deployments (limit {limit}); stop one first.",
+            {"limit": limit, "active": active},
+        )
+
+
+@submit_bp.post("/deploy")
+@jwt_required()
+@doc(
+    summary="Deploy a GitHub repository (clone, build, run on a free port, health-check)",
+    tags=["deployments"],
+    body=DeploySubmitSchema,
+    response=JobSchema,
+    status=202,
+    errors=(409, 429, 503),
+)
+def submit_deploy() -> Response:
+    data = SUBMIT_SCHEMA.load(json_body())
+    processor = processor_or_422(DEPLOY_PROCESSOR)
+    try:
+        repo = parse_repo_url(data["repo_url"], settings().deploy_allowed_hosts)
+        ref = check_ref(data["ref"])
+    except InvalidRepository as error:
+        raise _refuse(error) from None
+    owner = current_user_id()
+    _check_deployment_quota(db_session(), owner, repo.key)
+    deployment_id = uuid.uuid4()
+    params = {
+        "repo_url": repo.url,
+        "ref": ref,
+        "container_port": data["container_port"],
+        "health_path": data["health_path"],
+        "env_names": sorted(data["env"]),
+        "deployment_id": str(deployment_id),
+    }
+
+    def add_deployment(session: Session, job: Any) -> None:
+        session.add(
+            Deployment(
+                id=deployment_id,
+                owner_id=owner,
+                job_id=job.id,
+                repo_url=repo.url,
+                repo_key=repo.key,
+                ref=ref,
+                container_port=data["container_port"],
+                health_path=data["health_path"],
+                env=data["env"],
+                status="starting",
+            )
+        )
+
+    return accept_submission(processor, params, data["max_attempts"], with_job=add_deployment)
+
+
+def load_deployment(deployment_id: uuid.UUID, *, for_update: bool = False) -> Deployment:
+    deployment = db_session().get(Deployment, deployment_id, with_for_update=for_update)
+    if deployment is None or (deployment.owner_id != current_user_id() and not is_admin()):
+        raise not_found("deployment")
+    return deployment
+
+
+@bp.get("")
+@jwt_required()
+@doc(
+    summary="List deployments (yours; all for an admin)",
+    tags=["deployments"],
+    query=DeploymentListQuerySchema,
+    response=DeploymentListSchema,
+)
+def list_deployments() -> Response:
+    args = DeploymentListQuerySchema().load(request.args)
+    query = select(Deployment)
+    if not is_admin():
+        query = query.where(Deployment.owner_id == current_user_id())
+    if args.get("status"):
+        query = query.where(Deployment.status == args["status"])
+    query = paginate(query, Deployment.created_at, Deployment.id, args.get("cursor"), args["limit"])
+    rows, next_cursor = page(list(db_session().scalars(query)), args["limit"])
+    return jsonify(
+        DeploymentListSchema().dump(
+            {"items": [deployment_to_dict(d) for d in rows], "next_cursor": next_cursor}
+        )
+    )
+
+
+@bp.get("/<uuid:deployment_id>")
+@jwt_required()
+@doc(summary="One deployment", tags=["deployments"], response=DeploymentSchema, errors=(404,))
+def get_deployment(deployment_id: uuid.UUID) -> Response:
+    return jsonify(DEPLOYMENT_SCHEMA.dump(deployment_to_dict(load_deployment(deployment_id))))
+
+
+@bp.get("/<uuid:deployment_id>/logs")
+@jwt_required()
+@doc(
+    summary="The build log and the app's recent output (as of the last check)",
+    tags=["deployments"],
+    response=DeploymentLogsSchema,
+    errors=(404,),
+)
+def deployment_logs(deployment_id: uuid.UUID) -> Response:
+    deployment = load_deployment(deployment_id)
+    build = db_session().scalars(
+        select(JobLog).where(JobLog.job_id == deployment.job_id).order_by(JobLog.id).limit(20)
+    )
+    return jsonify(
+        DeploymentLogsSchema().dump(
+            {
+                "build": list(build),
+                "app": deployment.runtime_log,
+                "app_captured_at": deployment.runtime_log_at,
+            }
+        )
+    )
+
+
+@bp.post("/<uuid:deployment_id>/stop")
+@jwt_required()
+@doc(
+    summary="Stop: the container is stopped and removed and the port released",
+    tags=["deployments"],
+    response=DeploymentSchema,
+    status=202,
+    errors=(404, 409),
+)
+def stop(deployment_id: uuid.UUID) -> Response:
+    deployment = load_deployment(deployment_id, for_update=True)
+    if deployment.status == "starting":
+        raise ApiError(
+            409,
+            "deployment_starting",
+            "The deployment is still starting; cancel its job to stop it.",
+            {"job_id": str(deployment.job_id)},
+        )
+    if deployment.status in ("stopped", "failed"):
+        db_session().commit()
+        return jsonify(DEPLOYMENT_SCHEMA.dump(deployment_to_dict(deployment)))
+    deployment.status = "stopping"
+    deployment.updated_at = now()
+    db_session().commit()
+    try:
+        publisher().send_task(
+            queues.TASK_DEPLOY_STOP, args=[str(deployment.id)], queue=queues.DEPLOY
+        )
+    except Exception:  # the periodic check finishes stops whose message was lost
+        log.warning("stop not sent", exc_info=True, extra={"event": "stop_unsent"})
+    response = jsonify(DEPLOYMENT_SCHEMA.dump(deployment_to_dict(deployment)))
+    response.status_code = 202
+    return response

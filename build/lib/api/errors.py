@@ -1,0 +1,129 @@
+"""One error shape for every 4xx/5xx answer, whatever raised it.
+
+{"error": {"code", "message", "details", "request_id"}}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, g, jsonify
+from marshmallow import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from shared.jobs import JobConflict
+from shared.status import IllegalTransition
+from shared.storage.base import StorageError
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: ("bad_request", "The request could not be understood."),
+    401: ("authentication_required", "Authentication is required."),
+    403: ("forbidden", "You are not allowed to do this."),
+    404: ("not_found", "The requested resource does not exist."),
+    405: ("method_not_allowed", "This method is not allowed on this URL."),
+    409: ("conflict", "The request conflicts with the current state."),
+    413: ("payload_too_large", "The request body is larger than the configured maximum."),
+    415: ("unsupported_media_type", "This content type is not supported here."),
+    422: ("validation_error", "The request is not valid."),
+    429: ("rate_limited", "Too many requests."),
+    500: ("internal_error", "An internal error occurred."),
+    503: ("service_unavailable", "A dependency is unavailable; try again shortly."),
+}
+
+
+class ApiError(Exception):
+    """An error with a stable code, raised anywhere in a request."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+def not_found(what: str = "resource") -> ApiError:
+    return ApiError(404, "not_found", f"The requested {what} does not exist.")
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details or {},
+            "request_id": getattr(g, "request_id", None),
+        }
+    }
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(Exception)
+    def handle_any(error: Exception) -> Response:
+        if isinstance(error, ApiError):
+            return error_response(
+                error.status, error.code, error.message, error.details, error.headers
+            )
+        if isinstance(error, ValidationError):
+            return error_response(
+                422,
+                "validation_error",
+                "The request is not valid.",
+                {"fields": error.normalized_messages()},
+            )
+        if isinstance(error, JobConflict):
+            return error_response(409, error.code, error.message)
+        if isinstance(error, IllegalTransition):
+            return error_response(409, "illegal_transition", str(error))
+        if (
+            isinstance(error, DBAPIError)
+            and error.connection_invalidated
+            or isinstance(error, OperationalError)
+        ):
+            log.warning("database unavailable", exc_info=True, extra={"event": "db_unavailable"})
+            return error_response(
+                503,
+                "service_unavailable",
+                "The database is unavailable; try again shortly.",
+                {"component": "postgres"},
+            )
+        if isinstance(error, StorageError):
+            log.warning("storage unavailable", exc_info=True, extra={"event": "storage_error"})
+            return error_response(
+                503,
+                "storage_unavailable",
+                "File storage is unavailable; try again shortly.",
+                {"component": "storage"},
+            )
+        if isinstance(error, HTTPException):
+            status = error.code or 500
+            code, message = _HTTP_CODES.get(status, ("http_error", error.description or ""))
+            headers = {}
+            if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
+                headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+            return error_response(status, code, message, headers=headers)
+        log.exception("unhandled error", extra={"event": "unhandled_error"})
+        return error_response(500, *_HTTP_CODES[500])

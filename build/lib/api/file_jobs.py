@@ -1,0 +1,198 @@
+"""File jobs: upload a file for a processor, download the result, read the container's log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, redirect, request
+from flask_jwt_extended import jwt_required
+from sqlalchemy import select
+from werkzeug.datastructures import FileStorage
+
+from api.auth import current_user_id
+from api.errors import ApiError
+from api.jobs import accept_submission, load_job, load_params, processor_or_422, settings
+from api.openapi import doc
+from api.schemas import (
+    DownloadQuerySchema,
+    DownloadSchema,
+    FileSubmitSchema,
+    JobLogListSchema,
+    JobSchema,
+)
+from api.session import db_session
+from shared.content_types import SNIFF_BYTES, detect
+from shared.models import JobLog
+from shared.processors import Processor
+from shared.processors.files import accepts
+from shared.status import JobStatus
+from shared.storage import Storage
+from shared.storage.base import object_key, safe_filename
+
+log = logging.getLogger(__name__)
+bp = Blueprint("file_jobs", __name__, url_prefix="/jobs")
+
+_MAX_LOG_ROWS = 50
+
+
+def storage() -> Storage:
+    return current_app.extensions["dockyard_storage"]
+
+
+def _form_error(code: str, message: str, field: str, problem: str) -> ApiError:
+    return ApiError(422, code, message, {"fields": {field: [problem]}})
+
+
+def _form_params(processor: Processor) -> dict[str, Any]:
+    raw = request.form.get("params") or "{}"
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        decoded = None
+    if not isinstance(decoded, dict):
+        raise _form_error(
+            "invalid_params", "params must be a JSON object.", "params", "Not a JSON object."
+        )
+    return load_params(processor, decoded)
+
+
+def _form_max_attempts() -> int | None:
+    raw = request.form.get("max_attempts")
+    if raw in (None, ""):
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise _form_error(
+            "validation_error", "The request is not valid.", "max_attempts", "Not a positive int."
+        )
+    return value
+
+
+def _sniff(upload: FileStorage) -> tuple[str, bool]:
+    """(content type judged from the first bytes, whether the file is empty)."""
+    head = upload.stream.read(SNIFF_BYTES)
+    upload.stream.seek(0)
+    return detect(head), not head
+
+
+@bp.post("/files")
+@jwt_required()
+@doc(
+    summary="Upload a file and submit a file job",
+    tags=["jobs"],
+    body=FileSubmitSchema,
+    body_content_type="multipart/form-data",
+    response=JobSchema,
+    status=202,
+    errors=(409, 413, 415, 429, 503),
+)
+def submit_file() -> Response:
+    # Werkzeug's form parser spools the upload to a temporary file past 500 KB: the API
+    # streams it from there to storage and never holds a large file in memory. A body over
+    # MAX_CONTENT_LENGTH is refused with 413 while it is read.
+    processor = processor_or_422(request.form.get("processor", ""), kind="file")
+    upload = request.files.get("file")
+    if upload is None:
+        raise _form_error("missing_file", "Attach the file as `file`.", "file", "Missing.")
+    params = _form_params(processor)
+    max_attempts = _form_max_attempts()
+    content_type, empty = _sniff(upload)
+    if empty:
+        raise _form_error("empty_file", "The uploaded file is empty.", "file", "Empty file.")
+    if not accepts(processor, content_type):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"{processor.name} does not accept {content_type} files.",
+            {"detected": content_type, "accepted": list(processor.accepts)},
+        )
+    filename = safe_filename(upload.filename, default="upload")
+    owner = current_user_id()
+
+    def store(job_id: uuid.UUID) -> dict[str, Any]:
+        key = object_key(owner, job_id, "input", filename)
+        stored = storage().put(key, upload.stream, content_type)
+        return {
+            "key": stored.key,
+            "filename": filename,
+            "content_type": content_type,
+            "size": stored.size,
+        }
+
+    def discard(staged: dict[str, Any]) -> None:
+        try:
+            storage().delete(staged["key"])
+        except Exception:  # the input sweep cannot see it; say so loudly
+            log.error(
+                "could not remove an upload after a failed submit",
+                exc_info=True,
+                extra={"event": "upload_rollback_failed", "key": staged["key"]},
+            )
+
+    return accept_submission(processor, params, max_attempts, stage_input=(store, discard))
+
+
+@bp.get("/<uuid:job_id>/download")
+@jwt_required()
+@doc(
+    summary="A short-lived download URL for the job's result (?redirect=true: 302 to it)",
+    tags=["jobs"],
+    query=DownloadQuerySchema,
+    response=DownloadSchema,
+    errors=(404, 409, 410),
+)
+def download(job_id: uuid.UUID) -> Response:
+    args = DownloadQuerySchema().load(request.args)
+    job = load_job(job_id)
+    if job.status != JobStatus.SUCCEEDED.value or not job.result_file:
+        raise ApiError(
+            409,
+            "result_not_ready",
+            f"The job is {job.status}; a result exists only once it has succeeded.",
+            {"status": job.status},
+        )
+    if job.result_deleted_at is not None:
+        raise ApiError(410, "result_expired", "The result was removed after its retention.")
+    config = settings()
+    expires_in = min(args.get("expires_in") or config.download_url_ttl, config.download_url_max_ttl)
+    stored = job.result_file
+    url = storage().download_url(stored["key"], stored["filename"], expires_in)
+    if args["redirect"]:
+        response = redirect(url, code=302)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    response = jsonify(
+        DownloadSchema().dump(
+            {
+                "url": url,
+                "expires_in": expires_in,
+                "filename": stored["filename"],
+                "content_type": stored.get("content_type"),
+                "size": stored.get("size"),
+            }
+        )
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/<uuid:job_id>/logs")
+@jwt_required()
+@doc(
+    summary="The job's logs: each attempt's container output (stdout and stderr)",
+    tags=["jobs"],
+    response=JobLogListSchema,
+    errors=(404,),
+)
+def job_logs(job_id: uuid.UUID) -> Response:
+    job = load_job(job_id)
+    rows = db_session().scalars(
+        select(JobLog).where(JobLog.job_id == job.id).order_by(JobLog.id).limit(_MAX_LOG_ROWS)
+    )
+    return jsonify(JobLogListSchema().dump({"items": list(rows)}))

@@ -1,0 +1,151 @@
+"""Prometheus metrics at GET /metrics (outside /api/v1; optionally behind METRICS_TOKEN).
+
+Job counters and histograms come from Redis, where every API process and worker adds to
+them (shared/metrics.py); queue depths from the broker; deployments from PostgreSQL; request
+latency from this process (or, under gunicorn with PROMETHEUS_MULTIPROC_DIR set, from all of
+its worker processes).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from redis import Redis
+from sqlalchemy import func, select
+
+from api.errors import ApiError
+from shared import metrics, queues
+from shared.config import Settings
+from shared.db import session_scope
+from shared.models import Deployment
+
+bp = Blueprint("metrics", __name__)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _split(field: bytes) -> list[str]:
+    return field.decode().split(metrics.SEP)
+
+
+def _histogram(redis: Redis, key: str, name: str, documentation: str) -> Metric:
+    family = HistogramMetricFamily(name, documentation, labels=["kind", "processor"])
+    series: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for field, value in redis.hgetall(key).items():
+        kind, processor, bound = _split(field)
+        series[(kind, processor)][bound] = float(value)
+    for labels, values in sorted(series.items()):
+        buckets = [(str(b), values.get(str(b), 0.0)) for b in metrics.BUCKETS]
+        buckets.append(("+Inf", values.get("+Inf", 0.0)))
+        family.add_metric(list(labels), buckets, values.get("sum", 0.0))
+    return family
+
+
+class PlatformCollector(Collector):
+    """Reads the fleet-wide figures at scrape time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = Redis.from_url(settings.redis_url, socket_timeout=2)
+        self.broker = Redis.from_url(settings.broker_url, socket_timeout=2)
+
+    def collect(self) -> Iterator[Metric]:
+        submitted = CounterMetricFamily(
+            "dockyard_jobs_submitted", "Jobs accepted by the API.", labels=["kind", "processor"]
+        )
+        ended = CounterMetricFamily(
+            "dockyard_jobs_ended",
+            "Jobs that reached succeeded, failed, dead or cancelled.",
+            labels=["kind", "processor", "status"],
+        )
+        for field, value in sorted(self.redis.hgetall(metrics.COUNTERS).items()):
+            parts = _split(field)
+            if parts[0] == "submitted":
+                submitted.add_metric(parts[1:3], float(value))
+            elif parts[0] == "ended":
+                ended.add_metric(parts[1:4], float(value))
+        yield submitted
+        yield ended
+        yield _histogram(
+            self.redis,
+            metrics.DURATION,
+            "dockyard_job_duration_seconds",
+            "Time a worker spent on one attempt.",
+        )
+        yield _histogram(
+            self.redis,
+            metrics.QUEUE_WAIT,
+            "dockyard_job_queue_wait_seconds",
+            "Time from submit to a worker claiming the first attempt.",
+        )
+        depth = GaugeMetricFamily("dockyard_queue_depth", "Messages waiting.", labels=["queue"])
+        for queue in queues.ALL_QUEUES:
+            depth.add_metric([queue], float(self.broker.llen(queue)))
+        yield depth
+        deployments = GaugeMetricFamily(
+            "dockyard_deployments", "Deployments by status.", labels=["status"]
+        )
+        with session_scope() as session:
+            counts = dict(
+                session.execute(
+                    select(Deployment.status, func.count()).group_by(Deployment.status)
+                ).all()
+            )
+        for status in ("starting", "healthy", "unhealthy", "stopping"):
+            deployments.add_metric([status], float(counts.get(status, 0)))
+        yield deployments
+
+
+def init_metrics(app: Flask, settings: Settings) -> None:
+    registry = CollectorRegistry(auto_describe=True)
+    latency = Histogram(
+        "dockyard_http_request_duration_seconds",
+        "API request latency.",
+        ["method", "route", "status"],
+        buckets=_LATENCY_BUCKETS,
+        registry=registry,
+    )
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        scrape = CollectorRegistry()
+        multiprocess.MultiProcessCollector(scrape)
+    else:
+        scrape = registry
+    scrape.register(PlatformCollector(settings))
+    app.extensions["dockyard_metrics"] = scrape
+
+    @app.after_request
+    def observe(response: Response) -> Response:
+        started = getattr(g, "started", None)
+        if started is not None:
+            route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            latency.labels(request.method, route, str(response.status_code)).observe(
+                time.perf_counter() - started
+            )
+        return response
+
+
+@bp.get("/metrics")
+def scrape() -> Response:
+    token = current_app.config["DOCKYARD_SETTINGS"].metrics_token
+    if token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise ApiError(401, "invalid_metrics_token", "A valid metrics token is required.")
+    body: Any = generate_latest(current_app.extensions["dockyard_metrics"])
+    return Response(body, content_type=CONTENT_TYPE)

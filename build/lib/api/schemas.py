@@ -1,0 +1,343 @@
+"""Marshmallow schemas: request validation, response shapes, and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, fields, post_load, validate
+
+from shared.status import JobStatus
+
+STATUSES = [s.value for s in JobStatus]
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True, metadata={"example": "validation_error"})
+    message = fields.String(required=True)
+    details = fields.Dict(required=True)
+    request_id = fields.String(allow_none=True)
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
+class RegisterSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    password = fields.String(
+        required=True, load_only=True, validate=validate.Length(min=8, max=1024)
+    )
+
+    @post_load
+    def normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        data["email"] = data["email"].strip().lower()
+        return data
+
+
+class LoginSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    email = fields.String(required=True, validate=validate.Length(min=1, max=254))
+    password = fields.String(required=True, load_only=True, validate=validate.Length(max=1024))
+
+
+class LogoutSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    refresh_token = fields.String(
+        load_default=None,
+        metadata={"description": "Also revoke this refresh token (recommended)."},
+    )
+
+
+class UserSchema(Schema):
+    id = fields.UUID(required=True)
+    email = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(["user", "admin"]))
+    created_at = fields.DateTime()
+
+
+class TokenSchema(Schema):
+    access_token = fields.String(required=True)
+    refresh_token = fields.String(required=True)
+    token_type = fields.String(required=True, metadata={"example": "Bearer"})
+    expires_in = fields.Integer(required=True, metadata={"description": "Seconds."})
+
+
+class AccessTokenSchema(Schema):
+    access_token = fields.String(required=True)
+    token_type = fields.String(required=True)
+    expires_in = fields.Integer(required=True)
+
+
+class JobSubmitSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    processor = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    params = fields.Dict(keys=fields.String(), load_default=dict)
+    max_attempts = fields.Integer(
+        load_default=None,
+        validate=validate.Range(min=1),
+        metadata={"description": "Attempt budget; defaults to the processor's, bounded."},
+    )
+
+
+class ProgressSchema(Schema):
+    current = fields.Integer(allow_none=True)
+    total = fields.Integer(allow_none=True)
+    message = fields.String(allow_none=True)
+
+
+class JobErrorSchema(Schema):
+    code = fields.String()
+    message = fields.String()
+
+
+class JobSchema(Schema):
+    id = fields.UUID(required=True)
+    owner_id = fields.UUID()
+    kind = fields.String()
+    processor = fields.String()
+    queue = fields.String()
+    params = fields.Dict()
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    attempts = fields.Integer()
+    max_attempts = fields.Integer()
+    progress = fields.Nested(ProgressSchema)
+    error = fields.Nested(JobErrorSchema, allow_none=True)
+    result = fields.Dict(allow_none=True)
+    input = fields.Nested(lambda: FileInfoSchema(), allow_none=True)
+    output = fields.Nested(lambda: FileInfoSchema(), allow_none=True)
+    idempotency_key = fields.String(allow_none=True)
+    cancel_requested = fields.Boolean()
+    next_attempt_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    links = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class FileInfoSchema(Schema):
+    filename = fields.String()
+    content_type = fields.String()
+    size = fields.Integer()
+    deleted = fields.Boolean(metadata={"description": "Removed from storage (ended/expired)."})
+    expires_at = fields.DateTime(allow_none=True)
+
+
+class FileSubmitSchema(Schema):
+    """The multipart form of POST /jobs/files (documentation; the view parses the stream)."""
+
+    file = fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
+    processor = fields.String(required=True)
+    params = fields.String(metadata={"description": "The parameters as a JSON object."})
+    max_attempts = fields.Integer()
+
+
+class DownloadSchema(Schema):
+    url = fields.String(required=True)
+    expires_in = fields.Integer(required=True)
+    filename = fields.String(required=True)
+    content_type = fields.String()
+    size = fields.Integer()
+
+
+class DownloadQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    redirect = fields.Boolean(load_default=False)
+    expires_in = fields.Integer(validate=validate.Range(min=1))
+
+
+class JobLogSchema(Schema):
+    attempt = fields.Integer(allow_none=True)
+    source = fields.String()
+    content = fields.String()
+    truncated = fields.Boolean()
+    created_at = fields.DateTime()
+
+
+class JobLogListSchema(Schema):
+    items = fields.List(fields.Nested(JobLogSchema), required=True)
+
+
+class JobListQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    kind = fields.String(validate=validate.Length(max=32))
+    processor = fields.String(validate=validate.Length(max=64))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(validate=validate.Length(max=200))
+
+
+class JobListSchema(Schema):
+    items = fields.List(fields.Nested(JobSchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
+class JobEventSchema(Schema):
+    id = fields.Integer()
+    type = fields.String()
+    attempt = fields.Integer(allow_none=True)
+    data = fields.Dict()
+    created_at = fields.DateTime()
+
+
+class JobEventListSchema(Schema):
+    items = fields.List(fields.Nested(JobEventSchema), required=True)
+
+
+class ProcessorSchema(Schema):
+    name = fields.String()
+    kind = fields.String()
+    description = fields.String()
+    input = fields.String(metadata={"description": "none, file or repository"})
+    accepts = fields.List(fields.String(), metadata={"description": "Accepted content types."})
+    queue = fields.String()
+    max_attempts = fields.Integer()
+    params = fields.Dict(metadata={"description": "JSON Schema of the parameters."})
+    image = fields.String(allow_none=True)
+    limits = fields.Dict(
+        allow_none=True,
+        metadata={"description": "memory_bytes, cpus, pids, timeout_seconds, max_output_bytes"},
+    )
+
+
+class ProcessorListSchema(Schema):
+    items = fields.List(fields.Nested(ProcessorSchema), required=True)
+
+
+class DeadLetterQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    processor = fields.String(validate=validate.Length(max=64))
+    error_code = fields.String(validate=validate.Length(max=64))
+    since = fields.AwareDateTime(metadata={"description": "failed_at >= since (ISO 8601)"})
+    until = fields.AwareDateTime(metadata={"description": "failed_at < until (ISO 8601)"})
+    state = fields.String(
+        load_default="waiting", validate=validate.OneOf(["waiting", "requeued", "all"])
+    )
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(validate=validate.Length(max=200))
+
+
+class DeadLetterSchema(Schema):
+    id = fields.UUID()
+    job_id = fields.UUID()
+    task_name = fields.String()
+    processor = fields.String()
+    args = fields.Dict()
+    error = fields.Nested(JobErrorSchema)
+    traceback = fields.String(allow_none=True)
+    attempts = fields.Integer()
+    failed_at = fields.DateTime()
+    requeued_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class DeadLetterListSchema(Schema):
+    items = fields.List(fields.Nested(DeadLetterSchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
+class AffectedSchema(Schema):
+    affected = fields.Integer(required=True)
+
+
+class HealthSchema(Schema):
+    status = fields.String()
+    checks = fields.Dict()
+
+
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class DeploySubmitSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    repo_url = fields.String(required=True, validate=validate.Length(min=1, max=300))
+    ref = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    container_port = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(min=1, max=65535)
+    )
+    health_path = fields.String(
+        load_default="/",
+        validate=validate.Regexp(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,499}$"),
+        metadata={"description": "Path (and query) the health check GETs; starts with /."},
+    )
+    env = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(_ENV_NAME)),
+        values=fields.String(validate=validate.Length(max=4096)),
+        load_default=dict,
+        validate=validate.Length(max=100),
+        metadata={"description": "Variables for the app: secrets, never returned or logged."},
+    )
+    max_attempts = fields.Integer(load_default=None, validate=validate.Range(min=1))
+
+
+class DeploymentSchema(Schema):
+    id = fields.UUID(required=True)
+    job_id = fields.UUID()
+    owner_id = fields.UUID()
+    repo_url = fields.String()
+    ref = fields.String(allow_none=True)
+    commit = fields.String(allow_none=True)
+    status = fields.String(
+        validate=validate.OneOf(
+            ["starting", "healthy", "unhealthy", "stopping", "stopped", "failed"]
+        )
+    )
+    url = fields.String(allow_none=True)
+    port = fields.Integer(allow_none=True)
+    container_port = fields.Integer(allow_none=True)
+    image = fields.String(allow_none=True)
+    health_path = fields.String()
+    env_names = fields.List(fields.String())
+    error = fields.Nested(JobErrorSchema, allow_none=True)
+    replaced_by = fields.UUID(allow_none=True)
+    retire_at = fields.DateTime(allow_none=True)
+    checked_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+    healthy_at = fields.DateTime(allow_none=True)
+    stopped_at = fields.DateTime(allow_none=True)
+    links = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class DeploymentListQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    status = fields.String(validate=validate.Length(max=16))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(validate=validate.Length(max=200))
+
+
+class DeploymentListSchema(Schema):
+    items = fields.List(fields.Nested(DeploymentSchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
+class DeploymentLogsSchema(Schema):
+    build = fields.List(fields.Nested(JobLogSchema))
+    app = fields.String(allow_none=True, metadata={"description": "Recent container output."})
+    app_captured_at = fields.DateTime(allow_none=True)
+
+
+class StatsSchema(Schema):
+    jobs_by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
+    deployments_by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
+    queue_depths = fields.Dict(keys=fields.String(), values=fields.Integer())
+    workers_online = fields.List(fields.String())
+    workers_online_count = fields.Integer()
+    dead_letters_waiting = fields.Integer()

@@ -1,0 +1,1 @@
+"""Code shared by the API and the workers: configuration, models, the Celery app, processors."""

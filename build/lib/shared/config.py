@@ -1,0 +1,307 @@
+"""Every setting Dockyard reads, taken from environment variables and validated in one place.
+
+Start-up fails with a single line naming the offending variable, so a misconfigured
+container dies loudly instead of misbehaving later. Defaults suit `make run` on a
+developer machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlparse
+
+DEFAULT_JWT_SECRET = "dev-insecure-jwt-secret-change-me"  # noqa: S105 - refused in production
+ENVIRONMENTS = ("development", "test", "production")
+
+
+class ConfigError(SystemExit):
+    """Raised for a missing or malformed setting; exits with one clear line."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        self.variable = variable
+        super().__init__(f"configuration error: {variable} {problem}")
+
+
+def _int(minimum: int = 0, maximum: int | None = None) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be an integer, got {raw!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise ConfigError(name, f"must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+def _float(minimum: float = 0.0) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(name, f"must be a number, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(name, f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _url(*schemes: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        parsed = urlparse(raw)
+        if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
+            raise ConfigError(name, f"must be a URL with scheme {' or '.join(schemes)}")
+        return raw
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        if raw not in choices:
+            raise ConfigError(name, f"must be one of {', '.join(choices)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def _text(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise ConfigError(name, "must not be empty")
+    return raw
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(name, f"must be true or false, got {raw!r}")
+
+
+def _hosts(name: str, raw: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    if not hosts or any(not re.fullmatch(r"[a-z0-9.-]+", h) for h in hosts):
+        raise ConfigError(name, f"must be a comma-separated list of host names, got {raw!r}")
+    return hosts
+
+
+def _protocols(name: str, raw: str) -> str:
+    protocols = [p.strip() for p in raw.split(",") if p.strip()]
+    allowed = {"https", "http", "file"}
+    if not protocols or not set(protocols) <= allowed:
+        raise ConfigError(name, f"must list protocols among {sorted(allowed)}, got {raw!r}")
+    return ":".join(protocols)
+
+
+def _port_range(name: str, raw: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", raw)
+    if not match:
+        raise ConfigError(name, f"must look like 20000-20999, got {raw!r}")
+    low, high = int(match.group(1)), int(match.group(2))
+    if not 1024 <= low <= high <= 65535:
+        raise ConfigError(name, "must be a range within 1024-65535")
+    return low, high
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings. Build with `load_settings()`; never mutate."""
+
+    env: str = "development"
+    database_url: str = "postgresql+psycopg2://dockyard:dockyard@127.0.0.1:5432/dockyard"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/1"
+    jwt_secret_key: str = DEFAULT_JWT_SECRET
+    jwt_access_token_expires: int = 900
+    jwt_refresh_token_expires: int = 30 * 24 * 3600
+    quota_submits_per_minute: int = 60
+    quota_active_jobs: int = 20
+    login_max_failures: int = 10
+    job_max_attempts: int = 3
+    job_max_attempts_limit: int = 10
+    retry_backoff_base: float = 2.0
+    retry_backoff_max: float = 300.0
+    retry_jitter: float = 0.5
+    heartbeat_interval: float = 5.0
+    heartbeat_stale_after: float = 30.0
+    sweep_interval: float = 10.0
+    outbox_grace: float = 10.0
+    sweep_batch_size: int = 200
+    broker_visibility_timeout: int = 7200
+    max_content_length: int = 100 * 1024 * 1024
+    processor_image: str = "dockyard/processors:latest"
+    storage_backend: str = "local"
+    storage_local_root: str = "var/storage"
+    storage_signing_key: str = ""
+    public_base_url: str = "http://127.0.0.1:8000"
+    s3_endpoint_url: str = ""
+    s3_bucket: str = "dockyard"
+    s3_public_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_create_bucket: bool = True
+    download_url_ttl: int = 3600
+    download_url_max_ttl: int = 24 * 3600
+    result_retention: int = 7 * 24 * 3600
+    file_job_timeout_max: float = 3600.0
+    quota_active_deployments: int = 3
+    deploy_allowed_hosts: tuple[str, ...] = ("github.com",)
+    deploy_git_protocols: str = "https"
+    deploy_clone_timeout: float = 120.0
+    deploy_max_repo_bytes: int = 200 * 1024 * 1024
+    deploy_build_timeout: float = 600.0
+    deploy_build_memory: int = 1024 * 1024 * 1024
+    deploy_port_range: tuple[int, int] = (20000, 20999)
+    deploy_bind_address: str = "127.0.0.1"
+    deploy_public_host: str = "127.0.0.1"
+    deploy_health_host: str = ""
+    deploy_health_timeout: float = 60.0
+    deploy_replace_grace: float = 10.0
+    deploy_check_interval: float = 30.0
+    deploy_memory: int = 512 * 1024 * 1024
+    deploy_cpus: float = 1.0
+    deploy_pids: int = 256
+    reaper_interval: float = 60.0
+    file_sweep_interval: float = 60.0
+    log_level: str = "INFO"
+    log_json: bool = True
+    metrics_token: str = ""
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+
+# (attribute, environment variable, parser)
+_SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
+    ("env", "DOCKYARD_ENV", _choice(*ENVIRONMENTS)),
+    ("database_url", "DATABASE_URL", _url("postgresql+psycopg2", "postgresql", "sqlite")),
+    ("broker_url", "CELERY_BROKER_URL", _url("redis", "rediss", "memory")),
+    ("result_backend", "CELERY_RESULT_BACKEND", _text),
+    ("redis_url", "REDIS_URL", _url("redis", "rediss")),
+    ("jwt_secret_key", "JWT_SECRET_KEY", _text),
+    ("jwt_access_token_expires", "JWT_ACCESS_TOKEN_EXPIRES", _int(1)),
+    ("jwt_refresh_token_expires", "JWT_REFRESH_TOKEN_EXPIRES", _int(1)),
+    ("quota_submits_per_minute", "QUOTA_SUBMITS_PER_MINUTE", _int(0)),
+    ("quota_active_jobs", "QUOTA_ACTIVE_JOBS", _int(0)),
+    ("login_max_failures", "LOGIN_MAX_FAILURES", _int(0)),
+    ("job_max_attempts", "JOB_MAX_ATTEMPTS", _int(1, 100)),
+    ("job_max_attempts_limit", "JOB_MAX_ATTEMPTS_LIMIT", _int(1, 100)),
+    ("retry_backoff_base", "RETRY_BACKOFF_BASE", _float(0.0)),
+    ("retry_backoff_max", "RETRY_BACKOFF_MAX", _float(0.0)),
+    ("retry_jitter", "RETRY_JITTER", _float(0.0)),
+    ("heartbeat_interval", "HEARTBEAT_INTERVAL", _float(0.1)),
+    ("heartbeat_stale_after", "HEARTBEAT_STALE_AFTER", _float(0.5)),
+    ("sweep_interval", "SWEEP_INTERVAL", _float(0.5)),
+    ("outbox_grace", "OUTBOX_GRACE", _float(0.0)),
+    ("sweep_batch_size", "SWEEP_BATCH_SIZE", _int(1, 10000)),
+    ("broker_visibility_timeout", "BROKER_VISIBILITY_TIMEOUT", _int(60)),
+    ("max_content_length", "MAX_CONTENT_LENGTH", _int(1024)),
+    ("processor_image", "PROCESSOR_IMAGE", _text),
+    ("storage_backend", "STORAGE_BACKEND", _choice("local", "s3")),
+    ("storage_local_root", "STORAGE_LOCAL_ROOT", _text),
+    ("storage_signing_key", "STORAGE_SIGNING_KEY", _text),
+    ("public_base_url", "PUBLIC_BASE_URL", _url("http", "https")),
+    ("s3_endpoint_url", "S3_ENDPOINT_URL", _url("http", "https")),
+    ("s3_bucket", "S3_BUCKET", _text),
+    ("s3_public_endpoint_url", "S3_PUBLIC_ENDPOINT_URL", _url("http", "https")),
+    ("s3_region", "S3_REGION", _text),
+    ("s3_create_bucket", "S3_CREATE_BUCKET", _bool),
+    ("download_url_ttl", "DOWNLOAD_URL_TTL", _int(1)),
+    ("download_url_max_ttl", "DOWNLOAD_URL_MAX_TTL", _int(1)),
+    ("result_retention", "RESULT_RETENTION", _int(1)),
+    ("file_job_timeout_max", "FILE_JOB_TIMEOUT_MAX", _float(0.1)),
+    ("reaper_interval", "REAPER_INTERVAL", _float(1)),
+    ("file_sweep_interval", "FILE_SWEEP_INTERVAL", _float(1)),
+    ("quota_active_deployments", "QUOTA_ACTIVE_DEPLOYMENTS", _int(0)),
+    ("deploy_allowed_hosts", "DEPLOY_ALLOWED_HOSTS", _hosts),
+    ("deploy_git_protocols", "DEPLOY_GIT_PROTOCOLS", _protocols),
+    ("deploy_clone_timeout", "DEPLOY_CLONE_TIMEOUT", _float(1)),
+    ("deploy_max_repo_bytes", "DEPLOY_MAX_REPO_BYTES", _int(1024)),
+    ("deploy_build_timeout", "DEPLOY_BUILD_TIMEOUT", _float(1)),
+    ("deploy_build_memory", "DEPLOY_BUILD_MEMORY", _int(64 * 1024 * 1024)),
+    ("deploy_port_range", "DEPLOY_PORT_RANGE", _port_range),
+    ("deploy_bind_address", "DEPLOY_BIND_ADDRESS", _text),
+    ("deploy_public_host", "DEPLOY_PUBLIC_HOST", _text),
+    ("deploy_health_host", "DEPLOY_HEALTH_HOST", _text),
+    ("deploy_health_timeout", "DEPLOY_HEALTH_TIMEOUT", _float(1)),
+    ("deploy_replace_grace", "DEPLOY_REPLACE_GRACE", _float(0)),
+    ("deploy_check_interval", "DEPLOY_CHECK_INTERVAL", _float(1)),
+    ("deploy_memory", "DEPLOY_MEMORY", _int(16 * 1024 * 1024)),
+    ("deploy_cpus", "DEPLOY_CPUS", _float(0.1)),
+    ("deploy_pids", "DEPLOY_PIDS", _int(16)),
+    ("log_level", "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
+    ("log_json", "LOG_JSON", _bool),
+    ("metrics_token", "METRICS_TOKEN", lambda _n, raw: raw),
+)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise ConfigError naming the first bad variable."""
+    source = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for attribute, variable, parse in _SPEC:
+        raw = source.get(variable)
+        if raw is None or (raw == "" and attribute != "metrics_token"):
+            continue
+        values[attribute] = parse(variable, raw)
+    settings = Settings(**values)
+    if not settings.result_backend:
+        settings = replace(settings, result_backend=_result_backend_for(settings.database_url))
+    _check_consistency(settings)
+    return settings
+
+
+def _result_backend_for(database_url: str) -> str:
+    """Celery's database backend wants the `db+` prefix and an explicit psycopg2 driver."""
+    if database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg2://" + database_url[len("postgresql://") :]
+    return "db+" + database_url
+
+
+def _check_consistency(settings: Settings) -> None:
+    if settings.is_production and settings.jwt_secret_key == DEFAULT_JWT_SECRET:
+        raise ConfigError(
+            "JWT_SECRET_KEY", "must be set to a secret value when DOCKYARD_ENV=production"
+        )
+    if settings.is_production and len(settings.jwt_secret_key) < 32:
+        raise ConfigError("JWT_SECRET_KEY", "must be at least 32 characters in production")
+    if settings.job_max_attempts > settings.job_max_attempts_limit:
+        raise ConfigError("JOB_MAX_ATTEMPTS", "must not exceed JOB_MAX_ATTEMPTS_LIMIT")
+    if settings.download_url_ttl > settings.download_url_max_ttl:
+        raise ConfigError("DOWNLOAD_URL_TTL", "must not exceed DOWNLOAD_URL_MAX_TTL")
+    if settings.retry_jitter > 1:
+        raise ConfigError("RETRY_JITTER", "must be between 0 and 1")
+    if settings.heartbeat_stale_after <= settings.heartbeat_interval:
+        raise ConfigError("HEARTBEAT_STALE_AFTER", "must be longer than HEARTBEAT_INTERVAL")
+    if settings.broker_visibility_timeout <= settings.retry_backoff_max:
+        raise ConfigError(
+            "BROKER_VISIBILITY_TIMEOUT",
+            "must be longer than RETRY_BACKOFF_MAX, or delayed retries get delivered twice",
+        )
+
+
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """Process-wide settings, loaded once from the environment."""
+    global _cached
+    if _cached is None:
+        _cached = load_settings()
+    return _cached
+
+
+def reset_settings_cache() -> None:
+    """Forget cached settings (tests change the environment between apps)."""
+    global _cached
+    _cached = None

@@ -1,0 +1,132 @@
+"""Publishing job messages so that a job row and its queue message never diverge for good.
+
+New jobs (`publish_new_job`): the message is sent while the INSERT is still uncommitted,
+guarded by an advisory lock a fast worker waits on, and the row commits marked published.
+Existing rows (`publish`: retries, requeues, the sweep): the state change commits first, the
+message follows, and the row is marked published. Whenever the broker refuses, the row stays
+unpublished and the maintenance sweep sends it: a job the API accepted is never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from shared import fast_publish
+from shared.celery_app import app as celery_app
+from shared.db import session_scope
+from shared.jobs import job_lock_key
+from shared.models import Job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One message to publish for one delivery of a job."""
+
+    job_id: uuid.UUID
+    dispatch_id: uuid.UUID
+    queue: str
+    task_name: str
+    request_id: str | None = None
+    countdown: float | None = None
+
+    @classmethod
+    def for_job(cls, job: Any, task_name: str, countdown: float | None = None) -> Dispatch:
+        assert job.dispatch_id is not None, "a job is dispatched only with a dispatch id"
+        return cls(job.id, job.dispatch_id, job.queue, task_name, job.request_id, countdown)
+
+
+def send(dispatch: Dispatch, celery: Celery | None = None) -> None:
+    """Publish the task message; raises on broker errors."""
+    celery = celery or celery_app
+    kwargs = {
+        "job_id": str(dispatch.job_id),
+        "dispatch_id": str(dispatch.dispatch_id),
+        "request_id": dispatch.request_id,
+    }
+    kwargsrepr = f"{{'job_id': '{dispatch.job_id}', 'dispatch_id': '{dispatch.dispatch_id}'}}"
+    if dispatch.countdown is None and fast_publish.supports(celery):
+        fast_publish.publish(
+            celery,
+            dispatch.task_name,
+            str(dispatch.dispatch_id),
+            kwargs,
+            dispatch.queue,
+            kwargsrepr,
+        )
+        return
+    celery.send_task(
+        dispatch.task_name,
+        kwargs=kwargs,
+        queue=dispatch.queue,
+        task_id=str(dispatch.dispatch_id),
+        countdown=dispatch.countdown,
+        # Given ready-made, Celery skips building safe reprs of the arguments.
+        argsrepr="()",
+        kwargsrepr=kwargsrepr,
+    )
+
+
+def publish(
+    dispatch: Dispatch, celery: Celery | None = None, session: Session | None = None
+) -> bool:
+    """Send and mark the job published (in `session` if given, committing it). False, and
+    logged, if the broker refused: the row stays unpublished for the sweep."""
+    try:
+        send(dispatch, celery)
+    except Exception:
+        log.warning(
+            "publish failed; the outbox sweep will retry",
+            exc_info=True,
+            extra={"event": "publish_failed", "job_id": str(dispatch.job_id)},
+        )
+        return False
+    statement = (
+        update(Job)
+        .where(Job.id == dispatch.job_id, Job.dispatch_id == dispatch.dispatch_id)
+        .values(published_at=datetime.now(UTC))
+    )
+    if session is not None:
+        session.execute(statement)
+        session.commit()
+    else:
+        with session_scope() as own:
+            own.execute(statement)
+    return True
+
+
+def publish_new_job(session: Session, job: Any, task_name: str, celery: Celery | None) -> bool:
+    """Publish a job whose INSERT is not committed yet, so a submit costs one commit.
+
+    The submit's transaction holds an advisory lock on the job (taken by its INSERT) until it
+    ends. A worker that receives the message first finds no row, waits on that lock, and looks
+    again: the row is there if the submit committed, absent (the message is dropped) if it
+    rolled back. If the broker refuses, `published_at` is cleared and the row commits
+    unpublished for the outbox sweep. Only for new rows: an existing row's old state would be
+    visible to a fast worker.
+    """
+    try:
+        send(Dispatch.for_job(job, task_name), celery)
+    except Exception:
+        log.warning(
+            "publish failed; the outbox sweep will retry",
+            exc_info=True,
+            extra={"event": "publish_failed", "job_id": str(job.id)},
+        )
+        session.execute(update(Job).where(Job.id == job.id).values(published_at=None))
+        return False
+    return True
+
+
+def wait_for_uncommitted_job(session: Session, job_id: uuid.UUID) -> None:
+    """Block until a submit that may still be inserting this job has ended (see above)."""
+    session.execute(select(func.pg_advisory_xact_lock(job_lock_key(job_id))))

@@ -1,0 +1,85 @@
+"""Live job events: every job event, once committed, is published on Redis pub/sub for the
+API's Server-Sent Events streams (api/streams.py).
+
+Events written through the ORM (`shared.events.record`) are collected when the session
+flushes and published when it commits (dropped on rollback), so a client never sees an event
+that did not happen. The single-statement paths (submit, fast claim and success) publish
+what their statement returned. Publishing is best effort: the event rows are the record, and
+a client that missed a message resumes from them with Last-Event-ID.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from shared import metrics
+from shared.config import get_settings
+from shared.models import JobEvent
+
+log = logging.getLogger(__name__)
+CHANNEL = "dockyard:job-events"
+_PENDING = "dockyard_live_events"
+
+
+def message(
+    event_id: int,
+    job_id: uuid.UUID | str,
+    type_: str,
+    attempt: int | None,
+    data: dict[str, Any] | None,
+    owner_id: uuid.UUID | str | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": int(event_id),
+        "job_id": str(job_id),
+        "owner_id": str(owner_id) if owner_id else None,
+        "type": type_,
+        "attempt": attempt,
+        "data": data or {},
+        "ts": time.time(),  # when the change committed: the bench measures delivery from it
+    }
+
+
+def publish(messages: list[dict[str, Any]]) -> None:
+    if not messages:
+        return
+    try:
+        pipe = metrics.client(get_settings().redis_url).pipeline(transaction=False)
+        for item in messages:
+            pipe.publish(CHANNEL, json.dumps(item, default=str))
+        pipe.execute()
+    except Exception:
+        log.debug("live event publish failed", exc_info=True)
+
+
+@event.listens_for(Session, "after_flush")
+def _collect(session: Session, _context: Any) -> None:
+    pending = [
+        message(obj.id, obj.job_id, obj.type, obj.attempt, obj.data)
+        for obj in session.new
+        if isinstance(obj, JobEvent) and obj.id is not None
+    ]
+    if pending:
+        session.info.setdefault(_PENDING, []).extend(pending)
+
+
+@event.listens_for(Session, "after_commit")
+def _publish(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if pending:
+        now = time.time()
+        for item in pending:
+            item["ts"] = now
+        publish(pending)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _discard(session: Session, _previous: Any) -> None:
+    session.info.pop(_PENDING, None)

@@ -1,0 +1,88 @@
+"""Job metrics shared by every process: counters and histograms kept in Redis.
+
+API processes, workers and hosts all write to the same Redis hashes (one pipelined round trip
+per event), so the API's /metrics shows fleet-wide totals no matter which process or host
+served the scrape; Prometheus-style in-process counters would each see only their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+
+from redis import Redis
+
+log = logging.getLogger(__name__)
+
+COUNTERS = "dockyard:metrics:counters"
+DURATION = "dockyard:metrics:job_duration"
+QUEUE_WAIT = "dockyard:metrics:queue_wait"
+BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+SEP = "|"
+
+
+@lru_cache(maxsize=8)
+def _client(url: str, pid: int) -> Redis:
+    return Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+
+def client(url: str) -> Redis:
+    return _client(url, os.getpid())
+
+
+def _observe(pipe, key: str, labels: str, seconds: float) -> None:  # noqa: ANN001
+    for bound in BUCKETS:
+        if seconds <= bound:
+            pipe.hincrby(key, f"{labels}{SEP}{bound}", 1)
+    pipe.hincrby(key, f"{labels}{SEP}+Inf", 1)
+    pipe.hincrbyfloat(key, f"{labels}{SEP}sum", seconds)
+
+
+def job_submitted(url: str, kind: str, processor: str) -> None:
+    _safely(url, lambda pipe: pipe.hincrby(COUNTERS, SEP.join(("submitted", kind, processor)), 1))
+
+
+def job_ended(
+    url: str,
+    kind: str,
+    processor: str,
+    status: str,
+    duration: float | None = None,
+    queue_wait: float | None = None,
+) -> None:
+    """A job reached `status` (succeeded, failed, dead, cancelled); an attempt's duration
+    and a first attempt's wait in the queue feed the histograms."""
+
+    def write(pipe) -> None:  # noqa: ANN001
+        pipe.hincrby(COUNTERS, SEP.join(("ended", kind, processor, status)), 1)
+        labels = SEP.join((kind, processor))
+        if duration is not None:
+            _observe(pipe, DURATION, labels, max(0.0, duration))
+        if queue_wait is not None:
+            _observe(pipe, QUEUE_WAIT, labels, max(0.0, queue_wait))
+
+    _safely(url, write)
+
+
+def attempt_observed(
+    url: str, kind: str, processor: str, duration: float | None, queue_wait: float | None
+) -> None:
+    def write(pipe) -> None:  # noqa: ANN001
+        labels = SEP.join((kind, processor))
+        if duration is not None:
+            _observe(pipe, DURATION, labels, max(0.0, duration))
+        if queue_wait is not None:
+            _observe(pipe, QUEUE_WAIT, labels, max(0.0, queue_wait))
+
+    _safely(url, write)
+
+
+def _safely(url: str, write) -> None:  # noqa: ANN001
+    """Metrics never fail the work they describe."""
+    try:
+        pipe = client(url).pipeline(transaction=False)
+        write(pipe)
+        pipe.execute()
+    except Exception:
+        log.debug("metrics write failed", exc_info=True)

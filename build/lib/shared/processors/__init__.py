@@ -1,0 +1,17 @@
+"""The processor catalogue. Importing this package registers every family."""
+
+from shared.processors import (
+    deploy,  # noqa: F401  (registers the deploy family)
+    diagnostics,  # noqa: F401  (registers the debug.* family)
+    files,  # noqa: F401  (registers the file-processing family)
+)
+from shared.processors.registry import (
+    JobContext,
+    Limits,
+    Processor,
+    all_processors,
+    get_processor,
+    register,
+)
+
+__all__ = ["JobContext", "Limits", "Processor", "all_processors", "get_processor", "register"]

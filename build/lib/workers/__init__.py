@@ -1,0 +1,1 @@
+"""Celery worker fleets: thin tasks in `tasks`, the work in plain modules beside them."""

@@ -1,0 +1,1 @@
+"""Deploy jobs: clone, build, lease a port, run, check health, report (see pipeline.py)."""

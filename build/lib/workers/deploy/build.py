@@ -1,0 +1,96 @@
+"""Building a repository's Dockerfile through the Docker API, with a deadline and memory cap.
+
+The build log is streamed and kept (the job's log); an image is tagged with owner, repo and
+commit. A Dockerfile that fails is permanent; an engine that cannot be reached is retryable.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import docker
+from docker.errors import APIError, DockerException
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import ReadTimeout
+
+from shared.config import Settings
+from shared.errors import PermanentJobError, RetryableJobError
+from shared.repo_urls import Repository
+
+_TAG_UNSAFE = re.compile(r"[^a-z0-9._-]+")
+LOG_LIMIT = 512 * 1024
+
+
+def image_tag(repo: Repository, commit: str) -> str:
+    """dockyard-deploy/<owner>-<repo>:<commit12>, lower case and reduced to safe characters."""
+    name = _TAG_UNSAFE.sub("-", f"{repo.owner}-{repo.name}".lower()).strip("-.")[:100]
+    return f"dockyard-deploy/{name or 'app'}:{commit[:12]}"
+
+
+class BuildLog:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.truncated = False
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+        while self.size > LOG_LIMIT and len(self.parts) > 1:
+            self.size -= len(self.parts.pop(0))
+            self.truncated = True
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def build(
+    client: docker.DockerClient, context: Path, tag: str, settings: Settings, log: BuildLog
+) -> str:
+    """Build `context` as `tag`; returns the image id."""
+    if not (context / "Dockerfile").is_file():
+        raise PermanentJobError(
+            "dockerfile_missing", "The repository has no Dockerfile at its root."
+        )
+    deadline = time.monotonic() + settings.deploy_build_timeout
+    image_id: str | None = None
+    try:
+        stream = client.api.build(
+            path=str(context),
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+            container_limits={"memory": settings.deploy_build_memory},
+            timeout=min(settings.deploy_build_timeout, 120),
+        )
+        for chunk in stream:
+            if "stream" in chunk:
+                log.add(chunk["stream"])
+            if "error" in chunk:
+                log.add(chunk["error"] + "\n")
+                raise PermanentJobError(
+                    "build_failed", f"The image build failed: {chunk['error'].strip()[-500:]}"
+                )
+            if "aux" in chunk and "ID" in chunk["aux"]:
+                image_id = chunk["aux"]["ID"]
+            if time.monotonic() > deadline:
+                stream.close()
+                raise PermanentJobError(
+                    "build_timeout",
+                    f"The build ran longer than {settings.deploy_build_timeout:g} s.",
+                )
+    except ReadTimeout as error:
+        raise PermanentJobError(
+            "build_timeout", f"The build produced no output for too long: {error}"
+        ) from error
+    except (APIError, RequestsConnectionError, DockerException) as error:
+        if isinstance(error, APIError) and error.status_code and error.status_code < 500:
+            raise PermanentJobError("build_failed", f"Docker refused the build: {error}") from error
+        raise RetryableJobError("docker_unavailable", f"Docker engine error: {error}") from error
+    if image_id is None:
+        image_id = client.images.get(tag).id
+    return image_id

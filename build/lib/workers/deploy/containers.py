@@ -1,0 +1,106 @@
+"""Running, inspecting and removing a deployment's container."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, NotFound
+from requests.exceptions import ConnectionError as RequestsConnectionError
+
+from shared.config import Settings
+from shared.errors import PermanentJobError, RetryableJobError
+
+log = logging.getLogger(__name__)
+LABEL_DEPLOYMENT = "dockyard.deployment"
+LABEL_JOB = "dockyard.deploy-job"
+LABEL_MANAGED = "dockyard.managed-deployment"
+DEFAULT_PORT = 8000
+
+
+def exposed_port(client: docker.DockerClient, image: str) -> int:
+    """The image's first exposed TCP port, else 8000."""
+    config = client.images.get(image).attrs.get("Config") or {}
+    ports = sorted(
+        int(spec.split("/")[0])
+        for spec in (config.get("ExposedPorts") or {})
+        if spec.endswith("/tcp") and spec.split("/")[0].isdigit()
+    )
+    return ports[0] if ports else DEFAULT_PORT
+
+
+def start(
+    client: docker.DockerClient,
+    image: str,
+    *,
+    deployment_id: str,
+    job_id: str,
+    container_port: int,
+    host_port: int,
+    env: dict[str, str],
+    settings: Settings,
+) -> Any:
+    """Run detached with limits, no extra capabilities, bound to the leased port only."""
+    try:
+        return client.containers.run(
+            image,
+            detach=True,
+            name=f"dockyard-deploy-{deployment_id}",
+            environment=env,
+            ports={f"{container_port}/tcp": (settings.deploy_bind_address, host_port)},
+            mem_limit=settings.deploy_memory,
+            memswap_limit=settings.deploy_memory,
+            nano_cpus=int(settings.deploy_cpus * 1_000_000_000),
+            pids_limit=settings.deploy_pids,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            labels={
+                LABEL_MANAGED: "true",
+                LABEL_DEPLOYMENT: deployment_id,
+                LABEL_JOB: job_id,
+            },
+            restart_policy={"Name": "no"},
+            log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
+        )
+    except (APIError, RequestsConnectionError, DockerException) as error:
+        if isinstance(error, APIError) and error.status_code and error.status_code < 500:
+            raise PermanentJobError(
+                "run_failed", f"Docker refused to run the app: {error}"
+            ) from error
+        raise RetryableJobError("docker_unavailable", f"Docker engine error: {error}") from error
+
+
+def logs_tail(client: docker.DockerClient, container_id: str, lines: int = 200) -> str:
+    with contextlib.suppress(DockerException, RequestsConnectionError):
+        raw = client.containers.get(container_id).logs(tail=lines, timestamps=False)
+        return raw.decode(errors="replace")
+    return ""
+
+
+def is_running(client: docker.DockerClient, container_id: str) -> bool:
+    try:
+        return client.containers.get(container_id).status == "running"
+    except NotFound:
+        return False
+
+
+def remove(client: docker.DockerClient, container_id: str | None) -> None:
+    """Stop and remove; an already missing container is fine."""
+    if not container_id:
+        return
+    with contextlib.suppress(NotFound):
+        client.containers.get(container_id).remove(force=True, v=True)
+
+
+def remove_image(client: docker.DockerClient, tag: str | None) -> None:
+    """Drop the tag; an image still used by another deployment's container stays."""
+    if not tag:
+        return
+    try:
+        client.images.remove(tag, noprune=False)
+    except NotFound:
+        pass
+    except APIError as error:
+        log.warning("image tag kept: %s", error, extra={"event": "image_kept", "image": tag})

@@ -1,0 +1,119 @@
+"""Cloning a repository with git in a subprocess, as little and as safely as possible.
+
+Shallow, only the asked ref, no submodules, no terminal prompts, only the allowed protocols
+(GIT_ALLOW_PROTOCOL also binds redirects and submodules), a timeout, and a size cap on the
+checkout. Failures are sorted: the git host unreachable is retryable; a missing repository
+or ref is permanent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from shared.config import Settings
+from shared.errors import PermanentJobError, RetryableJobError
+from shared.repo_urls import Repository, is_commit
+
+_UNREACHABLE = (
+    "could not resolve host",
+    "failed to connect",
+    "connection timed out",
+    "connection refused",
+    "temporary failure",
+    "network is unreachable",
+    "operation timed out",
+    "the remote end hung up unexpectedly",
+    "internal server error",
+    "http 5",
+)
+
+
+def _git_env(settings: Settings) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key in ("PATH", "HOME", "LANG", "GIT_CONFIG_GLOBAL", "SSL_CERT_FILE", "HTTPS_PROXY")
+    }
+    env.update(
+        GIT_TERMINAL_PROMPT="0",
+        GIT_ASKPASS="/bin/false",
+        SSH_ASKPASS="/bin/false",
+        GCM_INTERACTIVE="never",
+        GIT_ALLOW_PROTOCOL=settings.deploy_git_protocols,
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_LFS_SKIP_SMUDGE="1",
+    )
+    return env
+
+
+def _run(args: list[str], cwd: Path | None, settings: Settings, timeout: float) -> str:
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed argv, validated URL and ref
+            ["git", "-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false", *args],
+            cwd=cwd,
+            env=_git_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise RetryableJobError(
+            "clone_timeout", f"git did not finish within {timeout:g} s."
+        ) from error
+    if done.returncode != 0:
+        message = (done.stderr or done.stdout).strip()[-600:]
+        lowered = message.lower()
+        if any(marker in lowered for marker in _UNREACHABLE):
+            raise RetryableJobError("git_unreachable", f"The git host is unreachable: {message}")
+        if (
+            "remote branch" in lowered
+            or "couldn't find remote ref" in lowered
+            or ("not our ref" in lowered)
+        ):
+            raise PermanentJobError("ref_not_found", f"The ref does not exist: {message}")
+        raise PermanentJobError("clone_failed", f"git clone failed: {message}")
+    return done.stdout
+
+
+def directory_size(path: Path, limit: int) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += (Path(root) / name).lstat().st_size
+            except OSError:
+                continue
+            if total > limit:
+                return total
+    return total
+
+
+def clone(repo: Repository, ref: str | None, dest: Path, settings: Settings) -> str:
+    """Check out `ref` (default branch when None) of `repo` into `dest`; returns the commit."""
+    timeout = settings.deploy_clone_timeout
+    if ref is not None and is_commit(ref):
+        dest.mkdir(parents=True, exist_ok=True)
+        _run(["init", "-q", str(dest)], None, settings, timeout)
+        _run(["remote", "add", "origin", repo.url], dest, settings, timeout)
+        _run(["fetch", "-q", "--depth", "1", "--no-tags", "origin", ref], dest, settings, timeout)
+        _run(["checkout", "-q", "--detach", "FETCH_HEAD"], dest, settings, timeout)
+    else:
+        args = ["clone", "-q", "--depth", "1", "--single-branch", "--no-tags"]
+        args += ["--no-recurse-submodules"]
+        if ref is not None:
+            args += ["--branch", ref]
+        _run([*args, "--", repo.url, str(dest)], None, settings, timeout)
+    if directory_size(dest, settings.deploy_max_repo_bytes) > settings.deploy_max_repo_bytes:
+        raise PermanentJobError(
+            "repository_too_large",
+            f"The checkout exceeds {settings.deploy_max_repo_bytes} bytes.",
+        )
+    commit = _run(["rev-parse", "HEAD"], dest, settings, timeout).strip()
+    # The build context is the checkout without git's metadata: smaller, no history baked
+    # into images, and the same files give the same layer cache on every redeploy.
+    shutil.rmtree(dest / ".git", ignore_errors=True)
+    return commit

@@ -1,0 +1,296 @@
+"""A deployment after its deploy job: replacement of the previous one, stop, the settling of
+deployments whose job ended, and the periodic check that reconciles everything.
+
+The check handles at most SWEEP_BATCH_SIZE deployments per part and run, oldest check first:
+each health probe is an HTTP request and each reconciliation a Docker API call, so an
+unbounded run after an outage could hold the deploy fleet for minutes; short bounded runs
+every DEPLOY_CHECK_INTERVAL catch up within a few periods.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import docker
+import requests
+from sqlalchemy import delete, or_, select, update
+
+from shared import queues
+from shared.celery_app import app as celery_app
+from shared.config import Settings
+from shared.db import session_scope
+from shared.jobs import now
+from shared.models import Deployment, Job, PortLease
+from shared.status import JobStatus
+from workers.deploy import containers
+from workers.deploy.ports import release_port
+
+log = logging.getLogger(__name__)
+
+LIVE = ("healthy", "unhealthy")
+ACTIVE = ("starting", "healthy", "unhealthy", "stopping")
+TASK_STOP = queues.TASK_DEPLOY_STOP
+TASK_CHECK = queues.TASK_DEPLOY_CHECK
+
+
+def send_stop(deployment_id: uuid.UUID, countdown: float | None = None) -> None:
+    celery_app.send_task(
+        TASK_STOP, args=[str(deployment_id)], queue=queues.DEPLOY, countdown=countdown
+    )
+
+
+def image_in_use(tag: str, except_id: uuid.UUID) -> bool:
+    with session_scope() as session:
+        return (
+            session.scalar(
+                select(Deployment.id).where(
+                    Deployment.image == tag,
+                    Deployment.id != except_id,
+                    Deployment.status.in_(ACTIVE),
+                )
+            )
+            is not None
+        )
+
+
+def drop_image_unless_used(client: docker.DockerClient, tag: str, deployment_id: uuid.UUID) -> None:
+    """Remove a deployment's image tag unless another active deployment runs that image."""
+    if not image_in_use(tag, deployment_id):
+        containers.remove_image(client, tag)
+
+
+def schedule_retire(deployment: Deployment, settings: Settings) -> list[uuid.UUID]:
+    """The new deployment is healthy: the user's earlier live deployments of the same
+    repository are retired after the grace period (in-flight requests finish on them)."""
+    retire_at = now() + timedelta(seconds=settings.deploy_replace_grace)
+    with session_scope() as session:
+        olds = list(
+            session.scalars(
+                select(Deployment)
+                .where(
+                    Deployment.owner_id == deployment.owner_id,
+                    Deployment.repo_key == deployment.repo_key,
+                    Deployment.id != deployment.id,
+                    Deployment.status.in_(LIVE),
+                    Deployment.replaced_by.is_(None),
+                )
+                .with_for_update()
+            )
+        )
+        for old in olds:
+            old.replaced_by = deployment.id
+            old.retire_at = retire_at
+    for old in olds:
+        try:
+            send_stop(old.id, countdown=settings.deploy_replace_grace)
+        except Exception:  # the periodic check retires it once retire_at has passed
+            log.warning(
+                "could not schedule a retire", exc_info=True, extra={"event": "retire_unsent"}
+            )
+    return [old.id for old in olds]
+
+
+def stop_deployment(deployment_id: uuid.UUID, client: docker.DockerClient) -> str | None:
+    """Stop and remove the container, release the port, mark `stopped`. Idempotent. The
+    image is kept (a redeploy of the commit is then a cached build); only failed deploys
+    remove theirs."""
+    with session_scope() as session:
+        deployment = session.get(Deployment, deployment_id, with_for_update=True)
+        if deployment is None or deployment.status in ("stopped", "failed"):
+            return None if deployment is None else deployment.status
+        if deployment.status == "starting":
+            return "starting"  # its job is still running; it settles when the job ends
+        containers.remove(client, deployment.container_id)
+        deployment.status = "stopped"
+        deployment.stopped_at = now()
+        session.execute(delete(PortLease).where(PortLease.deployment_id == deployment_id))
+    # The image stays: a redeploy or a rollback of the same commit then starts from cache.
+    log.info(
+        "deployment stopped",
+        extra={"event": "deployment_stopped", "deployment_id": str(deployment_id)},
+    )
+    return "stopped"
+
+
+def settle_after_job(job_id: uuid.UUID, client: docker.DockerClient | None = None) -> None:
+    """A deploy job ended: a deployment it did not bring up is `failed` (or `stopped` when
+    the job was cancelled), its port lease is released and, with a client, its container
+    and image tag are removed (left behind when its worker died mid-deploy)."""
+    leftovers = _settle(job_id)
+    if leftovers is not None and client is not None:
+        container_id, tag, deployment_id = leftovers
+        containers.remove(client, container_id)
+        if tag:
+            drop_image_unless_used(client, tag, deployment_id)
+
+
+def _settle(job_id: uuid.UUID) -> tuple[str | None, str | None, uuid.UUID] | None:
+    with session_scope() as session:
+        row = session.execute(
+            select(Deployment, Job.status, Job.error_code, Job.error_message)
+            .join(Job, Job.id == Deployment.job_id)
+            .where(Deployment.job_id == job_id)
+            .with_for_update(of=Deployment)
+        ).first()
+        if row is None:
+            return None
+        deployment, job_status, code, message = row
+        if deployment.status != "starting":
+            return None
+        if job_status == JobStatus.CANCELLED.value:
+            deployment.status, deployment.stopped_at = "stopped", now()
+        elif job_status in (JobStatus.FAILED.value, JobStatus.DEAD.value):
+            deployment.status = "failed"
+            deployment.error_code, deployment.error_message = code, message
+        else:
+            return None
+        session.execute(delete(PortLease).where(PortLease.deployment_id == deployment.id))
+        leftovers = (deployment.container_id, deployment.image, deployment.id)
+        deployment.container_id = None
+        return leftovers
+
+
+def _probe(deployment: Deployment, client: docker.DockerClient, settings: Settings) -> bool:
+    if not deployment.container_id or not containers.is_running(client, deployment.container_id):
+        return False
+    host = settings.deploy_health_host or settings.deploy_bind_address
+    url = f"http://{host}:{deployment.host_port}{deployment.health_path}"
+    try:
+        return 200 <= requests.get(url, timeout=2, allow_redirects=False).status_code < 300
+    except requests.RequestException:
+        return False
+
+
+def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[str, Any]:
+    """Probe live deployments, retire replaced ones, settle and reconcile (bounded)."""
+    limit = settings.sweep_batch_size
+    counts = {"checked": 0, "unhealthy": 0, "retired": 0, "settled": 0, "reaped": 0, "released": 0}
+    with session_scope() as session:
+        live = list(
+            session.scalars(
+                select(Deployment)
+                .where(Deployment.status.in_(LIVE))
+                .order_by(Deployment.checked_at.asc().nulls_first())
+                .limit(limit)
+            )
+        )
+        session.expunge_all()
+    for deployment in live:
+        if deployment.retire_at is not None and deployment.retire_at <= now():
+            stop_deployment(deployment.id, client)
+            counts["retired"] += 1
+            continue
+        healthy = _probe(deployment, client, settings)
+        tail = containers.logs_tail(client, deployment.container_id or "", 200)
+        with session_scope() as session:
+            session.execute(
+                update(Deployment)
+                .where(Deployment.id == deployment.id, Deployment.status.in_(LIVE))
+                .values(
+                    status="healthy" if healthy else "unhealthy",
+                    checked_at=now(),
+                    runtime_log=tail or deployment.runtime_log,
+                    runtime_log_at=now() if tail else deployment.runtime_log_at,
+                )
+            )
+        counts["checked"] += 1
+        counts["unhealthy"] += 0 if healthy else 1
+    with session_scope() as session:
+        stuck = list(
+            session.scalars(
+                select(Deployment.id)
+                .where(
+                    Deployment.status == "stopping",
+                    Deployment.updated_at < now() - timedelta(seconds=60),
+                )
+                .limit(limit)
+            )
+        )
+        ended = list(
+            session.scalars(
+                select(Deployment.job_id)
+                .join(Job, Job.id == Deployment.job_id)
+                .where(
+                    Deployment.status == "starting",
+                    Job.status.in_(
+                        [JobStatus.FAILED.value, JobStatus.DEAD.value, JobStatus.CANCELLED.value]
+                    ),
+                )
+                .limit(limit)
+            )
+        )
+    for deployment_id in stuck:
+        _finish_stop(deployment_id, client)
+    for job_id in ended:
+        settle_after_job(job_id, client)
+        counts["settled"] += 1
+    counts["reaped"] = reap_deploy_containers(client, limit)
+    counts["released"] = release_orphan_leases(limit)
+    return counts
+
+
+def _finish_stop(deployment_id: uuid.UUID, client: docker.DockerClient) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(Deployment)
+            .where(Deployment.id == deployment_id, Deployment.status == "stopping")
+            .values(status="healthy")
+        )
+    stop_deployment(deployment_id, client)
+
+
+def reap_deploy_containers(client: docker.DockerClient, limit: int) -> int:
+    """Remove deployment containers whose deployment is not active (a crash mid-deploy,
+    a failed removal) or unknown."""
+    found = client.containers.list(all=True, filters={"label": f"{containers.LABEL_MANAGED}=true"})
+    found = found[:limit]
+    ids = {c.labels.get(containers.LABEL_DEPLOYMENT) for c in found}
+    valid: set[str] = set()
+    parsed = []
+    for value in ids:
+        try:
+            parsed.append(uuid.UUID(value or ""))
+        except ValueError:
+            continue
+    if parsed:
+        with session_scope() as session:
+            valid = {
+                str(row)
+                for row in session.scalars(
+                    select(Deployment.id).where(
+                        Deployment.id.in_(parsed),
+                        or_(
+                            Deployment.status.in_(LIVE + ("stopping",)),
+                            # starting: only the container its job is building right now
+                            Deployment.status == "starting",
+                        ),
+                    )
+                )
+            }
+    removed = 0
+    for container in found:
+        if container.labels.get(containers.LABEL_DEPLOYMENT) not in valid:
+            containers.remove(client, container.id)
+            removed += 1
+    return removed
+
+
+def release_orphan_leases(limit: int) -> int:
+    with session_scope() as session:
+        ports = list(
+            session.scalars(
+                select(PortLease.port)
+                .join(Deployment, Deployment.id == PortLease.deployment_id)
+                .where(Deployment.status.in_(("stopped", "failed")))
+                .limit(limit)
+            )
+        )
+        if ports:
+            session.execute(delete(PortLease).where(PortLease.port.in_(ports)))
+    return len(ports)
+
+
+__all__ = ["release_port"]

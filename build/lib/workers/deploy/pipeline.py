@@ -1,0 +1,203 @@
+"""One attempt of a deploy job: validate, clone, build, lease a port, run, check health,
+report. Each step is an event with its duration. A failure at any step undoes the earlier
+ones (container, image tag, port lease, clone directory), so an attempt leaks nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+
+from shared import events
+from shared.config import Settings
+from shared.db import session_scope
+from shared.errors import JobCancelled, PermanentJobError
+from shared.jobs import now
+from shared.models import Deployment
+from shared.processors import JobContext, Processor
+from shared.repo_urls import InvalidRepository, check_ref, parse_repo_url
+from workers import sandbox
+from workers.deploy import containers, git
+from workers.deploy.build import BuildLog, build, image_tag
+from workers.deploy.health import wait_healthy
+from workers.deploy.lifecycle import drop_image_unless_used, schedule_retire
+from workers.deploy.ports import lease_port, release_port
+from workers.file_jobs import CancelWatch, save_log
+
+log = logging.getLogger(__name__)
+STEPS = 6
+
+
+class Steps:
+    """Times each step and records it as a job event."""
+
+    def __init__(self, job_id: uuid.UUID, attempt: int) -> None:
+        self.job_id = job_id
+        self.attempt = attempt
+
+    @contextlib.contextmanager
+    def step(self, name: str, **data: Any):  # noqa: ANN201 - a context manager
+        started = time.monotonic()
+        extra: dict[str, Any] = {}
+        yield extra
+        seconds = round(time.monotonic() - started, 3)
+        with session_scope() as session:
+            events.record(
+                session, self.job_id, "deploy_step", self.attempt,
+                step=name, seconds=seconds, **data, **extra,
+            )  # fmt: skip
+        log.info(
+            "deploy step %s done in %.2fs",
+            name,
+            seconds,
+            extra={"event": "deploy_step", "step": name, "seconds": seconds},
+        )
+
+
+def _update(deployment_id: uuid.UUID, **values: Any) -> None:
+    with session_scope() as session:
+        session.execute(update(Deployment).where(Deployment.id == deployment_id).values(**values))
+
+
+def run_deploy_job(
+    context: JobContext,
+    processor: Processor,
+    params: dict[str, Any],
+    dispatch_id: uuid.UUID,
+    settings: Settings,
+) -> dict[str, Any]:
+    job_id = uuid.UUID(context.job_id)
+    deployment_id = uuid.UUID(params["deployment_id"])
+    with session_scope() as session:
+        deployment = session.scalar(select(Deployment).where(Deployment.id == deployment_id))
+        if deployment is None:
+            raise PermanentJobError("deployment_missing", "The deployment record is gone.")
+        if deployment.status != "starting":
+            raise PermanentJobError(
+                "deployment_not_startable", f"The deployment is already {deployment.status}."
+            )
+        session.expunge(deployment)
+    steps = Steps(job_id, context.attempt)
+    watch = CancelWatch(job_id, dispatch_id)
+    undo: list[Callable[[], None]] = []
+
+    def check_cancel() -> None:
+        if watch():
+            raise JobCancelled()
+
+    try:
+        return _pipeline(context, deployment, settings, steps, undo, check_cancel)
+    except BaseException:
+        for action in reversed(undo):
+            try:
+                action()
+            except Exception:
+                log.warning("undo step failed", exc_info=True, extra={"event": "undo_failed"})
+        _update(deployment_id, container_id=None, host_port=None, url=None)
+        raise
+
+
+def _pipeline(
+    context: JobContext,
+    deployment: Deployment,
+    settings: Settings,
+    steps: Steps,
+    undo: list[Callable[[], None]],
+    check_cancel: Callable[[], None],
+) -> dict[str, Any]:
+    job_id = str(context.job_id)
+    with steps.step("validate"):
+        try:
+            repo = parse_repo_url(deployment.repo_url, settings.deploy_allowed_hosts)
+            ref = check_ref(deployment.ref)
+        except InvalidRepository as error:
+            raise PermanentJobError(error.code, error.message) from error
+    context.progress(1, STEPS, "validated")
+    client = sandbox.docker_client()
+    build_log = BuildLog()
+    with tempfile.TemporaryDirectory(prefix="dockyard-clone-") as workdir:
+        source = Path(workdir) / "src"
+        with steps.step("clone") as info:
+            commit = git.clone(repo, ref, source, settings)
+            info["commit"] = commit
+        _update(deployment.id, commit_sha=commit)
+        context.progress(2, STEPS, f"cloned {commit[:12]}")
+        tag = image_tag(repo, commit)
+        with steps.step("build", image=tag):
+            try:
+                build(client, source, tag, settings, build_log)
+            finally:
+                save_log(
+                    uuid.UUID(job_id), context.attempt, "build", build_log.text(),
+                    build_log.truncated,
+                )  # fmt: skip
+                undo.append(lambda: drop_image_unless_used(client, tag, deployment.id))
+    _update(deployment.id, image=tag)
+    context.progress(3, STEPS, "built")
+    with steps.step("allocate_port") as info:
+        port = lease_port(deployment.id, settings)
+        undo.append(lambda: release_port(deployment.id))
+        info["port"] = port
+    context.progress(4, STEPS, f"port {port}")
+    container_port = deployment.container_port or containers.exposed_port(client, tag)
+    with steps.step("run", container_port=container_port):
+        for stale in client.containers.list(
+            all=True, filters={"label": f"{containers.LABEL_DEPLOYMENT}={deployment.id}"}
+        ):  # left by an earlier attempt of this deployment whose worker died
+            containers.remove(client, stale.id)
+        container = containers.start(
+            client, tag,
+            deployment_id=str(deployment.id), job_id=job_id,
+            container_port=container_port, host_port=port,
+            env=deployment.env, settings=settings,
+        )  # fmt: skip
+        undo.append(lambda: containers.remove(client, container.id))
+        _update(
+            deployment.id, container_id=container.id, host_port=port, container_port=container_port
+        )
+    context.progress(5, STEPS, "started; checking health")
+    host = settings.deploy_health_host or settings.deploy_bind_address
+    check_url = f"http://{host}:{port}{deployment.health_path}"
+    with steps.step("health_check", path=deployment.health_path) as info:
+        healthy, seen = wait_healthy(
+            check_url,
+            settings.deploy_health_timeout,
+            lambda: containers.is_running(client, container.id),
+            check_cancel,
+        )
+        info["result"] = seen
+        if not healthy:
+            tail = containers.logs_tail(client, container.id, 50)
+            save_log(uuid.UUID(job_id), context.attempt, "app", tail, False)
+            last_lines = "\n".join(tail.strip().splitlines()[-10:])
+            raise PermanentJobError(
+                "health_check_failed",
+                f"{deployment.health_path} did not answer 2xx within "
+                f"{settings.deploy_health_timeout:g} s ({seen}). Last lines of the app's log:\n"
+                f"{last_lines}",
+            )
+    url = f"http://{settings.deploy_public_host}:{port}"
+    with steps.step("report", url=url):
+        _update(
+            deployment.id, status="healthy", url=url, healthy_at=now(), checked_at=now(),
+            error_code=None, error_message=None,
+        )  # fmt: skip
+        undo.clear()  # from here on the deployment is live; stopping it is a user's call
+        replaced = schedule_retire(deployment, settings)
+    context.progress(6, STEPS, "healthy")
+    return {
+        "deployment_id": str(deployment.id),
+        "url": url,
+        "commit": commit,
+        "image": tag,
+        "port": port,
+        "replaced": [str(r) for r in replaced],
+    }

@@ -1,0 +1,150 @@
+"""Periodic maintenance run by Celery beat on the maintenance queue.
+
+Each sweep handles at most `SWEEP_BATCH_SIZE` rows per run, oldest first, and locks rows with
+SKIP LOCKED: after an outage there may be thousands of stale rows, and one huge transaction
+would hold locks and starve the API. Running every few seconds, bounded batches drain any
+backlog quickly while every single run stays short.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, or_, select
+
+from shared import events
+from shared.config import Settings
+from shared.db import session_scope
+from shared.dispatch import Dispatch, publish
+from shared.jobs import now
+from shared.models import DeadLetter, Job
+from shared.processors import get_processor
+from shared.status import JobStatus
+from workers.dead_letters import dead_letter_payload, send_dead_letter
+from workers.runner import AfterCommit, dead_letter_job, finish_cancelled, schedule_retry
+
+log = logging.getLogger(__name__)
+
+
+def _task_name(job: Job) -> str:
+    processor = get_processor(job.processor)
+    if processor is None:
+        raise LookupError(f"unknown processor {job.processor}")
+    return processor.task_name
+
+
+def publish_unpublished(settings: Settings) -> int:
+    """Publish queued jobs whose message never left (the API died or the broker was down).
+
+    Rows younger than OUTBOX_GRACE are left to the API request that is still publishing them.
+    """
+    cutoff = now() - timedelta(seconds=settings.outbox_grace)
+    with session_scope() as session:
+        jobs = session.scalars(
+            select(Job)
+            .where(
+                Job.status == JobStatus.QUEUED.value,
+                Job.published_at.is_(None),
+                Job.created_at <= cutoff,
+            )
+            .order_by(Job.created_at)
+            .limit(settings.sweep_batch_size)
+            .with_for_update(skip_locked=True)
+        ).all()
+        dispatches = [Dispatch.for_job(job, _task_name(job)) for job in jobs]
+    published = sum(1 for dispatch in dispatches if publish(dispatch))
+    if dispatches:
+        log.info(
+            "outbox sweep published %d of %d jobs",
+            published,
+            len(dispatches),
+            extra={"event": "outbox_sweep", "published": published},
+        )
+    return published
+
+
+def recover_stale_jobs(settings: Settings) -> int:
+    """Re-dispatch running jobs whose heartbeat stopped (their whole worker died) and retries
+    whose delayed message never ran (the worker holding it died)."""
+    stale = now() - timedelta(seconds=settings.heartbeat_stale_after)
+    afters: list[AfterCommit] = []
+    with session_scope() as session:
+        jobs = session.scalars(
+            select(Job)
+            .where(
+                or_(
+                    and_(Job.status == JobStatus.RUNNING.value, Job.heartbeat_at < stale),
+                    and_(Job.status == JobStatus.RETRYING.value, Job.next_attempt_at < stale),
+                )
+            )
+            .order_by(Job.updated_at)
+            .limit(settings.sweep_batch_size)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job in jobs:
+            task_name = _task_name(job)
+            if job.status == JobStatus.RETRYING.value:
+                afters.append(
+                    schedule_retry(
+                        session, job, task_name, settings, delay=0.0, reason="retry_message_lost"
+                    )
+                )
+                continue
+            events.record(
+                session,
+                job.id,
+                events.WORKER_LOST,
+                attempt=job.attempts,
+                worker=job.worker_host,
+                heartbeat_at=job.heartbeat_at.isoformat(),
+            )
+            log.warning(
+                "job heartbeat stale; worker presumed dead",
+                extra={"event": "worker_lost", "job_id": str(job.id), "worker": job.worker_host},
+            )
+            if job.cancel_requested:
+                finish_cancelled(session, job)
+                continue
+            job.error_code = "worker_lost"
+            job.error_message = "The worker running the job stopped responding."
+            if job.attempts < job.max_attempts:
+                afters.append(
+                    schedule_retry(
+                        session, job, task_name, settings, delay=0.0, reason="worker_lost"
+                    )
+                )
+            else:
+                afters.append(dead_letter_job(session, job, task_name, None))
+    for after in afters:
+        after.send()
+    return len(jobs)
+
+
+def resend_missing_dead_letters(settings: Settings) -> int:
+    """Dead jobs whose dead-letter message was lost get it again: none is dropped silently."""
+    cutoff = now() - timedelta(seconds=max(settings.outbox_grace, 30.0))
+    with session_scope() as session:
+        jobs = session.scalars(
+            select(Job)
+            .where(
+                Job.status == JobStatus.DEAD.value,
+                Job.finished_at <= cutoff,
+                ~exists().where(DeadLetter.dispatch_id == Job.dispatch_id),
+            )
+            .order_by(Job.finished_at)
+            .limit(settings.sweep_batch_size)
+        ).all()
+        payloads = [
+            dead_letter_payload(job, _task_name(job), None, job.finished_at) for job in jobs
+        ]
+    return sum(1 for payload in payloads if send_dead_letter(payload))
+
+
+def run_sweeps(settings: Settings) -> dict[str, Any]:
+    return {
+        "published": publish_unpublished(settings),
+        "recovered": recover_stale_jobs(settings),
+        "dead_letters_resent": resend_missing_dead_letters(settings),
+    }

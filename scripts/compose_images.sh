@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Images for docker-compose on a machine without a registry: the platform image built from
+# deploy/Dockerfile on a local Debian base (with wheels built here: pip inside `docker build`
+# cannot reach the package index), and local stand-ins for redis, postgres and MinIO.
+# Prints the environment that points docker-compose at them. Docker caches every layer, so
+# a second run only rebuilds what changed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+log() { printf '[compose-images] %s\n' "$*" >&2; }
+scripts/images.sh >&2
+BASE_IMAGE="${DOCKYARD_BASE_IMAGE:-dockyard/base:bookworm}"
+mkdir -p var/log deploy/wheels
+
+build() {  # build TAG DOCKERFILE CONTEXT [build args...]
+  local tag="$1" file="$2" context="$3"
+  shift 3
+  log "building $tag"
+  docker build -q -t "$tag" -f "$file" "$@" "$context" >"var/log/build-${tag//[\/:]/_}.log" 2>&1 \
+    || { log "build of $tag failed:"; tail -30 "var/log/build-${tag//[\/:]/_}.log" >&2; exit 1; }
+}
+
+# Wheels are rebuilt only when the sources change, reproducibly (fixed timestamps), so an
+# unchanged tree gives the same image and `compose up` leaves running containers alone.
+stamp="$(cat pyproject.toml celeryconfig.py $(find api shared workers -name '*.py' -o -name '*.mako' -o -name '*.ini' | sort) | sha256sum | cut -c1-16)"
+if [[ "$(cat deploy/wheels/.stamp 2>/dev/null || true)" != "$stamp" ]]; then
+  log "building wheels into deploy/wheels"
+  rm -f deploy/wheels/dockyard-*.whl
+  # async-timeout: redis needs it on Python < 3.11.3 (Debian's 3.11.2), not on this venv's.
+  SOURCE_DATE_EPOCH=315532800 .venv/bin/pip wheel -q -w deploy/wheels . \
+    "moto[server]>=5,<6" setuptools wheel async-timeout \
+    >var/log/wheels.log 2>&1 || { tail -20 var/log/wheels.log >&2; exit 1; }
+  echo "$stamp" >deploy/wheels/.stamp
+fi
+
+build dockyard/base-venv:bookworm deploy/compose/base-venv.Dockerfile deploy/compose \
+  --build-arg BASE_IMAGE="$BASE_IMAGE"
+build dockyard/platform:latest deploy/Dockerfile . --build-arg BASE_IMAGE=dockyard/base-venv:bookworm \
+  --build-arg PIP_INDEX_OPTION=--no-index
+build dockyard/redis-local:latest deploy/compose/redis.Dockerfile deploy/compose \
+  --build-arg BASE_IMAGE="$BASE_IMAGE"
+build dockyard/postgres-local:latest deploy/compose/postgres.Dockerfile deploy/compose \
+  --build-arg BASE_IMAGE="$BASE_IMAGE"
+build dockyard/s3-local:latest deploy/compose/s3.Dockerfile deploy \
+  --build-arg PLATFORM_IMAGE=dockyard/platform:latest
+
+cat <<ENV
+PLATFORM_IMAGE=dockyard/platform:latest
+PLATFORM_BASE_IMAGE=dockyard/base-venv:bookworm
+REDIS_IMAGE=dockyard/redis-local:latest
+POSTGRES_IMAGE=dockyard/postgres-local:latest
+MINIO_IMAGE=dockyard/s3-local:latest
+DOCKER_GID=$(getent group docker | cut -d: -f3 || echo 0)
+ENV
