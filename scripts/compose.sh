@@ -10,6 +10,8 @@ if docker compose version >/dev/null 2>&1; then
   COMPOSE=(docker compose)
 else
   command -v docker-compose >/dev/null 2>&1 || {
+    echo "[compose] installing docker-compose" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
   }
   COMPOSE=(docker-compose)

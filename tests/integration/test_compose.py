@@ -86,6 +86,15 @@ def test_compose_stack_runs_scales_and_serves_a_file_job(stack) -> None:
     assert result.json() == {"sha256": hashlib.sha256(data).hexdigest()}
     workers = wait_for(_three_file_workers, timeout=120, message="3 file workers in Flower")
     assert len(set(workers)) == 3  # unique node names
+    flower_metrics = requests.get(
+        f"http://127.0.0.1:{PORTS['FLOWER_PORT']}/metrics", auth=("ops", "smoke-test"), timeout=10
+    )
+    assert flower_metrics.status_code == 200 and "flower_" in flower_metrics.text
+    api_metrics = requests.get(f"http://127.0.0.1:{PORTS['API_PORT']}/metrics", timeout=10).text
+    assert (
+        'dockyard_jobs_ended_total{kind="file",processor="file.checksum",status="succeeded"}'
+        in (api_metrics)
+    )
     assert (
         requests.get(f"http://127.0.0.1:{PORTS['FLOWER_PORT']}/api/workers", timeout=5).status_code
         == 401

@@ -9,6 +9,7 @@ its worker processes).
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import time
 from collections import defaultdict
@@ -33,6 +34,7 @@ from shared.config import Settings
 from shared.db import session_scope
 from shared.models import Deployment
 
+log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -63,7 +65,19 @@ class PlatformCollector(Collector):
         self.redis = Redis.from_url(settings.redis_url, socket_timeout=2)
         self.broker = Redis.from_url(settings.broker_url, socket_timeout=2)
 
+    def describe(self) -> Iterator[Metric]:
+        # Registering must not read Redis or the database (the app may start while they
+        # are down); families are only known at scrape time.
+        return iter(())
+
     def collect(self) -> Iterator[Metric]:
+        for part in (self._jobs, self._queues, self._deployments):
+            try:
+                yield from part()
+            except Exception:  # one source down: the others are still reported
+                log.warning("metrics source failed", exc_info=True, extra={"event": "metrics"})
+
+    def _jobs(self) -> Iterator[Metric]:
         submitted = CounterMetricFamily(
             "dockyard_jobs_submitted", "Jobs accepted by the API.", labels=["kind", "processor"]
         )
@@ -92,10 +106,14 @@ class PlatformCollector(Collector):
             "dockyard_job_queue_wait_seconds",
             "Time from submit to a worker claiming the first attempt.",
         )
+
+    def _queues(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("dockyard_queue_depth", "Messages waiting.", labels=["queue"])
         for queue in queues.ALL_QUEUES:
             depth.add_metric([queue], float(self.broker.llen(queue)))
         yield depth
+
+    def _deployments(self) -> Iterator[Metric]:
         deployments = GaugeMetricFamily(
             "dockyard_deployments", "Deployments by status.", labels=["status"]
         )
