@@ -20,12 +20,21 @@ def get(path: str, auth: tuple[str, str] | None = AUTH) -> requests.Response | N
         return None
 
 
+def flower_hears_worker() -> bool:
+    response = get("/metrics")
+    online = 'flower_worker_online{worker="flowered@localhost"} 1.0'
+    return response is not None and response.ok and online in response.text
+
+
 def test_flower_requires_basic_auth_and_lists_named_tasks(client, tmp_path) -> None:
     user = User(client)
     with flower(tmp_path, 5599, ":".join(AUTH)), celery_worker(tmp_path, "flowered", "files"):
         wait_for(lambda: get("/healthcheck") is not None, timeout=60, message="flower up")
         anonymous = get("/api/tasks", auth=None)
         assert anonymous is not None and anonymous.status_code == 401
+        # Flower answers HTTP before its event receiver is bound to the broker; events sent
+        # before that are lost to it. A heartbeat it has counted proves it is listening.
+        wait_for(flower_hears_worker, timeout=30, message="flower to receive worker heartbeats")
         job = user.submit("debug.echo", {"message": "watch me", "fleet": "files"})
         user.wait_status(job["id"], "succeeded", timeout=60)
 
