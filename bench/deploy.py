@@ -116,6 +116,7 @@ def run(ctx: Context) -> list[Comparison]:
                 flush=True,
             )
     subprocess.run(["docker", "rmi", "dockyard-bench/manual:latest"], capture_output=True)
+    github.remove_images()
     return [
         Comparison(
             bench=NAME,

@@ -8,6 +8,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import docker
+from docker.errors import APIError
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "deploy"
 OWNER = "dockyard-tests"
 
@@ -58,3 +61,23 @@ class FakeGitHub:
         _git("commit", "-q", "--allow-empty", "-m", f"publish {name}", cwd=work)
         _git("push", "-q", "origin", "HEAD:main", cwd=work)
         return _git("rev-parse", "HEAD", cwd=work)
+
+    def remove_images(self) -> int:
+        """Remove the images deploys of these repositories built. Deployments keep their
+        image when stopped (cached redeploys), and every test run publishes new commits, so
+        without this each run would leave a few more tags behind."""
+        client = docker.from_env()
+        prefix = f"dockyard-deploy/{OWNER}-"
+        removed = 0
+        try:
+            for image in client.images.list():
+                for tag in image.tags:
+                    if tag.startswith(prefix):
+                        try:
+                            client.images.remove(tag)
+                            removed += 1
+                        except APIError:  # still used by a container another test left
+                            pass
+        finally:
+            client.close()
+        return removed

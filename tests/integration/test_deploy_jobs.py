@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import docker
@@ -28,11 +29,12 @@ PORTS = (21000, 21039)
 
 
 @pytest.fixture(scope="module")
-def github(tmp_path_factory) -> FakeGitHub:
+def github(tmp_path_factory) -> Iterator[FakeGitHub]:
     fake = FakeGitHub(tmp_path_factory.mktemp("github"))
     for name in ("webapp", "unhealthy", "badbuild", "nodockerfile"):
         fake.publish(name)
-    return fake
+    yield fake
+    fake.remove_images()
 
 
 @pytest.fixture(scope="module")

@@ -94,6 +94,15 @@ def remove(client: docker.DockerClient, container_id: str | None) -> None:
         client.containers.get(container_id).remove(force=True, v=True)
 
 
+def remove_for_deployment(client: docker.DockerClient, deployment_id: str) -> None:
+    """Remove every container labelled with the deployment: a worker killed between
+    creating the app container and recording its id leaves one the row does not name."""
+    for container in client.containers.list(
+        all=True, filters={"label": f"{LABEL_DEPLOYMENT}={deployment_id}"}
+    ):
+        remove(client, container.id)
+
+
 def remove_image(client: docker.DockerClient, tag: str | None) -> None:
     """Drop the tag; an image still used by another deployment's container stays."""
     if not tag:

@@ -123,6 +123,8 @@ def settle_after_job(job_id: uuid.UUID, client: docker.DockerClient | None = Non
     if leftovers is not None and client is not None:
         container_id, tag, deployment_id = leftovers
         containers.remove(client, container_id)
+        # Before the image: a container its row does not name would keep the tag in use.
+        containers.remove_for_deployment(client, str(deployment_id))
         if tag:
             drop_image_unless_used(client, tag, deployment_id)
 
