@@ -312,6 +312,9 @@ def test_results_expire_after_retention_and_inputs_of_ended_jobs_go(user, settin
     # An input left behind (the worker could not delete it) is removed by the sweep.
     other = user.submit_file("file.checksum", b"left behind")
     user.wait_status(other["id"], "succeeded", timeout=60)
+    # The worker deletes the input just after the job succeeds; let it finish first, or it
+    # could delete the object put back below and then mark the input deleted after us.
+    wait_for(lambda: user.job(other["id"])["input"]["deleted"], message="the worker's delete")
     with session_scope() as session:
         row = session.scalar(select(Job).where(Job.id == uuid.UUID(other["id"])))
         bucket.put_object(Key=row.input_file["key"], Body=b"left behind")
