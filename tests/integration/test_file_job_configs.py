@@ -35,21 +35,23 @@ def test_an_unreachable_docker_engine_is_retried_then_dead_lettered(
     with celery_worker(tmp_path, "files-no-docker", "files"):
         job = user.submit_file("file.checksum", b"bytes", max_attempts=2)
         done = user.wait_status(job["id"], "dead", "failed", "succeeded", timeout=60)
+        # The worker routes the dead letter just after committing `dead`: wait for it before
+        # stopping the worker, or the stop can land in between (the sweep would re-send it).
+        wait_for(
+            lambda: any(
+                item["job_id"] == job["id"]
+                for item in admin.get(
+                    "/api/v1/admin/dead-letters?processor=file.checksum"
+                ).get_json()["items"]
+            ),
+            message="the dead letter",
+        )
     assert done["status"] == "dead" and done["attempts"] == 2
     assert done["error"]["code"] == "docker_unavailable"
     types = [event["type"] for event in user.events(job["id"])]
     assert types.count("attempt_failed") == 2 and "retry_scheduled" in types
     # Kept for a requeue once the engine is back: a dead job's input is not deleted.
     assert done["input"]["deleted"] is False
-    wait_for(
-        lambda: any(
-            item["job_id"] == job["id"]
-            for item in admin.get("/api/v1/admin/dead-letters?processor=file.checksum").get_json()[
-                "items"
-            ]
-        ),
-        message="the dead letter",
-    )
 
 
 def test_unreachable_storage_in_the_worker_is_retried_then_dead(
