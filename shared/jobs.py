@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import BigInteger, DateTime, column, func, select, text
 from sqlalchemy.orm import Session
 
 from shared import events
@@ -92,7 +92,12 @@ job AS (
 SELECT job.created_at, job.updated_at, job.published_at,
     (SELECT id FROM event) AS submitted_event_id
 FROM job
-""")
+""").columns(  # typed result columns: SQLAlchemy then reuses the result metadata
+    column("created_at", DateTime(timezone=True)),
+    column("updated_at", DateTime(timezone=True)),
+    column("published_at", DateTime(timezone=True)),
+    column("submitted_event_id", BigInteger),
+)
 # What a just-inserted job holds besides the values the insert was given: only the
 # timestamps above come from the database. Returning and parsing every column instead
 # cost about a tenth of a submit's CPU.
