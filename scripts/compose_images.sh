@@ -26,6 +26,7 @@ stamp="$(cat pyproject.toml celeryconfig.py $(find api shared workers -name '*.p
 if [[ "$(cat deploy/wheels/.stamp 2>/dev/null || true)" != "$stamp" ]]; then
   log "building wheels into deploy/wheels"
   rm -f deploy/wheels/dockyard-*.whl
+  rm -rf build  # setuptools' in-tree build directory: never package a stale copy
   # async-timeout: redis needs it on Python < 3.11.3 (Debian's 3.11.2), not on this venv's.
   SOURCE_DATE_EPOCH=315532800 .venv/bin/pip wheel -q -w deploy/wheels . \
     "moto[server]>=5,<6" setuptools wheel async-timeout \

@@ -1,1 +1,0 @@
-"""Code shared by the API and the workers: configuration, models, the Celery app, processors."""

@@ -1,1 +1,0 @@
-"""Deploy jobs: clone, build, lease a port, run, check health, report (see pipeline.py)."""
