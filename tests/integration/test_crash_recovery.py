@@ -45,12 +45,17 @@ def test_retry_goes_back_to_its_own_queue(client, tmp_path) -> None:
             headers={"X-Request-ID": "trace-retry-routing"},
         )
         done = user.wait_status(job["id"], "succeeded", timeout=60)
-        # The API's request id follows the job into the worker's log lines.
-        ended = [
-            line
-            for line in worker.log().splitlines()
-            if job["id"] in line and "job attempt ended" in line
-        ]
+
+        # The API's request id follows the job into the worker's log lines (the last one is
+        # written just after the commit the test saw).
+        def ended_lines() -> list[str]:
+            return [
+                line
+                for line in worker.log().splitlines()
+                if job["id"] in line and "job attempt ended" in line
+            ]
+
+        ended = wait_for(lambda: len(ended_lines()) >= 3 and ended_lines(), message="3 attempts")
         assert len(ended) == 3
         assert all("request_id=trace-retry-routing" in line for line in ended)
     assert done["attempts"] == 3
