@@ -90,10 +90,12 @@ def test_compose_stack_runs_scales_and_serves_a_file_job(stack) -> None:
         f"http://127.0.0.1:{PORTS['FLOWER_PORT']}/metrics", auth=("ops", "smoke-test"), timeout=10
     )
     assert flower_metrics.status_code == 200 and "flower_" in flower_metrics.text
-    api_metrics = requests.get(f"http://127.0.0.1:{PORTS['API_PORT']}/metrics", timeout=10).text
-    assert (
-        'dockyard_jobs_ended_total{kind="file",processor="file.checksum",status="succeeded"}'
-        in (api_metrics)
+    ended = 'dockyard_jobs_ended_total{kind="file",processor="file.checksum",status="succeeded"}'
+    wait_for(  # the worker counts the end after deleting the input, just after its commit
+        lambda: (
+            ended in requests.get(f"http://127.0.0.1:{PORTS['API_PORT']}/metrics", timeout=10).text
+        ),
+        message="the job's end in the API's metrics",
     )
     assert (
         requests.get(f"http://127.0.0.1:{PORTS['FLOWER_PORT']}/api/workers", timeout=5).status_code

@@ -86,7 +86,14 @@ def test_admin_stats(app, job_worker) -> None:
     job = user.submit("debug.echo", {"message": "stats"})
     user.wait_status(job["id"], "succeeded")
     assert user.get("/api/v1/admin/stats").status_code == 403
-    stats = admin.get("/api/v1/admin/stats").get_json()
+    # Workers are found by a broadcast ping with a 1 s deadline: a busy worker can miss one.
+    stats = wait_for(
+        lambda: (
+            s if "pytest-worker@localhost" in (s := admin.get("/api/v1/admin/stats").get_json())[
+                "workers_online"] else None
+        ),
+        message="the worker to answer the ping",
+    )  # fmt: skip
     assert stats["jobs_by_status"]["succeeded"] >= 1
     assert set(stats["jobs_by_status"]) >= {"queued", "running", "dead", "cancelled"}
     assert set(stats["queue_depths"]) >= {"diagnostics", "files", "deploy", "dead_letter"}
@@ -127,6 +134,11 @@ def test_logs_are_json_lines_with_context_and_no_secrets(app, job_worker) -> Non
                 client.get(f"/api/v1/jobs/{job['id']}", headers=headers).get_json()["status"]
                 == "succeeded"
             )
+        )
+        # The worker logs the attempt's end just after the commit seen above.
+        wait_for(
+            lambda: any('"workers.runner"' in line and job["id"] in line for line in capture.lines),
+            message="the worker's log line",
         )
         client.post(
             "/api/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]}, headers=headers
