@@ -68,6 +68,7 @@ def deployment_to_dict(deployment: Deployment) -> dict[str, Any]:
         "created_at": deployment.created_at,
         "healthy_at": deployment.healthy_at,
         "stopped_at": deployment.stopped_at,
+        "image_released_at": deployment.image_released_at,
         "links": {
             "self": url_for("v1.deployments.get_deployment", deployment_id=deployment.id),
             "job": url_for("v1.jobs.get_job", job_id=deployment.job_id),

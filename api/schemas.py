@@ -311,6 +311,9 @@ class DeploymentSchema(Schema):
     created_at = fields.DateTime()
     healthy_at = fields.DateTime(allow_none=True)
     stopped_at = fields.DateTime(allow_none=True)
+    # Set once the image of a stopped deployment is no longer kept (DEPLOY_IMAGE_RETENTION):
+    # a redeploy of the commit is then a full build.
+    image_released_at = fields.DateTime(allow_none=True)
     links = fields.Dict(keys=fields.String(), values=fields.String())
 
 

@@ -167,6 +167,7 @@ class Settings:
     deploy_health_timeout: float = 60.0
     deploy_replace_grace: float = 10.0
     deploy_check_interval: float = 30.0
+    deploy_image_retention: float = 7 * 24 * 3600.0
     deploy_memory: int = 512 * 1024 * 1024
     deploy_cpus: float = 1.0
     deploy_pids: int = 256
@@ -236,6 +237,7 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("deploy_health_timeout", "DEPLOY_HEALTH_TIMEOUT", _float(1)),
     ("deploy_replace_grace", "DEPLOY_REPLACE_GRACE", _float(0)),
     ("deploy_check_interval", "DEPLOY_CHECK_INTERVAL", _float(1)),
+    ("deploy_image_retention", "DEPLOY_IMAGE_RETENTION", _float(0)),
     ("deploy_memory", "DEPLOY_MEMORY", _int(16 * 1024 * 1024)),
     ("deploy_cpus", "DEPLOY_CPUS", _float(0.1)),
     ("deploy_pids", "DEPLOY_PIDS", _int(16)),

@@ -200,6 +200,13 @@ class Deployment(Base):
         Index("ix_deployments_created", "created_at", "id"),
         Index("ix_deployments_repo", "owner_id", "repo_key", "status"),
         Index("ix_deployments_status", "status"),
+        Index("ix_deployments_image", "image"),
+        # The image-retention sweep reads only stopped deployments still holding an image.
+        Index(
+            "ix_deployments_image_unreleased",
+            "stopped_at",
+            postgresql_where="status = 'stopped' AND image_released_at IS NULL",
+        ),
         UniqueConstraint("job_id", name="uq_deployments_job"),
     )
 
@@ -232,6 +239,8 @@ class Deployment(Base):
     )
     healthy_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When this stopped deployment stopped holding its image tag (DEPLOY_IMAGE_RETENTION).
+    image_released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )

@@ -95,8 +95,8 @@ def schedule_retire(deployment: Deployment, settings: Settings) -> list[uuid.UUI
 
 def stop_deployment(deployment_id: uuid.UUID, client: docker.DockerClient) -> str | None:
     """Stop and remove the container, release the port, mark `stopped`. Idempotent. The
-    image is kept (a redeploy of the commit is then a cached build); only failed deploys
-    remove theirs."""
+    image is kept for DEPLOY_IMAGE_RETENTION (a redeploy of the commit is then a cached
+    build; `release_stopped_images` removes it later); failed deploys remove theirs at once."""
     with session_scope() as session:
         deployment = session.get(Deployment, deployment_id, with_for_update=True)
         if deployment is None or deployment.status in ("stopped", "failed"):
@@ -231,6 +231,7 @@ def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[s
         counts["settled"] += 1
     counts["reaped"] = reap_deploy_containers(client, limit)
     counts["released"] = release_orphan_leases(limit)
+    counts["images_released"] = release_stopped_images(client, settings, limit)
     return counts
 
 
@@ -278,6 +279,58 @@ def reap_deploy_containers(client: docker.DockerClient, limit: int) -> int:
             containers.remove(client, container.id)
             removed += 1
     return removed
+
+
+def release_stopped_images(client: docker.DockerClient, settings: Settings, limit: int) -> int:
+    """Drop the image tags of deployments stopped longer than DEPLOY_IMAGE_RETENTION.
+
+    A stopped deployment keeps its image so that a redeploy or rollback of its commit is a
+    cached build; past the retention that is unlikely, and every deploy publishes a new tag
+    that would otherwise stay on the deploy hosts' disks forever. A tag is removed only when
+    no other deployment holds it: an active one, or one stopped within the retention. Oldest
+    stop first and at most `limit` deployments per run, like every part of the check; the
+    returned count is the deployments released (their tags removed or still held by others).
+    """
+    cutoff = now() - timedelta(seconds=settings.deploy_image_retention)
+    holds_image = Deployment.image.is_not(None) & Deployment.image_released_at.is_(None)
+    with session_scope() as session:
+        rows = session.execute(
+            select(Deployment.id, Deployment.image)
+            .where(Deployment.status == "stopped", holds_image, Deployment.stopped_at < cutoff)
+            .order_by(Deployment.stopped_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not rows:
+            return 0
+        ids = [row.id for row in rows]
+        tags = {row.image for row in rows}
+        held = set(
+            session.scalars(
+                select(Deployment.image).where(
+                    Deployment.image.in_(tags),
+                    Deployment.id.not_in(ids),
+                    or_(
+                        Deployment.status.in_(ACTIVE),
+                        holds_image
+                        & (Deployment.status == "stopped")
+                        & (Deployment.stopped_at >= cutoff),
+                    ),
+                )
+            )
+        )
+        # Removed before the rows are marked (and under their locks): if the engine cannot
+        # be reached, the transaction rolls back and the next run tries again.
+        for tag in sorted(tags - held):
+            containers.remove_image(client, tag)
+            log.info(
+                "deployment image removed after its retention",
+                extra={"event": "deployment_image_removed", "image": tag},
+            )
+        session.execute(
+            update(Deployment).where(Deployment.id.in_(ids)).values(image_released_at=now())
+        )
+    return len(ids)
 
 
 def release_orphan_leases(limit: int) -> int:
