@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask_jwt_extended import jwt_required
 from sqlalchemy import Select, func, select
 
@@ -21,7 +21,7 @@ from api.schemas import (
     StatsSchema,
 )
 from api.session import db_session
-from shared import queues
+from shared import metrics, queues
 from shared.dispatch import Dispatch, publish
 from shared.jobs import JobConflict, now, retry_job
 from shared.models import DeadLetter, Deployment, Job
@@ -86,6 +86,14 @@ def _requeue(letter: DeadLetter) -> Dispatch:
     return Dispatch.for_job(job, processor.task_name)
 
 
+def _count_requeued(letters: list[DeadLetter]) -> None:
+    redis_url = current_app.config["DOCKYARD_SETTINGS"].redis_url
+    for letter in letters:
+        processor = get_processor(letter.processor)
+        if processor is not None:
+            metrics.job_requeued(redis_url, processor.kind, processor.name, "dead_letter_requeue")
+
+
 @bp.get("/dead-letters")
 @doc(
     summary="Dead letters, newest first",
@@ -123,6 +131,7 @@ def requeue_dead_letter(letter_id: uuid.UUID) -> tuple[Response, int]:
     dispatch = _requeue(letter)
     session.commit()
     publish(dispatch, publisher(), session)
+    _count_requeued([letter])
     return jsonify({"affected": 1, "job_id": str(letter.job_id)}), 202
 
 
@@ -157,16 +166,19 @@ def requeue_dead_letters() -> tuple[Response, int]:
         .with_for_update(skip_locked=True)
     ).all()
     dispatches = []
+    requeued = []
     skipped = 0
     for letter in letters:
         try:
             with session.begin_nested():
                 dispatches.append(_requeue(letter))
+            requeued.append(letter)
         except JobConflict:
             skipped += 1
     session.commit()
     for dispatch in dispatches:
         publish(dispatch, publisher(), session)
+    _count_requeued(requeued)
     remaining = session.scalar(select(func.count()).select_from(_filtered(args).subquery()))
     return jsonify({"affected": len(dispatches), "skipped": skipped, "remaining": remaining}), 202
 

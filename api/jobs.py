@@ -372,4 +372,5 @@ def retry(job_id: uuid.UUID) -> Response:
     retry_job(db_session(), job, reason="user_retry")
     db_session().commit()
     publish(Dispatch.for_job(job, processor.task_name), publisher(), db_session())
+    metrics.job_requeued(settings().redis_url, processor.kind, processor.name, "user_retry")
     return job_response(job, 202)

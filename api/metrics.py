@@ -86,14 +86,24 @@ class PlatformCollector(Collector):
             "Jobs that reached succeeded, failed, dead or cancelled.",
             labels=["kind", "processor", "status"],
         )
+        requeued = CounterMetricFamily(
+            "dockyard_jobs_requeued",
+            "Finished jobs queued again, by a user's retry or an operator's dead-letter requeue.",
+            labels=["kind", "processor", "reason"],
+        )
+        lost = CounterMetricFamily(
+            "dockyard_jobs_worker_lost",
+            "Running jobs whose worker stopped responding (found by the heartbeat sweep).",
+            labels=["kind", "processor"],
+        )
+        families = {"submitted": (submitted, 3), "ended": (ended, 4), "requeued": (requeued, 4)}
+        families["worker_lost"] = (lost, 3)
         for field, value in sorted(self.redis.hgetall(metrics.COUNTERS).items()):
             parts = _split(field)
-            if parts[0] == "submitted":
-                submitted.add_metric(parts[1:3], float(value))
-            elif parts[0] == "ended":
-                ended.add_metric(parts[1:4], float(value))
-        yield submitted
-        yield ended
+            if parts[0] in families:
+                family, end = families[parts[0]]
+                family.add_metric(parts[1:end], float(value))
+        yield from (submitted, ended, requeued, lost)
         yield _histogram(
             self.redis,
             metrics.DURATION,

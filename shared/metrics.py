@@ -43,6 +43,18 @@ def job_submitted(url: str, kind: str, processor: str) -> None:
     _safely(url, lambda pipe: pipe.hincrby(COUNTERS, SEP.join(("submitted", kind, processor)), 1))
 
 
+def job_requeued(url: str, kind: str, processor: str, reason: str) -> None:
+    """A finished job was queued again (`user_retry`, `dead_letter_requeue`)."""
+    _safely(
+        url, lambda pipe: pipe.hincrby(COUNTERS, SEP.join(("requeued", kind, processor, reason)), 1)
+    )
+
+
+def worker_lost(url: str, kind: str, processor: str) -> None:
+    """The heartbeat sweep found a running job whose worker stopped responding."""
+    _safely(url, lambda pipe: pipe.hincrby(COUNTERS, SEP.join(("worker_lost", kind, processor)), 1))
+
+
 def job_ended(
     url: str,
     kind: str,

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_, exists, or_, select
 
-from shared import events
+from shared import events, metrics
 from shared.config import Settings
 from shared.db import session_scope
 from shared.dispatch import Dispatch, publish
@@ -70,6 +70,7 @@ def recover_stale_jobs(settings: Settings) -> int:
     whose delayed message never ran (the worker holding it died)."""
     stale = now() - timedelta(seconds=settings.heartbeat_stale_after)
     afters: list[AfterCommit] = []
+    lost: list[tuple[str, str, str | None]] = []  # (kind, processor, how the job ended)
     with session_scope() as session:
         jobs = session.scalars(
             select(Job)
@@ -106,6 +107,7 @@ def recover_stale_jobs(settings: Settings) -> int:
             )
             if job.cancel_requested:
                 finish_cancelled(session, job)
+                lost.append((job.kind, job.processor, JobStatus.CANCELLED.value))
                 continue
             job.error_code = "worker_lost"
             job.error_message = "The worker running the job stopped responding."
@@ -115,10 +117,16 @@ def recover_stale_jobs(settings: Settings) -> int:
                         session, job, task_name, settings, delay=0.0, reason="worker_lost"
                     )
                 )
+                lost.append((job.kind, job.processor, None))
             else:
                 afters.append(dead_letter_job(session, job, task_name, None))
+                lost.append((job.kind, job.processor, JobStatus.DEAD.value))
     for after in afters:
         after.send()
+    for kind, processor, ended in lost:
+        metrics.worker_lost(settings.redis_url, kind, processor)
+        if ended is not None:
+            metrics.job_ended(settings.redis_url, kind, processor, ended)
     return len(jobs)
 
 

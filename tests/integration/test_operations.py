@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from datetime import timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
 
+from shared.db import session_scope
+from shared.jobs import now
 from shared.logging_setup import JsonFormatter
+from shared.models import Job
 from tests.helpers import User, wait_for
+from workers.sweeps import recover_stale_jobs
 
 
 def scrape(client, **kwargs) -> dict[tuple[str, tuple], float]:
@@ -70,6 +76,74 @@ def test_metrics_count_jobs_time_them_and_show_queues(app, job_worker) -> None:
         and ("status", "202") in key[1]
     ]
     assert latency
+
+
+def test_metrics_count_requeues_and_jobs_of_lost_workers(app, settings, job_worker) -> None:
+    """A user's retry, an operator's dead-letter requeue and the heartbeat sweep's ends (a
+    worker lost: one job cancelled as asked, one out of attempts and dead) are all counted."""
+    user, admin = User(app.test_client()), User(app.test_client(), role="admin")
+    client = app.test_client()
+    fail = {"kind": "diagnostic", "processor": "debug.fail"}
+    echo = {"kind": "diagnostic", "processor": "debug.echo"}
+    before = scrape(client)
+
+    failed = user.submit("debug.fail", {"permanent": True})
+    user.wait_status(failed["id"], "failed")
+    assert user.post(f"/api/v1/jobs/{failed['id']}/retry").status_code == 202
+    dead = user.submit("debug.fail", {"fail_times": 99}, max_attempts=1)
+    user.wait_status(dead["id"], "dead")
+    letter = wait_for(
+        lambda: next(
+            (
+                item
+                for item in admin.get("/api/v1/admin/dead-letters?limit=200").get_json()["items"]
+                if item["job_id"] == dead["id"]
+            ),
+            None,
+        ),
+        message="the dead letter",
+    )
+    assert admin.post(f"/api/v1/admin/dead-letters/{letter['id']}/requeue").status_code == 202
+
+    # Two jobs "running" on a worker that died an hour ago (queued on `files`, which no
+    # worker here consumes, so only the sweep touches them).
+    stranded = [user.submit("debug.echo", {"message": "lost", "fleet": "files"}) for _ in "ab"]
+    with session_scope() as session:
+        for job, cancel in zip(stranded, (True, False), strict=True):
+            session.execute(
+                update(Job)
+                .where(Job.id == uuid.UUID(job["id"]))
+                .values(
+                    status="running",
+                    attempts=job["max_attempts"],
+                    heartbeat_at=now() - timedelta(hours=1),
+                    worker_host="gone",
+                    cancel_requested=cancel,
+                )
+            )
+    recover_stale_jobs(settings)
+    assert user.job(stranded[0]["id"])["status"] == "cancelled"
+    assert user.job(stranded[1]["id"])["status"] == "dead"
+
+    def grew(samples: dict, name: str, **labels: str) -> float:
+        return value(samples, name, **labels) - value(before, name, **labels)
+
+    after = wait_for(
+        lambda: (
+            (s := scrape(client))
+            and grew(s, "dockyard_jobs_ended_total", status="dead", **echo) >= 1
+            and s
+        ),
+        message="the sweep's ends to be counted",
+    )
+    assert grew(after, "dockyard_jobs_requeued_total", reason="user_retry", **fail) == 1
+    assert grew(after, "dockyard_jobs_requeued_total", reason="dead_letter_requeue", **fail) == 1
+    assert grew(after, "dockyard_jobs_worker_lost_total", **echo) == 2
+    assert grew(after, "dockyard_jobs_ended_total", status="cancelled", **echo) == 1
+    assert grew(after, "dockyard_jobs_ended_total", status="dead", **echo) == 1
+    # Let the requeued jobs end before the worker stops (each fails again).
+    user.wait_status(failed["id"], "failed")
+    user.wait_status(dead["id"], "dead")
 
 
 def test_metrics_token_when_configured(make_app) -> None:
