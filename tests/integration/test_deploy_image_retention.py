@@ -84,7 +84,9 @@ def test_images_of_long_stopped_deployments_are_removed_unless_still_held(
     old_shared = add_deployment(owner, shared_recent, "stopped", 9 * DAY)
     recent = add_deployment(owner, shared_recent, "stopped", timedelta(hours=1))
     old_of_active = add_deployment(owner, shared_active, "stopped", 8 * DAY)
-    active = add_deployment(owner, shared_active, "healthy", None)
+    # Starting: a deploy of that commit is building; the pipeline names its tag before the
+    # build, so the sweep must not remove it from under the build.
+    active = add_deployment(owner, shared_active, "starting", None)
     client = docker.from_env()
     week = dataclasses.replace(settings, deploy_image_retention=7 * 86400.0)
     try:
@@ -99,7 +101,7 @@ def test_images_of_long_stopped_deployments_are_removed_unless_still_held(
 
         assert release_stopped_images(client, week, limit=2) == 1
         assert released(old_of_active)
-        assert shared_active in tags_present()  # `active` runs it
+        assert shared_active in tags_present()  # `active` is building it
         assert not released(recent) and not released(active)
         assert release_stopped_images(client, week, limit=2) == 0
 

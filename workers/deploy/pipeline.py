@@ -131,6 +131,9 @@ def _pipeline(
         _update(deployment.id, commit_sha=commit)
         context.progress(2, STEPS, f"cloned {commit[:12]}")
         tag = image_tag(repo, commit)
+        # Recorded before the build: a starting deployment naming the tag holds it, so the
+        # image-retention sweep cannot remove a tag this build is about to (re)use.
+        _update(deployment.id, image=tag)
         with steps.step("build", image=tag):
             try:
                 build(client, source, tag, settings, build_log)
@@ -140,7 +143,6 @@ def _pipeline(
                     build_log.truncated,
                 )  # fmt: skip
                 undo.append(lambda: drop_image_unless_used(client, tag, deployment.id))
-    _update(deployment.id, image=tag)
     context.progress(3, STEPS, "built")
     with steps.step("allocate_port") as info:
         port = lease_port(deployment.id, settings)
