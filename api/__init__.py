@@ -49,7 +49,9 @@ def create_app(config: Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
         PROPAGATE_EXCEPTIONS=False,
     )
-    logging_setup.configure_logging("api", settings.log_level, settings.log_json)
+    logging_setup.configure_logging(
+        settings.service_name or "api", settings.log_level, settings.log_json
+    )
     jwt.init_app(app)
     app.extensions["dockyard_redis"] = Redis.from_url(
         settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30

@@ -175,6 +175,9 @@ class Settings:
     file_sweep_interval: float = 60.0
     log_level: str = "INFO"
     log_json: bool = True
+    # The `service` field of log lines: the fleet or role (worker-files, beat...); empty
+    # means "api" for the API and "worker" for Celery processes.
+    service_name: str = ""
     metrics_token: str = ""
 
     @property
@@ -243,6 +246,7 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("deploy_pids", "DEPLOY_PIDS", _int(16)),
     ("log_level", "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
     ("log_json", "LOG_JSON", _bool),
+    ("service_name", "DOCKYARD_SERVICE", _text),
     ("metrics_token", "METRICS_TOKEN", lambda _n, raw: raw),
 )
 

@@ -35,7 +35,9 @@ def _configure_logging(logger: logging.Logger, **_: Any) -> None:
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     settings = get_settings()
-    logging_setup.configure_logging("worker", settings.log_level, settings.log_json)
+    logging_setup.configure_logging(
+        settings.service_name or "worker", settings.log_level, settings.log_json
+    )
 
 
 @worker_process_init.connect

@@ -1,12 +1,16 @@
 """The compose stack, as ops run it: every image built here from locally made bases (no
 registry), the whole stack up with docker-compose, `worker-files` scaled to 3, a file job
 submitted through the API that succeeds and downloads from the S3 service, Flower's API
-showing the 3 file workers, and everything torn down (volumes included)."""
+showing the 3 file workers, the whole run's platform logs scanned (JSON lines that follow the
+job across api and worker by request_id and job_id; no secret in them), and everything torn
+down (volumes included)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "dockyard-smoke"
 PORTS = {"API_PORT": "18000", "MINIO_PORT": "19000", "FLOWER_PORT": "15555"}
 API = f"http://127.0.0.1:{PORTS['API_PORT']}/api/v1"
+# Secrets of this run only, so finding one in the logs means the platform logged it.
+SECRETS = {
+    "JWT_SECRET_KEY": f"jwt-{secrets.token_hex(24)}",
+    "POSTGRES_PASSWORD": f"pg-{secrets.token_hex(12)}",
+    "MINIO_ROOT_PASSWORD": f"s3-{secrets.token_hex(12)}",
+}
+PLATFORM_SERVICES = (
+    "migrate", "api", "worker-files", "worker-deploy", "worker-dead-letter", "beat", "flower",
+)  # fmt: skip
 
 pytestmark = pytest.mark.skipif(shutil.which("docker") is None, reason="no Docker engine")
 
@@ -31,6 +44,7 @@ def compose(*args: str, timeout: float = 900) -> str:
         "COMPOSE_PROJECT_NAME": PROJECT,
         "S3_PUBLIC_ENDPOINT_URL": f"http://127.0.0.1:{PORTS['MINIO_PORT']}",
         "FLOWER_BASIC_AUTH": "ops:smoke-test",
+        **SECRETS,
     }
     done = subprocess.run(
         [str(ROOT / "scripts" / "compose.sh"), *args],
@@ -62,13 +76,14 @@ def test_compose_stack_runs_scales_and_serves_a_file_job(stack) -> None:
     token = requests.post(f"{API}/auth/login", json=credentials, timeout=10).json()
     headers = {"Authorization": f"Bearer {token['access_token']}"}
     data = b"hello from the compose stack\n"
-    job = requests.post(
+    submitted = requests.post(
         f"{API}/jobs/files",
         headers=headers,
         data={"processor": "file.checksum", "params": '{"algorithms": ["sha256"]}'},
         files={"file": ("hello.txt", data)},
         timeout=30,
-    ).json()
+    )
+    job, request_id = submitted.json(), submitted.headers["X-Request-ID"]
     done = wait_for(
         lambda: (
             (j := requests.get(f"{API}/jobs/{job['id']}", headers=headers, timeout=10).json())[
@@ -101,6 +116,28 @@ def test_compose_stack_runs_scales_and_serves_a_file_job(stack) -> None:
         requests.get(f"http://127.0.0.1:{PORTS['FLOWER_PORT']}/api/workers", timeout=5).status_code
         == 401
     )
+    _scan_logs(
+        job["id"],
+        request_id,
+        [credentials["password"], token["access_token"], token["refresh_token"]],
+    )
+
+
+def _scan_logs(job_id: str, request_id: str, user_secrets: list[str]) -> None:
+    """Every platform service's output from this run: no secret in it, and the job's JSON
+    lines from the API and a file worker share its request_id."""
+    logs = compose("logs", "--no-color", *PLATFORM_SERVICES)
+    for secret in [*SECRETS.values(), *user_secrets]:
+        assert len(secret) >= 8 and secret not in logs
+    entries = []
+    for line in logs.splitlines():
+        text = line.partition("|")[2].strip()
+        if text.startswith("{"):
+            entries.append(json.loads(text))  # a line that looks like JSON must be JSON
+    assert entries and all({"timestamp", "level", "service", "event"} <= set(e) for e in entries)
+    mine = [e for e in entries if e.get("job_id") == job_id]
+    assert {"api", "worker-files"} <= {e["service"] for e in mine}
+    assert {e.get("request_id") for e in mine} == {request_id}
 
 
 def _ok(url: str) -> bool:

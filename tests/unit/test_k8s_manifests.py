@@ -46,3 +46,22 @@ def test_probes_resources_and_autoscaling() -> None:
     assert scaled["dockyard-worker-files"]["name"] == "dockyard_queue_depth"
     assert scaled["dockyard-worker-deploy"]["selector"]["matchLabels"] == {"queue": "deploy"}
     assert deployments["dockyard-beat"]["spec"]["replicas"] == 1
+
+
+def test_read_only_containers_get_a_writable_tmp_and_fleets_name_their_service() -> None:
+    """gunicorn cannot start its workers without a writable temporary directory, and werkzeug
+    spools uploads there: a read-only root needs /tmp mounted. Log lines name the fleet."""
+    docs = documents()
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for container in pod["containers"]:
+            if container.get("securityContext", {}).get("readOnlyRootFilesystem"):
+                mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+                assert "/tmp" in mounts, deployment["metadata"]["name"]
+                assert "emptyDir" in volumes[mounts["/tmp"]]
+            if container["args"][:4] == ["celery", "-A", "shared.celery_app", "worker"]:
+                env = {e["name"]: e.get("value") for e in container.get("env", [])}
+                assert env["DOCKYARD_SERVICE"] == deployment["metadata"]["name"].removeprefix(
+                    "dockyard-"
+                )
