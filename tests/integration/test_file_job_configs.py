@@ -86,3 +86,19 @@ def test_local_backend_end_to_end_with_a_signed_download(make_app, tmp_path, mon
     assert bz2.decompress(download.data) == b"local " * 1000
     tampered = app.test_client().get(f"{url.path}?{url.query.replace('signature=', 'signature=0')}")
     assert tampered.status_code == 403
+
+
+def test_a_processor_over_its_memory_limit_fails_with_memory_limit_exceeded(
+    app, tmp_path
+) -> None:
+    """xz -9 needs about 670 MiB to compress; archive.compress runs with 128 MiB, so the
+    kernel kills it: a permanent `memory_limit_exceeded`, not a generic processor failure."""
+    user = User(app.test_client())
+    with celery_worker(tmp_path, "files-oom", "files"):
+        job = user.submit_file(
+            "archive.compress", os.urandom(24 * 1024 * 1024), {"format": "xz", "level": 9}
+        )
+        done = user.wait_status(job["id"], "failed", "succeeded", "dead", timeout=90)
+    assert done["status"] == "failed" and done["attempts"] == 1
+    assert done["error"]["code"] == "memory_limit_exceeded"
+    assert "128 MB" in done["error"]["message"]
