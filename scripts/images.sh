@@ -39,7 +39,9 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   rm -rf "$rootfs"
 fi
 
-source_hash="$(cat deploy/processors/* | sha256sum | cut -c1-16)"
+# The processor image is rebuilt when its sources or its base (name or content) change.
+base_id="$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")"
+source_hash="$( (cat deploy/processors/*; echo "$BASE_IMAGE $base_id") | sha256sum | cut -c1-16)"
 current="$(docker image inspect -f '{{index .Config.Labels "dockyard.source-hash"}}' \
   "$PROCESSOR_IMAGE" 2>/dev/null || true)"
 if [[ "$current" != "$source_hash" ]]; then
