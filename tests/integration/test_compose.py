@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import wait_for
 
@@ -116,11 +117,32 @@ def test_compose_stack_runs_scales_and_serves_a_file_job(stack) -> None:
         requests.get(f"http://127.0.0.1:{PORTS['FLOWER_PORT']}/api/workers", timeout=5).status_code
         == 401
     )
+    _latency_counts_merge_every_gunicorn_worker(job["id"], headers)
     _scan_logs(
         job["id"],
         request_id,
         [credentials["password"], token["access_token"], token["refresh_token"]],
     )
+
+
+def _latency_counts_merge_every_gunicorn_worker(job_id: str, headers: dict) -> None:
+    """The API runs 2 gunicorn workers; each scrape must count the requests both served."""
+
+    def served() -> float:
+        text = requests.get(f"http://127.0.0.1:{PORTS['API_PORT']}/metrics", timeout=10).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "dockyard_http_request_duration_seconds_count"
+            and sample.labels.get("route") == "/api/v1/jobs/<uuid:job_id>"
+            and sample.labels.get("method") == "GET"
+        )
+
+    before = served()
+    for _ in range(20):
+        assert requests.get(f"{API}/jobs/{job_id}", headers=headers, timeout=10).ok
+    assert [served() - before for _ in range(3)] == [20, 20, 20]
 
 
 def _scan_logs(job_id: str, request_id: str, user_secrets: list[str]) -> None:
