@@ -74,10 +74,15 @@ def require_admin() -> None:
         raise ApiError(403, "forbidden", "This endpoint is for administrators.")
 
 
+def token_revoked(jti: str) -> bool:
+    """Whether the token with this jti was revoked (logout); raises if Redis is down."""
+    return bool(redis_client().exists(_REVOKED_PREFIX + jti))
+
+
 @jwt.token_in_blocklist_loader
 def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
     try:
-        return bool(redis_client().exists(_REVOKED_PREFIX + payload["jti"]))
+        return token_revoked(payload["jti"])
     except Exception as error:  # fail closed: an unverifiable token is not accepted
         raise ApiError(
             503,

@@ -5,20 +5,26 @@ events after that id are replayed from the job_events table first, so a reconnec
 misses nothing; live messages already replayed are skipped. A user only ever receives events
 of their own jobs (admins: of any job on the per-job stream). Each open stream holds one
 server thread: size gunicorn's `--threads` for the number of watchers.
+
+A stream lives no longer than the token it was opened with: when the token expires, or is
+revoked by a logout (checked every AUTH_RECHECK_SECONDS), the stream sends a last
+`token_expired` / `token_revoked` event and ends; the client reconnects with a fresh token.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, request, stream_with_context
-from flask_jwt_extended import jwt_required
+from flask_jwt_extended import get_jwt, jwt_required
 from sqlalchemy import select
 
-from api.auth import current_user_id
+from api.auth import current_user_id, token_revoked
 from api.errors import ApiError
 from api.jobs import load_job, settings
 from api.openapi import doc
@@ -26,8 +32,10 @@ from shared import live, metrics
 from shared.db import session_scope
 from shared.models import Job, JobEvent
 
+log = logging.getLogger(__name__)
 bp = Blueprint("streams", __name__, url_prefix="/jobs")
 KEEPALIVE_SECONDS = 15.0
+AUTH_RECHECK_SECONDS = 5.0  # a revoked token's stream ends within this (one Redis EXISTS)
 REPLAY_LIMIT = 5000
 
 
@@ -74,7 +82,36 @@ class _Owners:
         return self.known[job_id]
 
 
-def _events(job_id: uuid.UUID | None, owner: uuid.UUID, after: int | None) -> Iterator[str]:
+class _Credential:
+    """The token a stream was opened with, checked while the stream lasts."""
+
+    def __init__(self, claims: dict[str, Any]) -> None:
+        self.jti = claims["jti"]
+        self.expires_at = float(claims["exp"])
+        self.checked_at = time.monotonic()
+
+    def ended(self) -> str | None:
+        """Why the stream must end now (an event type), or None."""
+        if time.time() >= self.expires_at:
+            return "token_expired"
+        if time.monotonic() - self.checked_at < AUTH_RECHECK_SECONDS:
+            return None
+        self.checked_at = time.monotonic()
+        try:
+            return "token_revoked" if token_revoked(self.jti) else None
+        except Exception:  # fail closed, like every request: unverifiable ends the stream
+            log.warning("stream token check failed", exc_info=True, extra={"event": "stream"})
+            return "token_unverifiable"
+
+    def wait(self) -> float:
+        """How long to wait for a message before the token must be looked at again."""
+        until_expiry = max(0.05, self.expires_at - time.time())
+        return min(AUTH_RECHECK_SECONDS, KEEPALIVE_SECONDS, until_expiry)
+
+
+def _events(
+    job_id: uuid.UUID | None, owner: uuid.UUID, after: int | None, credential: _Credential
+) -> Iterator[str]:
     pubsub = metrics.client(settings().redis_url).pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(live.CHANNEL)  # before the replay, so nothing falls in between
     owners = _Owners(owner)
@@ -85,10 +122,18 @@ def _events(job_id: uuid.UUID | None, owner: uuid.UUID, after: int | None) -> It
             for item in _replay(after, job_id, owner):
                 replayed.add(item["id"])
                 yield _frame(item)
+        last_write = time.monotonic()
         while True:
-            message = pubsub.get_message(timeout=KEEPALIVE_SECONDS)
+            reason = credential.ended()
+            if reason is not None:
+                # No id: the client's Last-Event-ID stays that of the last job event.
+                yield f"event: {reason}\ndata: {json.dumps({'reason': reason})}\n\n"
+                return
+            message = pubsub.get_message(timeout=credential.wait())
             if message is None:
-                yield ": keep-alive\n\n"
+                if time.monotonic() - last_write >= KEEPALIVE_SECONDS:
+                    last_write = time.monotonic()
+                    yield ": keep-alive\n\n"
                 continue
             item = json.loads(message["data"])
             if item["id"] in replayed:
@@ -98,6 +143,7 @@ def _events(job_id: uuid.UUID | None, owner: uuid.UUID, after: int | None) -> It
                     continue
             elif not owners.mine(item):
                 continue
+            last_write = time.monotonic()
             yield _frame(item)
     finally:
         pubsub.close()
@@ -120,7 +166,7 @@ def _response(events: Iterator[str]) -> Response:
 )
 def job_stream(job_id: uuid.UUID) -> Response:
     job = load_job(job_id)  # 404 for someone else's job
-    return _response(_events(job.id, job.owner_id, _last_event_id()))
+    return _response(_events(job.id, job.owner_id, _last_event_id(), _Credential(get_jwt())))
 
 
 @bp.get("/stream")
@@ -131,4 +177,4 @@ def job_stream(job_id: uuid.UUID) -> Response:
     content_type="text/event-stream",
 )
 def my_stream() -> Response:
-    return _response(_events(None, current_user_id(), _last_event_id()))
+    return _response(_events(None, current_user_id(), _last_event_id(), _Credential(get_jwt())))

@@ -7,24 +7,34 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import requests
 from werkzeug.serving import make_server
 
+from api import streams
 from tests.helpers import User
 
 
-@pytest.fixture(scope="module")
-def server(app) -> Iterator[str]:
+@contextmanager
+def serving(app) -> Iterator[str]:  # noqa: ANN001
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     httpd = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{port}"
-    httpd.shutdown()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(app) -> Iterator[str]:
+    with serving(app) as base:
+        yield base
 
 
 def read_events(response: requests.Response, until) -> list[dict]:  # noqa: ANN001
@@ -90,3 +100,24 @@ def test_streams_need_a_token(server) -> None:
     response = requests.get(server + "/api/v1/jobs/stream", timeout=5)
     assert response.status_code == 401
     assert response.json()["error"]["code"]
+
+
+def test_a_stream_ends_when_its_token_is_revoked(app, server, monkeypatch) -> None:
+    """A logout must not leave a stream of the user's events open; the server ends it (a
+    stream it did not end would block here until the 30 s read timeout fails the test)."""
+    monkeypatch.setattr(streams, "AUTH_RECHECK_SECONDS", 0.5)
+    user = User(app.test_client())
+    with open_stream(server, user, "/api/v1/jobs/stream") as response:
+        lines = response.iter_lines(decode_unicode=True)
+        assert next(lines) == "retry: 2000"
+        assert user.post("/api/v1/auth/logout").status_code in (200, 204)
+        rest = list(lines)
+    assert "event: token_revoked" in rest
+
+
+def test_a_stream_ends_when_its_token_expires(make_app) -> None:
+    short = make_app(jwt_access_token_expires=2)
+    user = User(short.test_client())
+    with serving(short) as base, open_stream(base, user, "/api/v1/jobs/stream") as response:
+        rest = list(response.iter_lines(decode_unicode=True))
+    assert rest[0] == "retry: 2000" and "event: token_expired" in rest
