@@ -15,7 +15,10 @@ from urllib.parse import urlsplit
 _OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 _REPO = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
-_SHA = re.compile(r"^[0-9a-f]{7,40}$")
+# A commit is given by its full id (SHA-1, or SHA-256 repositories): git can fetch a commit
+# by id only when the id is whole. A shorter hex string is tried as a branch or tag name.
+_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_ABBREVIATED_SHA = re.compile(r"^[0-9a-f]{7,39}$")
 
 
 class InvalidRepository(ValueError):
@@ -105,3 +108,8 @@ def check_ref(ref: str | None) -> str | None:
 
 def is_commit(ref: str) -> bool:
     return bool(_SHA.match(ref))
+
+
+def looks_abbreviated(ref: str) -> bool:
+    """A ref that is probably a shortened commit id (which git cannot fetch by itself)."""
+    return bool(_ABBREVIATED_SHA.match(ref))

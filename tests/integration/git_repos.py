@@ -62,6 +62,10 @@ class FakeGitHub:
         _git("push", "-q", "origin", "HEAD:main", cwd=work)
         return _git("rev-parse", "HEAD", cwd=work)
 
+    def branch(self, name: str, branch: str, commit: str) -> None:
+        """Point `branch` of repository `name` at `commit`."""
+        _git("branch", "-f", branch, commit, cwd=self.repos / name)
+
     def remove_images(self) -> int:
         """Remove the images deploys of these repositories built. Deployments keep their
         image when stopped (cached redeploys), and every test run publishes new commits, so

@@ -138,6 +138,26 @@ def test_full_deploy_answers_on_its_url_then_stops(user, github, deploy_worker) 
         requests.get(url, timeout=2)
 
 
+def test_deploys_a_branch_or_a_full_commit_and_explains_an_abbreviated_one(user, github) -> None:
+    """`ref` picks what is deployed: a commit by its full id or a branch, not the tip of the
+    default branch; a shortened id is refused with a message that says how to give it."""
+    older = github.publish("webapp-refs", fixture="webapp", extra={"VERSION": "older"})
+    tip = github.publish("webapp-refs", fixture="webapp", extra={"VERSION": "tip"})
+    github.branch("webapp-refs", "release", older)
+    assert older != tip
+    for ref in (older, "release"):
+        job = deploy(user, github.url("webapp-refs"), ref=ref, health_path="/health")
+        done = user.wait_status(job["id"], "succeeded", "failed", "dead", timeout=180)
+        assert done["status"] == "succeeded", done["error"]
+        live = deployment_of(user, job)
+        assert live["commit"] == older and live["ref"] == ref
+        stop_and_wait(user, live["id"])
+    job = deploy(user, github.url("webapp-refs"), ref=older[:10])
+    done = user.wait_status(job["id"], "failed", "succeeded", "dead", timeout=60)
+    assert done["error"]["code"] == "ref_not_found" and done["attempts"] == 1
+    assert "full 40-character id" in done["error"]["message"]
+
+
 def test_failures_clean_up_after_themselves(user, github) -> None:
     jobs = {
         name: deploy(user, github.url(name)) for name in ("unhealthy", "badbuild", "nodockerfile")
@@ -155,6 +175,11 @@ def test_failures_clean_up_after_themselves(user, github) -> None:
     assert "database is missing" in done["unhealthy"]["error"]["message"]  # the app's last lines
     build_log = user.get(f"/api/v1/jobs/{jobs['badbuild']['id']}/logs").get_json()["items"]
     assert "compiling..." in build_log[0]["content"]
+    # The step that failed is an event too, with its duration and error.
+    steps = [e["data"] for e in user.events(jobs["badbuild"]["id"]) if e["type"] == "deploy_step"]
+    assert [(s["step"], s["outcome"]) for s in steps][-1] == ("build", "failed")
+    assert steps[-1]["error"]["code"] == "build_failed" and steps[-1]["seconds"] >= 0
+    assert {s["outcome"] for s in steps[:-1]} == {"done"}
     images = {tag for image in docker.from_env().images.list() for tag in image.tags}
     for name, job in jobs.items():
         record = wait_for(

@@ -88,9 +88,7 @@ def test_local_backend_end_to_end_with_a_signed_download(make_app, tmp_path, mon
     assert tampered.status_code == 403
 
 
-def test_a_processor_over_its_memory_limit_fails_with_memory_limit_exceeded(
-    app, tmp_path
-) -> None:
+def test_a_processor_over_its_memory_limit_fails_with_memory_limit_exceeded(app, tmp_path) -> None:
     """xz -9 needs about 670 MiB to compress; archive.compress runs with 128 MiB, so the
     kernel kills it: a permanent `memory_limit_exceeded`, not a generic processor failure."""
     user = User(app.test_client())

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from shared.repo_urls import InvalidRepository, check_ref, is_commit, parse_repo_url
+from shared.repo_urls import (
+    InvalidRepository,
+    check_ref,
+    is_commit,
+    looks_abbreviated,
+    parse_repo_url,
+)
 
 HOSTS = ("github.com",)
 
@@ -46,5 +52,8 @@ def test_bad_refs(ref) -> None:
 
 
 def test_commit_detection() -> None:
-    assert is_commit("0a1b2c3") and is_commit("f" * 40)
+    assert is_commit("f" * 40) and is_commit("0a" * 32)  # SHA-1 and SHA-256 ids
+    # git fetches a commit only by its whole id; a shorter hex ref is a branch or tag name
+    assert not is_commit("0a1b2c3") and not is_commit("f" * 39)
     assert not is_commit("main") and not is_commit("0a1b2c")
+    assert looks_abbreviated("0a1b2c3") and not looks_abbreviated("main")

@@ -65,7 +65,9 @@ def build(
             pull=False,
             decode=True,
             container_limits={"memory": settings.deploy_build_memory},
-            timeout=min(settings.deploy_build_timeout, 120),
+            # The read timeout is the whole budget: a step may be silent for minutes (a
+            # compile without output); the deadline below bounds the build as a whole.
+            timeout=settings.deploy_build_timeout,
         )
         for chunk in stream:
             if "stream" in chunk:

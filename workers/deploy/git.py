@@ -11,11 +11,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 from shared.config import Settings
 from shared.errors import PermanentJobError, RetryableJobError
-from shared.repo_urls import Repository, is_commit
+from shared.repo_urls import Repository, is_commit, looks_abbreviated
+
+#: Checkouts live in the temporary directory under this prefix while they are cloned and built.
+CHECKOUT_PREFIX = "dockyard-clone-"
 
 _UNREACHABLE = (
     "could not resolve host",
@@ -95,6 +100,32 @@ def directory_size(path: Path, limit: int) -> int:
 def clone(repo: Repository, ref: str | None, dest: Path, settings: Settings) -> str:
     """Check out `ref` (default branch when None) of `repo` into `dest`; returns the commit."""
     timeout = settings.deploy_clone_timeout
+    try:
+        _fetch(repo, ref, dest, settings, timeout)
+    except PermanentJobError as error:
+        if error.code == "ref_not_found" and ref is not None and looks_abbreviated(ref):
+            raise PermanentJobError(
+                "ref_not_found",
+                f"No branch or tag is named {ref!r}; to deploy a commit, give its full "
+                "40-character id (git cannot fetch an abbreviated one).",
+            ) from error
+        raise
+    if directory_size(dest, settings.deploy_max_repo_bytes) > settings.deploy_max_repo_bytes:
+        raise PermanentJobError(
+            "repository_too_large",
+            f"The checkout exceeds {settings.deploy_max_repo_bytes} bytes.",
+        )
+    commit = _run(["rev-parse", "HEAD"], dest, settings, timeout).strip()
+    # The build context is the checkout without git's metadata: smaller, no history baked
+    # into images, and the same files give the same layer cache on every redeploy.
+    shutil.rmtree(dest / ".git", ignore_errors=True)
+    return commit
+
+
+def _fetch(
+    repo: Repository, ref: str | None, dest: Path, settings: Settings, timeout: float
+) -> None:
+    """A shallow checkout of exactly one ref: a commit by id, else a branch or tag."""
     if ref is not None and is_commit(ref):
         dest.mkdir(parents=True, exist_ok=True)
         _run(["init", "-q", str(dest)], None, settings, timeout)
@@ -107,13 +138,29 @@ def clone(repo: Repository, ref: str | None, dest: Path, settings: Settings) -> 
         if ref is not None:
             args += ["--branch", ref]
         _run([*args, "--", repo.url, str(dest)], None, settings, timeout)
-    if directory_size(dest, settings.deploy_max_repo_bytes) > settings.deploy_max_repo_bytes:
-        raise PermanentJobError(
-            "repository_too_large",
-            f"The checkout exceeds {settings.deploy_max_repo_bytes} bytes.",
-        )
-    commit = _run(["rev-parse", "HEAD"], dest, settings, timeout).strip()
-    # The build context is the checkout without git's metadata: smaller, no history baked
-    # into images, and the same files give the same layer cache on every redeploy.
-    shutil.rmtree(dest / ".git", ignore_errors=True)
-    return commit
+
+
+def remove_stale_checkouts(settings: Settings, limit: int, root: Path | None = None) -> int:
+    """Remove checkouts older than any deploy can keep one.
+
+    A checkout is deleted when its clone and build end, but not when the worker is killed
+    mid-deploy (SIGKILL, a lost host): those would pile up in the temporary directory. One
+    older than twice the clone and build timeouts (plus ten minutes) belongs to no running
+    deploy on this host. At most `limit` per run, like the rest of the periodic check.
+    """
+    root = root or Path(tempfile.gettempdir())
+    too_old = time.time() - 2 * (settings.deploy_clone_timeout + settings.deploy_build_timeout)
+    too_old -= 600
+    removed = 0
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if removed >= limit:
+                break
+            if not entry.name.startswith(CHECKOUT_PREFIX) or not entry.is_dir(
+                follow_symlinks=False
+            ):
+                continue
+            if entry.stat(follow_symlinks=False).st_mtime < too_old:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed += 1
+    return removed

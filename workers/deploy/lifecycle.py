@@ -25,7 +25,7 @@ from shared.db import session_scope
 from shared.jobs import now
 from shared.models import Deployment, Job, PortLease
 from shared.status import JobStatus
-from workers.deploy import containers
+from workers.deploy import containers, git
 from workers.deploy.ports import release_port
 
 log = logging.getLogger(__name__)
@@ -232,6 +232,7 @@ def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[s
     counts["reaped"] = reap_deploy_containers(client, limit)
     counts["released"] = release_orphan_leases(limit)
     counts["images_released"] = release_stopped_images(client, settings, limit)
+    counts["checkouts_removed"] = git.remove_stale_checkouts(settings, limit)
     return counts
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from shared import events
 from shared.config import Settings
 from shared.db import session_scope
-from shared.errors import JobCancelled, PermanentJobError
+from shared.errors import JobCancelled, JobError, PermanentJobError
 from shared.jobs import now
 from shared.models import Deployment
 from shared.processors import JobContext, Processor
@@ -47,16 +47,37 @@ class Steps:
     def step(self, name: str, **data: Any):  # noqa: ANN201 - a context manager
         started = time.monotonic()
         extra: dict[str, Any] = {}
-        yield extra
-        seconds = round(time.monotonic() - started, 3)
-        with session_scope() as session:
-            events.record(
-                session, self.job_id, "deploy_step", self.attempt,
-                step=name, seconds=seconds, **data, **extra,
-            )  # fmt: skip
+        outcome = "done"
+        try:
+            yield extra
+        except JobError as error:
+            # The step that failed is an event too: its duration and error show where and
+            # how long a failed deploy spent its time.
+            outcome = "failed"
+            extra["error"] = {"code": error.code, "message": error.message[:500]}
+            raise
+        except BaseException:  # cancelled, or the worker is going down
+            outcome = "interrupted"
+            raise
+        finally:
+            self._record(name, outcome, round(time.monotonic() - started, 3), {**data, **extra})
+
+    def _record(self, name: str, outcome: str, seconds: float, data: dict[str, Any]) -> None:
+        try:
+            with session_scope() as session:
+                events.record(
+                    session, self.job_id, "deploy_step", self.attempt,
+                    step=name, seconds=seconds, outcome=outcome, **data,
+                )  # fmt: skip
+        except Exception:
+            if outcome == "done":
+                raise
+            # The step's own error is what the attempt must report, not this one.
+            log.warning("deploy step event not recorded", exc_info=True)
         log.info(
-            "deploy step %s done in %.2fs",
+            "deploy step %s %s in %.2fs",
             name,
+            outcome,
             seconds,
             extra={"event": "deploy_step", "step": name, "seconds": seconds},
         )
@@ -123,7 +144,7 @@ def _pipeline(
     context.progress(1, STEPS, "validated")
     client = sandbox.docker_client()
     build_log = BuildLog()
-    with tempfile.TemporaryDirectory(prefix="dockyard-clone-") as workdir:
+    with tempfile.TemporaryDirectory(prefix=git.CHECKOUT_PREFIX) as workdir:
         source = Path(workdir) / "src"
         with steps.step("clone") as info:
             commit = git.clone(repo, ref, source, settings)
