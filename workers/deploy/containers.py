@@ -31,6 +31,14 @@ def exposed_port(client: docker.DockerClient, image: str) -> int:
     return ports[0] if ports else DEFAULT_PORT
 
 
+class PortTaken(Exception):
+    """The engine could not bind the host port: something outside the platform holds it
+    (a port check run from inside a container, or against a remote engine, cannot see it)."""
+
+
+_PORT_TAKEN = ("port is already allocated", "address already in use")
+
+
 def start(
     client: docker.DockerClient,
     image: str,
@@ -65,6 +73,11 @@ def start(
             log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
         )
     except (APIError, RequestsConnectionError, DockerException) as error:
+        if isinstance(error, APIError) and any(m in str(error).lower() for m in _PORT_TAKEN):
+            # The container was created but could not start: remove it, the port is retried.
+            with contextlib.suppress(DockerException, RequestsConnectionError):
+                client.containers.get(f"dockyard-deploy-{deployment_id}").remove(force=True)
+            raise PortTaken(str(error)) from error
         if isinstance(error, APIError) and error.status_code and error.status_code < 500:
             raise PermanentJobError(
                 "run_failed", f"Docker refused to run the app: {error}"

@@ -14,12 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import docker
 from sqlalchemy import select, update
 
 from shared import events
 from shared.config import Settings
 from shared.db import session_scope
-from shared.errors import JobCancelled, JobError, PermanentJobError
+from shared.errors import JobCancelled, JobError, PermanentJobError, RetryableJobError
 from shared.jobs import now
 from shared.models import Deployment
 from shared.processors import JobContext, Processor
@@ -81,6 +82,46 @@ class Steps:
             seconds,
             extra={"event": "deploy_step", "step": name, "seconds": seconds},
         )
+
+
+#: Ports tried per attempt when the engine refuses ports that looked free.
+PORT_TRIES = 5
+
+
+def start_on_leased_port(
+    client: docker.DockerClient,
+    tag: str,
+    deployment: Deployment,
+    job_id: str,
+    container_port: int,
+    port: int,
+    settings: Settings,
+) -> tuple[Any, int]:
+    """Start the app on its leased port; if the engine finds that port taken (held by
+    something the worker's own check cannot see: it runs in a container, or the engine is
+    remote), lease another and try again. Returns the container and the port it got."""
+    refused: set[int] = set()
+    for _ in range(PORT_TRIES):
+        try:
+            container = containers.start(
+                client, tag,
+                deployment_id=str(deployment.id), job_id=job_id,
+                container_port=container_port, host_port=port,
+                env=deployment.env, settings=settings,
+            )  # fmt: skip
+            return container, port
+        except containers.PortTaken:
+            log.warning(
+                "host port %d taken outside the platform; leasing another",
+                port,
+                extra={"event": "port_taken", "port": port},
+            )
+            refused.add(port)
+            release_port(deployment.id)
+            port = lease_port(deployment.id, settings, avoid=frozenset(refused))
+    raise RetryableJobError(
+        "no_free_port", f"The engine refused {PORT_TRIES} host ports: {sorted(refused)}."
+    )
 
 
 def _update(deployment_id: uuid.UUID, **values: Any) -> None:
@@ -171,18 +212,16 @@ def _pipeline(
         info["port"] = port
     context.progress(4, STEPS, f"port {port}")
     container_port = deployment.container_port or containers.exposed_port(client, tag)
-    with steps.step("run", container_port=container_port):
+    with steps.step("run", container_port=container_port) as info:
         for stale in client.containers.list(
             all=True, filters={"label": f"{containers.LABEL_DEPLOYMENT}={deployment.id}"}
         ):  # left by an earlier attempt of this deployment whose worker died
             containers.remove(client, stale.id)
-        container = containers.start(
-            client, tag,
-            deployment_id=str(deployment.id), job_id=job_id,
-            container_port=container_port, host_port=port,
-            env=deployment.env, settings=settings,
-        )  # fmt: skip
+        container, port = start_on_leased_port(
+            client, tag, deployment, job_id, container_port, port, settings
+        )
         undo.append(lambda: containers.remove(client, container.id))
+        info["port"] = port  # another one if the engine refused the first
         _update(
             deployment.id, container_id=container.id, host_port=port, container_port=container_port
         )

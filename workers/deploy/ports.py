@@ -33,7 +33,11 @@ def port_is_free(address: str, port: int) -> bool:
     return True
 
 
-def lease_port(deployment_id: uuid.UUID, settings: Settings) -> int:
+def lease_port(
+    deployment_id: uuid.UUID, settings: Settings, avoid: frozenset[int] = frozenset()
+) -> int:
+    """Lease a port for the deployment (its existing lease, if any). `avoid`: ports the
+    engine refused for this deployment although they looked free from here."""
     low, high = settings.deploy_port_range
     with session_scope() as session:
         session.execute(select(func.pg_advisory_xact_lock(_LOCK_KEY)))
@@ -46,7 +50,9 @@ def lease_port(deployment_id: uuid.UUID, settings: Settings) -> int:
             session.scalars(select(PortLease.port).where(PortLease.port.between(low, high)))
         )
         for port in range(low, high + 1):
-            if port in leased or not port_is_free(settings.deploy_bind_address, port):
+            if port in leased or port in avoid:
+                continue
+            if not port_is_free(settings.deploy_bind_address, port):
                 continue
             session.add(PortLease(port=port, deployment_id=deployment_id))
             return port
