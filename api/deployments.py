@@ -123,7 +123,6 @@ def submit_deploy() -> Response:
     except InvalidRepository as error:
         raise _refuse(error) from None
     owner = current_user_id()
-    _check_deployment_quota(db_session(), owner, repo.key)
     deployment_id = uuid.uuid4()
     params = {
         "repo_url": repo.url,
@@ -150,7 +149,13 @@ def submit_deploy() -> Response:
             )
         )
 
-    return accept_submission(processor, params, data["max_attempts"], with_job=add_deployment)
+    return accept_submission(
+        processor,
+        params,
+        data["max_attempts"],
+        with_job=add_deployment,
+        check_quota=lambda session: _check_deployment_quota(session, owner, repo.key),
+    )
 
 
 def load_deployment(deployment_id: uuid.UUID, *, for_update: bool = False) -> Deployment:

@@ -164,13 +164,16 @@ def accept_submission(
     queue: str | None = None,
     stage_input: tuple[StageInput, DiscardInput] | None = None,
     with_job: Callable[[Session, Any], None] | None = None,
+    check_quota: Callable[[Session], None] | None = None,
 ) -> Response:
     """The submit path every kind of job shares: idempotency, quotas, row, commit, publish.
 
     `stage_input` (store, discard) runs the upload stage once the request is known to be
     new and within quota; if a later stage fails, `discard` undoes it, so no object is left
     without its job and no job is committed without its input. `with_job` adds rows that
-    belong to the new job (a deployment) in the same transaction.
+    belong to the new job (a deployment) in the same transaction. `check_quota` is a kind's
+    own quota (active deployments): checked after a replay is answered and under the same
+    per-user lock as the active-jobs quota, so concurrent submits cannot race past it.
     """
     user_id = current_user_id()
     key = idempotency_key()
@@ -183,10 +186,12 @@ def accept_submission(
             return job_response(existing, 200)
     attempts = resolve_max_attempts(processor, max_attempts)
     check_submit_rate(settings(), user_id)
-    if settings().quota_active_jobs:
-        # Serialise this user's submissions so the active-jobs count cannot be raced past.
+    if settings().quota_active_jobs or check_quota is not None:
+        # Serialise this user's submissions so the active counts cannot be raced past.
         session.execute(select(func.pg_advisory_xact_lock(_lock_key(user_id))))
         check_active_jobs(settings(), session, user_id)
+        if check_quota is not None:
+            check_quota(session)
     job_id = uuid.uuid4()
     staged = stage_input[0](job_id) if stage_input else None
     try:

@@ -337,3 +337,25 @@ def test_active_deployment_quota_and_idempotent_submit(make_app, github, deploy_
     for deployment_id in (done["result"]["deployment_id"], finished["result"]["deployment_id"]):
         if deployment(user, deployment_id)["status"] not in ("stopped", "stopping"):
             stop_and_wait(user, deployment_id)
+
+
+def test_a_replay_is_answered_before_the_deployment_quota(make_app, github, deploy_worker) -> None:
+    """A retried request (same Idempotency-Key) gets its original job even when the user is
+    at the active-deployments limit now: the quota counts only new submissions."""
+    roomy = make_app(quota_active_deployments=2)
+    user = User(roomy.test_client())
+    key = {"Idempotency-Key": f"deploy-{uuid.uuid4()}"}
+    body = {"repo_url": github.url("webapp")}
+    first = user.post("/api/v1/jobs/deploy", json=body, headers=key)
+    other = deploy(user, github.url("unhealthy"))
+    assert first.status_code == 202
+    user.client = make_app(quota_active_deployments=1).test_client()  # the limit is now 1
+    again = user.post("/api/v1/jobs/deploy", json=body, headers=key)
+    assert again.status_code == 200, again.get_json()
+    assert again.get_json()["id"] == first.get_json()["id"]
+    refused = user.post("/api/v1/jobs/deploy", json={"repo_url": github.url("nodockerfile")})
+    assert refused.status_code == 429
+    done = user.wait_status(first.get_json()["id"], "succeeded", "failed", timeout=180)
+    user.wait_status(other["id"], "failed", "succeeded", timeout=180)
+    if done["status"] == "succeeded":
+        stop_and_wait(user, done["result"]["deployment_id"])
