@@ -96,8 +96,13 @@ class PlatformCollector(Collector):
             "Running jobs whose worker stopped responding (found by the heartbeat sweep).",
             labels=["kind", "processor"],
         )
-        families = {"submitted": (submitted, 3), "ended": (ended, 4), "requeued": (requeued, 4)}
-        families["worker_lost"] = (lost, 3)
+        # counter field "<name>|<label>|..." -> its family and where its labels end
+        families = {
+            "submitted": (submitted, 3),
+            "ended": (ended, 4),
+            "requeued": (requeued, 4),
+            "worker_lost": (lost, 3),
+        }
         for field, value in sorted(self.redis.hgetall(metrics.COUNTERS).items()):
             parts = _split(field)
             if parts[0] in families:

@@ -39,20 +39,22 @@ def _observe(pipe, key: str, labels: str, seconds: float) -> None:  # noqa: ANN0
     pipe.hincrbyfloat(key, f"{labels}{SEP}sum", seconds)
 
 
+def _increment(url: str, *field: str) -> None:
+    _safely(url, lambda pipe: pipe.hincrby(COUNTERS, SEP.join(field), 1))
+
+
 def job_submitted(url: str, kind: str, processor: str) -> None:
-    _safely(url, lambda pipe: pipe.hincrby(COUNTERS, SEP.join(("submitted", kind, processor)), 1))
+    _increment(url, "submitted", kind, processor)
 
 
 def job_requeued(url: str, kind: str, processor: str, reason: str) -> None:
     """A finished job was queued again (`user_retry`, `dead_letter_requeue`)."""
-    _safely(
-        url, lambda pipe: pipe.hincrby(COUNTERS, SEP.join(("requeued", kind, processor, reason)), 1)
-    )
+    _increment(url, "requeued", kind, processor, reason)
 
 
 def worker_lost(url: str, kind: str, processor: str) -> None:
     """The heartbeat sweep found a running job whose worker stopped responding."""
-    _safely(url, lambda pipe: pipe.hincrby(COUNTERS, SEP.join(("worker_lost", kind, processor)), 1))
+    _increment(url, "worker_lost", kind, processor)
 
 
 def job_ended(

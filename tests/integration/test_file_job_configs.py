@@ -11,14 +11,21 @@ from tests.helpers import User, wait_for
 from tests.integration.workers import celery_worker
 
 
+def compress_24_mib_with_xz(app, tmp_path, level: int) -> tuple[User, dict, dict]:  # noqa: ANN001
+    """24 MiB of random bytes through archive.compress (xz) on a fresh files worker, run to
+    its end: xz is the processor that can be made to outrun its time or memory limit."""
+    user = User(app.test_client())
+    with celery_worker(tmp_path, f"files-xz{level}", "files"):
+        job = user.submit_file(
+            "archive.compress", os.urandom(24 * 1024 * 1024), {"format": "xz", "level": level}
+        )
+        done = user.wait_status(job["id"], "failed", "succeeded", "dead", timeout=90)
+    return user, job, done
+
+
 def test_a_processor_over_its_time_limit_fails_with_timeout(app, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("FILE_JOB_TIMEOUT_MAX", "4.5")  # xz -6 on 24 MiB: ~13 s of CPU
-    user = User(app.test_client())
-    with celery_worker(tmp_path, "files-short", "files"):
-        job = user.submit_file(
-            "archive.compress", os.urandom(24 * 1024 * 1024), {"format": "xz", "level": 6}
-        )
-        done = user.wait_status(job["id"], "failed", "succeeded", "dead", timeout=60)
+    user, job, done = compress_24_mib_with_xz(app, tmp_path, level=6)
     assert done["status"] == "failed" and done["attempts"] == 1
     assert done["error"]["code"] == "timeout"
     assert "4.5 s" in done["error"]["message"]
@@ -91,12 +98,7 @@ def test_local_backend_end_to_end_with_a_signed_download(make_app, tmp_path, mon
 def test_a_processor_over_its_memory_limit_fails_with_memory_limit_exceeded(app, tmp_path) -> None:
     """xz -9 needs about 670 MiB to compress; archive.compress runs with 128 MiB, so the
     kernel kills it: a permanent `memory_limit_exceeded`, not a generic processor failure."""
-    user = User(app.test_client())
-    with celery_worker(tmp_path, "files-oom", "files"):
-        job = user.submit_file(
-            "archive.compress", os.urandom(24 * 1024 * 1024), {"format": "xz", "level": 9}
-        )
-        done = user.wait_status(job["id"], "failed", "succeeded", "dead", timeout=90)
+    _user, _job, done = compress_24_mib_with_xz(app, tmp_path, level=9)
     assert done["status"] == "failed" and done["attempts"] == 1
     assert done["error"]["code"] == "memory_limit_exceeded"
     assert "128 MB" in done["error"]["message"]
