@@ -27,7 +27,8 @@ os.environ.setdefault("QUOTA_SUBMITS_PER_MINUTE", "0")
 os.environ.setdefault("QUOTA_ACTIVE_JOBS", "0")
 os.environ.setdefault("LOG_LEVEL", "INFO")
 # File jobs run against a real S3 endpoint: moto's S3 server process, started below.
-S3_PORT = 5698
+# TEST_S3_PORT lets two test runs on one machine (parallel work) keep their own server.
+S3_PORT = int(os.environ.get("TEST_S3_PORT", "5698"))
 os.environ.setdefault("STORAGE_BACKEND", "s3")
 os.environ.setdefault("S3_ENDPOINT_URL", f"http://127.0.0.1:{S3_PORT}")
 os.environ.setdefault("S3_BUCKET", "dockyard-test")
