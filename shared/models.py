@@ -65,6 +65,12 @@ class Job(Base):
             postgresql_where="published_at IS NULL AND status = 'queued'",
         ),
         Index(
+            "ix_jobs_awaiting_delivery",
+            "published_at",
+            "id",
+            postgresql_where="status IN ('queued', 'retrying') AND published_at IS NOT NULL",
+        ),
+        Index(
             "ix_jobs_inputs_to_delete",
             "finished_at",
             postgresql_where=(
