@@ -19,7 +19,7 @@ from celery import Celery
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from shared import fast_publish
+from shared import broker_marks, fast_publish
 from shared.celery_app import app as celery_app
 from shared.db import session_scope
 from shared.jobs import job_lock_key
@@ -74,6 +74,9 @@ def send(dispatch: Dispatch, celery: Celery | None = None) -> None:
         argsrepr="()",
         kwargsrepr=kwargsrepr,
     )
+    if fast_publish.supports(celery):
+        # After the message: a mark never claims a message the broker did not take.
+        broker_marks.mark(fast_publish.broker_client(celery), dispatch.dispatch_id)
 
 
 def publish(
@@ -130,3 +133,10 @@ def publish_new_job(session: Session, job: Any, task_name: str, celery: Celery |
 def wait_for_uncommitted_job(session: Session, job_id: uuid.UUID) -> None:
     """Block until a submit that may still be inserting this job has ended (see above)."""
     session.execute(select(func.pg_advisory_xact_lock(job_lock_key(job_id))))
+
+
+def delivered(dispatch_id: uuid.UUID, celery: Celery | None = None) -> None:
+    """A worker claimed the job of this dispatch: its broker mark has done its work."""
+    celery = celery or celery_app
+    if fast_publish.supports(celery):
+        broker_marks.unmark(fast_publish.broker_client(celery), dispatch_id)

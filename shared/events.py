@@ -22,6 +22,8 @@ FAILED = "failed"
 CANCEL_REQUESTED = "cancel_requested"
 CANCELLED = "cancelled"
 REQUEUED = "requeued"
+#: The broker lost the job's message (or a dead worker took it): published again.
+REDISPATCHED = "redispatched"
 
 
 def record(

@@ -19,6 +19,8 @@ from typing import Any
 from celery import Celery
 from redis import Redis
 
+from shared import broker_marks
+
 _CLIENTS: dict[tuple[str, int], Redis] = {}
 
 
@@ -90,6 +92,15 @@ def publish(
     queue: str,
     kwargsrepr: str,
 ) -> None:
-    """LPUSH the message onto the queue's list; raises redis errors like send_task would."""
+    """LPUSH the message onto the queue's list, with its broker mark in the same transaction
+    (see shared.broker_marks); raises redis errors like send_task would."""
     message = task_message(celery, task_name, task_id, kwargs, queue, kwargsrepr)
-    _client(str(celery.conf.broker_write_url)).lpush(queue, json.dumps(message))
+    pipe = broker_client(celery).pipeline(transaction=True)
+    pipe.lpush(queue, json.dumps(message))
+    broker_marks.mark(pipe, task_id)
+    pipe.execute()
+
+
+def broker_client(celery: Celery) -> Redis:
+    """This process's client of the broker's Redis database."""
+    return _client(str(celery.conf.broker_write_url))

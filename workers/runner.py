@@ -24,7 +24,7 @@ from shared import events, metrics
 from shared.backoff import retry_delay
 from shared.config import Settings
 from shared.db import session_scope
-from shared.dispatch import Dispatch
+from shared.dispatch import Dispatch, delivered
 from shared.dispatch import publish as publish_dispatch
 from shared.errors import JobCancelled, JobError, RetryableJobError
 from shared.jobs import now, set_status
@@ -278,6 +278,7 @@ def run_delivery(delivery: Delivery, settings: Settings) -> dict[str, Any]:
     claimed = claim(delivery, settings)
     if claimed is None:
         return {"job_id": str(delivery.job_id), "outcome": "dropped"}
+    delivered(delivery.dispatch_id)
     processor = get_processor(claimed.processor)
     started = time.monotonic()
     summary = _run_claimed(delivery, claimed, processor, settings)

@@ -22,6 +22,7 @@ from shared.jobs import now
 from shared.models import DeadLetter, Job
 from shared.processors import get_processor
 from shared.status import JobStatus
+from workers.broker_recovery import recover_lost_messages
 from workers.dead_letters import dead_letter_payload, send_dead_letter
 from workers.runner import AfterCommit, dead_letter_job, finish_cancelled, schedule_retry
 
@@ -153,6 +154,7 @@ def resend_missing_dead_letters(settings: Settings) -> int:
 def run_sweeps(settings: Settings) -> dict[str, Any]:
     return {
         "published": publish_unpublished(settings),
+        "redispatched": recover_lost_messages(settings),
         "recovered": recover_stale_jobs(settings),
         "dead_letters_resent": resend_missing_dead_letters(settings),
     }

@@ -18,7 +18,7 @@ CELERY = str(Path(sys.executable).with_name("celery"))
 class Process:
     """A subprocess in its own process group, with its output in a log file."""
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.popen = subprocess.Popen(
@@ -26,7 +26,7 @@ class Process:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "LOG_JSON": "false"},
+            env={**os.environ, "LOG_JSON": "false", **(env or {})},
         )
 
     def log(self) -> str:
@@ -49,8 +49,15 @@ class Process:
 
 
 @contextmanager
-def celery_worker(tmp_path: Path, name: str, queue: str, concurrency: int = 1) -> Iterator[Process]:
-    """A prefork worker consuming only `queue`, ready when it says so."""
+def celery_worker(
+    tmp_path: Path,
+    name: str,
+    queue: str,
+    concurrency: int = 1,
+    env: dict[str, str] | None = None,
+) -> Iterator[Process]:
+    """A prefork worker consuming only `queue`, ready when it says so (`env` overrides the
+    tests' environment, e.g. to use another broker)."""
     process = Process(
         [
             CELERY,
@@ -70,6 +77,7 @@ def celery_worker(tmp_path: Path, name: str, queue: str, concurrency: int = 1) -
             "--without-mingle",
         ],
         tmp_path / f"{name}.log",
+        env,
     )
     try:
         wait_for(
@@ -84,7 +92,7 @@ def celery_worker(tmp_path: Path, name: str, queue: str, concurrency: int = 1) -
 
 
 @contextmanager
-def celery_beat(tmp_path: Path) -> Iterator[Process]:
+def celery_beat(tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[Process]:
     process = Process(
         [
             CELERY,
@@ -96,6 +104,7 @@ def celery_beat(tmp_path: Path) -> Iterator[Process]:
             str(tmp_path / "beat-schedule"),
         ],
         tmp_path / "beat.log",
+        env,
     )
     try:
         wait_for(

@@ -1,0 +1,312 @@
+"""Broker data loss: a real Redis of the test's own, shut down without saving and started
+again empty, with queued jobs, retrying jobs and a job mid-run; and a worker that dies after
+taking a message but before claiming its job. Everything talks to that Redis from its own
+process (API under gunicorn, celery workers, beat), as in `make run`."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+from redis import Redis
+from sqlalchemy import select
+
+from shared import broker_marks
+from shared.db import session_scope
+from shared.models import Job, JobEvent
+from tests.helpers import PASSWORD, wait_for
+from tests.integration.workers import Process, celery_beat, celery_worker
+
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PrivateRedis:
+    """A redis-server without persistence on a port of its own."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = _free_port()
+        self.tmp_path = tmp_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client = Redis(port=self.port, socket_timeout=2)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for(self._answers, timeout=10, message="redis to start")
+
+    def _answers(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except Exception:
+            return False
+
+    def lose_everything(self) -> None:
+        """SHUTDOWN NOSAVE, then the same server started again: every key is gone."""
+        assert self.process is not None
+        with suppress(redis.ConnectionError):  # the connection drops as the server exits
+            self.client.shutdown(nosave=True)
+        self.process.wait(timeout=10)
+        self.client.connection_pool.disconnect()
+        self.start()
+        assert self.client.dbsize() == 0
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stack_env(private_redis: PrivateRedis) -> dict[str, str]:
+    """Broker, blocklist, metrics and live events all on the Redis that will lose its data."""
+    return {
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{private_redis.port}/0",
+        "REDIS_URL": f"redis://127.0.0.1:{private_redis.port}/1",
+        "RETRY_BACKOFF_BASE": "8",
+        "RETRY_BACKOFF_MAX": "8",
+        "RETRY_JITTER": "0",
+    }
+
+
+@contextmanager
+def api_server(tmp_path: Path, env: dict[str, str]) -> Iterator[str]:
+    port = _free_port()
+    process = Process(
+        [
+            GUNICORN,
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--threads",
+            "4",
+            "api.wsgi:app",
+        ],
+        tmp_path / "api.log",
+        env,
+    )
+    base = f"http://127.0.0.1:{port}/api/v1"
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{base}/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return process.popen.poll() is not None
+
+    try:
+        wait_for(up, timeout=30, message="the API to start")
+        assert process.popen.poll() is None, process.log()
+        yield base
+    finally:
+        process.stop()
+
+
+class Api:
+    def __init__(self, base: str) -> None:
+        self.base = base
+        email = f"loss-{uuid.uuid4().hex[:10]}@example.com"
+        body = {"email": email, "password": PASSWORD}
+        assert requests.post(f"{base}/auth/register", json=body, timeout=10).status_code == 201
+        token = requests.post(f"{base}/auth/login", json=body, timeout=10).json()["access_token"]
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def submit(self, processor: str, params: dict[str, Any]) -> uuid.UUID:
+        response = requests.post(
+            f"{self.base}/jobs",
+            json={"processor": processor, "params": params},
+            headers=self.headers,
+            timeout=10,
+        )
+        assert response.status_code == 202, response.text
+        return uuid.UUID(response.json()["id"])
+
+
+def _jobs(ids: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
+    with session_scope() as session:
+        return {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids)))}
+
+
+def _statuses(ids: list[uuid.UUID]) -> list[str]:
+    return [job.status for job in _jobs(ids).values()]
+
+
+def _event_types(job_id: uuid.UUID) -> list[str]:
+    with session_scope() as session:
+        return list(
+            session.scalars(
+                select(JobEvent.type).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+            )
+        )
+
+
+def _events(job_id: uuid.UUID, type_: str) -> list[dict[str, Any]]:
+    with session_scope() as session:
+        return [
+            dict(data)
+            for data in session.scalars(
+                select(JobEvent.data).where(JobEvent.job_id == job_id, JobEvent.type == type_)
+            )
+        ]
+
+
+def _requeued_broker_lost(base: str) -> float:
+    text = requests.get(base.removesuffix("/api/v1") + "/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("dockyard_jobs_requeued_total") and 'reason="broker_lost"' in line
+    )
+
+
+def test_jobs_survive_a_broker_that_lost_its_data(
+    tmp_path: Path, private_redis: PrivateRedis, stack_env: dict[str, str]
+) -> None:
+    with api_server(tmp_path, stack_env) as base:
+        api = Api(base)
+        # Two jobs fail their first attempt and wait out an 8 s backoff; the worker is then
+        # stopped (a warm shutdown hands its held retry messages back to Redis), so the
+        # retry messages live only in Redis when it loses them.
+        with celery_worker(tmp_path, "diag-before", "diagnostics", env=stack_env):
+            retrying = [api.submit("debug.fail", {"fail_times": 1}) for _ in range(2)]
+            wait_for(
+                lambda: _statuses(retrying) == ["retrying"] * 2,
+                timeout=20,
+                message="the failing jobs to wait for their retry",
+            )
+        # Ten jobs queued with no diagnostics worker running: their messages wait in Redis.
+        queued = [api.submit("debug.echo", {"message": f"m{i}"}) for i in range(10)]
+        jobs = _jobs(queued)
+        assert all(
+            private_redis.client.exists(broker_marks.key(j.dispatch_id)) for j in jobs.values()
+        )
+        # One job mid-run on the files fleet while the broker loses everything.
+        with celery_worker(tmp_path, "files-w", "files", env=stack_env) as files_worker:
+            running = api.submit("debug.sleep", {"seconds": 6, "steps": 6, "fleet": "files"})
+            wait_for(lambda: _statuses([running]) == ["running"], timeout=20, message="mid-run")
+
+            private_redis.lose_everything()
+            came_back = time.monotonic()
+
+            with (
+                celery_worker(tmp_path, "diag-after", "diagnostics,maintenance", env=stack_env),
+                celery_beat(tmp_path, env=stack_env),
+            ):
+                everyone = [*retrying, *queued, running]
+                wait_for(
+                    lambda: _statuses(everyone) == ["succeeded"] * len(everyone),
+                    timeout=60,
+                    interval=0.2,
+                    message="every job to succeed after the broker came back",
+                )
+                recovered_in = time.monotonic() - came_back
+                assert recovered_in < 60
+                wait_for(
+                    lambda: _requeued_broker_lost(base) == 12,
+                    timeout=10,
+                    message="12 broker_lost requeues counted",
+                )
+            assert files_worker.popen.poll() is None, files_worker.log()
+
+    final = _jobs(everyone)
+    for job_id in queued:
+        assert final[job_id].attempts == 1
+        assert _event_types(job_id) == ["submitted", "redispatched", "started", "succeeded"]
+        (event,) = _events(job_id, "redispatched")
+        assert event["reason"] == "broker_lost" and event["status"] == "queued"
+    for job_id in retrying:
+        assert final[job_id].attempts == 2
+        types = _event_types(job_id)
+        assert types.count("started") == 2 and types.count("succeeded") == 1
+        assert types.count("redispatched") == 1 and types[-1] == "succeeded"
+        (event,) = _events(job_id, "redispatched")
+        assert event["reason"] == "broker_lost" and event["status"] == "retrying"
+    # The job mid-run was never published again: it ran once and its worker finished it.
+    assert final[running].attempts == 1
+    types = _event_types(running)
+    assert "redispatched" not in types and types.count("started") == 1
+    assert types[-1] == "succeeded"
+
+
+TAKE_AND_HOLD = """
+import sys, time
+from kombu import Connection
+with Connection(sys.argv[1]) as connection:
+    queue = connection.SimpleQueue("diagnostics")
+    message = queue.get(block=True, timeout=20)  # taken, unacknowledged: in kombu's unacked
+    print("taken", message.headers["id"], flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_message_taken_by_a_worker_that_died_before_claiming_is_sent_again(
+    tmp_path: Path, private_redis: PrivateRedis, stack_env: dict[str, str]
+) -> None:
+    with (
+        api_server(tmp_path, stack_env) as base,
+        celery_worker(tmp_path, "maint", "maintenance", env=stack_env),
+        celery_beat(tmp_path, env=stack_env),
+    ):
+        api = Api(base)
+        job_id = api.submit("debug.echo", {"message": "taken"})
+        (job,) = _jobs([job_id]).values()
+        # A consumer takes the message the way a Celery worker does, then dies (SIGKILL)
+        # before any claim: the message sits in the broker's unacked set, the job stays queued.
+        holder = Process(
+            [sys.executable, "-c", TAKE_AND_HOLD, stack_env["CELERY_BROKER_URL"]],
+            tmp_path / "holder.log",
+        )
+        wait_for(lambda: "taken" in holder.log(), timeout=20, message="the message taken")
+        assert str(job.dispatch_id) in holder.log()
+        holder.kill_group()
+        assert str(job.dispatch_id) in broker_marks.taken_at(private_redis.client)
+
+        with celery_worker(tmp_path, "diag", "diagnostics", env=stack_env):
+            wait_for(
+                lambda: _statuses([job_id]) == ["succeeded"],
+                timeout=30,
+                message="the job to run after its holder died",
+            )
+    (final,) = _jobs([job_id]).values()
+    assert final.attempts == 1
+    assert _event_types(job_id) == ["submitted", "redispatched", "started", "succeeded"]
+    (event,) = _events(job_id, "redispatched")
+    assert event["reason"] == "worker_lost_before_claim"

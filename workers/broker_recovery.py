@@ -1,0 +1,180 @@
+"""Broker-loss recovery: a job the broker no longer holds a message for is published again.
+
+PostgreSQL is the source of truth; Redis is not durable (see shared.broker_marks for how a
+lost message is told from a waiting one). Each maintenance sweep looks at published, unclaimed
+jobs (`queued`, and `retrying` ones whose backoff message may be waiting) and:
+
+- a job whose current dispatch has no mark in the broker lost its message (`broker_lost`);
+- a queued job whose message a worker took more than `HEARTBEAT_STALE_AFTER` ago without
+  claiming it was taken by a worker that died in between (`worker_lost_before_claim`).
+
+Either gets a new `dispatch_id` (a late original is then dropped by the claim) and a
+`redispatched` event, and its message is sent again; a retry keeps what is left of its
+backoff. Bounds, so that a long healthy backlog never costs more than a few milliseconds per
+run and a large loss is drained steadily instead of in one huge transaction: each run reads at
+most ten `SWEEP_BATCH_SIZE` of candidate rows (two columns, from a partial index), walking the
+backlog with a cursor kept in Redis across runs, checks their marks with one MGET per 500,
+and redispatches at most `SWEEP_BATCH_SIZE` jobs, rows locked with SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from redis import Redis
+from sqlalchemy import select, tuple_
+
+from shared import broker_marks, events, fast_publish, metrics
+from shared.celery_app import app as celery_app
+from shared.config import Settings
+from shared.db import session_scope
+from shared.dispatch import Dispatch, publish
+from shared.jobs import now
+from shared.models import Job
+from shared.processors import get_processor
+from shared.status import JobStatus
+
+log = logging.getLogger(__name__)
+
+CURSOR_KEY = "dockyard:sweep:delivery-cursor"
+BROKER_LOST = "broker_lost"
+WORKER_LOST_BEFORE_CLAIM = "worker_lost_before_claim"
+_WAITING = (JobStatus.QUEUED.value, JobStatus.RETRYING.value)
+#: A message and its mark are written before `published_at`; the margin only keeps clock
+#: skew between API hosts and the database from mattering.
+_PUBLISHED_MARGIN = timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class Lost:
+    job_id: uuid.UUID
+    dispatch_id: uuid.UUID
+    status: str
+    reason: str
+
+
+def recover_lost_messages(settings: Settings) -> int:
+    """Find this run's lost messages and publish their jobs again; the number redispatched."""
+    if not fast_publish.supports(celery_app):
+        return 0  # marks exist only on a Redis broker
+    broker = fast_publish.broker_client(celery_app)
+    lost = find_lost(settings, broker, metrics.client(settings.redis_url))
+    return redispatch(settings, lost[: settings.sweep_batch_size]) if lost else 0
+
+
+def find_lost(settings: Settings, broker: Redis, state: Redis) -> list[Lost]:
+    """Candidates of this run whose message the broker no longer holds or a dead worker took."""
+    window = settings.sweep_batch_size * 10
+    rows = _candidates(window, _read_cursor(state))
+    _write_cursor(state, rows[-1] if len(rows) == window else None)
+    if not rows:
+        return []
+    held = broker_marks.marked(broker, [row.dispatch_id for row in rows])
+    lost = [
+        Lost(row.id, row.dispatch_id, row.status, BROKER_LOST)
+        for row in rows
+        if str(row.dispatch_id) not in held
+    ]
+    stale = time.time() - settings.heartbeat_stale_after
+    queued_held = [
+        row
+        for row in rows
+        if row.status == JobStatus.QUEUED.value
+        and str(row.dispatch_id) in held
+        and row.published_at.timestamp() < stale
+    ]
+    if queued_held:
+        taken = broker_marks.taken_at(broker)
+        lost += [
+            Lost(row.id, row.dispatch_id, row.status, WORKER_LOST_BEFORE_CLAIM)
+            for row in queued_held
+            if taken.get(str(row.dispatch_id), float("inf")) < stale
+        ]
+    return lost
+
+
+def _candidates(limit: int, cursor: tuple[datetime, uuid.UUID] | None) -> list[Any]:
+    query = select(Job.id, Job.dispatch_id, Job.status, Job.published_at).where(
+        Job.status.in_(_WAITING),
+        Job.published_at.is_not(None),
+        Job.published_at <= now() - _PUBLISHED_MARGIN,
+    )
+    if cursor is not None:
+        query = query.where(tuple_(Job.published_at, Job.id) > tuple_(*cursor))
+    with session_scope() as session:
+        return list(session.execute(query.order_by(Job.published_at, Job.id).limit(limit)))
+
+
+def _read_cursor(state: Redis) -> tuple[datetime, uuid.UUID] | None:
+    try:
+        raw = state.get(CURSOR_KEY)
+        if raw is None:
+            return None
+        stamp, job_id = raw.decode().split("|")
+        return datetime.fromisoformat(stamp), uuid.UUID(job_id)
+    except Exception:
+        log.debug("delivery cursor unreadable; starting from the oldest", exc_info=True)
+        return None
+
+
+def _write_cursor(state: Redis, last: Any | None) -> None:
+    """Remember where a full window ended, or start from the oldest again next run."""
+    try:
+        if last is None:
+            state.delete(CURSOR_KEY)
+        else:
+            state.set(CURSOR_KEY, f"{last.published_at.isoformat()}|{last.id}", ex=3600)
+    except Exception:
+        log.debug("delivery cursor not saved", exc_info=True)
+
+
+def redispatch(settings: Settings, lost: list[Lost]) -> int:
+    """New dispatch ids and events, committed; then the messages (a refused publish leaves
+    the row unpublished for the outbox and retry sweeps)."""
+    dispatches: list[tuple[Dispatch, str, str, str]] = []
+    by_id = {item.job_id: item for item in lost}
+    with session_scope() as session:
+        jobs = session.scalars(
+            select(Job).where(Job.id.in_(by_id)).with_for_update(skip_locked=True)
+        ).all()
+        for job in jobs:
+            seen = by_id[job.id]
+            if job.dispatch_id != seen.dispatch_id or job.status != seen.status:
+                continue  # claimed, cancelled or redispatched since it was looked at
+            processor = get_processor(job.processor)
+            if processor is None:
+                continue
+            delay = 0.0
+            if job.status == JobStatus.RETRYING.value and job.next_attempt_at is not None:
+                delay = max(0.0, (job.next_attempt_at - now()).total_seconds())
+            previous = job.dispatch_id
+            job.dispatch_id = uuid.uuid4()
+            job.published_at = None
+            if job.status == JobStatus.RETRYING.value:
+                # Due from now on: the stale-retry sweep must not take it for lost again.
+                job.next_attempt_at = now() + timedelta(seconds=delay)
+            events.record(
+                session,
+                job.id,
+                events.REDISPATCHED,
+                attempt=job.attempts,
+                reason=seen.reason,
+                status=job.status,
+                previous_dispatch_id=str(previous),
+                delay=round(delay, 3),
+            )
+            dispatch = Dispatch.for_job(job, processor.task_name, countdown=delay or None)
+            dispatches.append((dispatch, job.kind, job.processor, seen.reason))
+    for dispatch, kind, processor_name, reason in dispatches:
+        publish(dispatch)
+        metrics.job_requeued(settings.redis_url, kind, processor_name, reason)
+        log.warning(
+            "job message lost; published again",
+            extra={"event": "redispatched", "job_id": str(dispatch.job_id), "reason": reason},
+        )
+    return len(dispatches)
