@@ -22,6 +22,7 @@ result_extended = False
 # not wait for the WAL flush (the job row, written by the API, is the durable record).
 database_engine_options = {
     "pool_pre_ping": True,
+    "hide_parameters": True,  # no bound values (task arguments) in errors or logs
     "connect_args": {"options": "-c synchronous_commit=off"},
 }
 result_expires = 7 * 24 * 3600
@@ -39,6 +40,10 @@ worker_prefetch_multiplier = 1
 # It must exceed the longest job and the longest retry countdown (held unacked as an
 # ETA message), or a healthy job would be delivered twice. Recovery from a dead *whole*
 # worker does not wait for it: the heartbeat sweep re-dispatches stale jobs in seconds.
+# A message lost with the broker's data (Redis restarted without persistence, a promoted
+# replica) is not waited for either: every job message carries a mark written in the same
+# Redis transaction, and the maintenance sweep republishes a published job whose mark is gone
+# (shared/broker_marks.py, workers/broker_recovery.py; README, Reliability).
 broker_transport_options = {
     "visibility_timeout": _settings.broker_visibility_timeout,
 }
