@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
 from flask import Flask, Response, g, jsonify
 from marshmallow import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from shared.jobs import JobConflict
@@ -110,6 +111,14 @@ def register_error_handlers(app: Flask) -> None:
                 "The database is unavailable; try again shortly.",
                 {"component": "postgres"},
             )
+        if isinstance(error, DataError) or _is_nul_literal(error):
+            # A value PostgreSQL refuses (out of range, NUL, bad escape): the request's fault.
+            _log_database_error(error, logging.INFO, "database_data_error")
+            return error_response(
+                422,
+                "invalid_request",
+                "A value in the request cannot be stored (out of range or not valid text).",
+            )
         if isinstance(error, StorageError):
             log.warning("storage unavailable", exc_info=True, extra={"event": "storage_error"})
             return error_response(
@@ -125,5 +134,35 @@ def register_error_handlers(app: Flask) -> None:
             if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
                 headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
             return error_response(status, code, message, headers=headers)
-        log.exception("unhandled error", extra={"event": "unhandled_error"})
+        if isinstance(error, DBAPIError):
+            _log_database_error(error, logging.ERROR, "unhandled_error")
+        else:
+            log.exception("unhandled error", extra={"event": "unhandled_error"})
         return error_response(500, *_HTTP_CODES[500])
+
+
+def _is_nul_literal(error: Exception) -> bool:
+    """psycopg2 refuses a NUL in a text parameter with a plain ValueError before sending it."""
+    return type(error) is ValueError and "NUL (0x00)" in str(error)
+
+
+def _log_database_error(error: Exception, level: int, event: str) -> None:
+    """Log a database error without the values in it.
+
+    Engines hide bound parameters (hide_parameters=True), but PostgreSQL's own message and
+    DETAIL quote values too ("Key (email)=(...) already exists", "invalid input syntax for
+    type uuid: ..."). So the log keeps the error class, SQLSTATE and the stack, never the
+    message: a deploy `env` value or a password hash must not reach the logs this way.
+    """
+    original = getattr(error, "orig", None) or error
+    log.log(
+        level,
+        "database error %s",
+        type(original).__name__,
+        extra={
+            "event": event,
+            "error_class": f"{type(original).__module__}.{type(original).__name__}",
+            "sqlstate": getattr(original, "pgcode", None),
+            "stack": "".join(traceback.format_tb(error.__traceback__)),
+        },
+    )

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from api.auth import current_user_id, is_admin
 from api.errors import ApiError, not_found
 from api.extensions import publisher
+from api.middleware import check_json
 from api.openapi import doc
 from api.pagination import page, paginate
 from api.quotas import check_active_jobs, check_submit_rate
@@ -41,6 +42,7 @@ from shared.jobs import (
 from shared.jobs import now as utcnow
 from shared.models import Job, JobEvent
 from shared.processors import Processor, get_processor
+from shared.status import RETRYABLE_BY_USER, JobStatus
 
 log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -236,6 +238,17 @@ def accept_submission(
     return job_response(job, 202)
 
 
+def check_retry_quotas(job: Job) -> None:
+    """A retry queues work like a submit, so it obeys the same quotas, with the same 429s:
+    it counts in the caller's submissions per minute, and the job's owner (whose active
+    jobs it adds to) must be under QUOTA_ACTIVE_JOBS, checked under the same per-user lock
+    as a submit's so the two cannot race past it together."""
+    check_submit_rate(settings(), current_user_id())
+    if settings().quota_active_jobs:
+        db_session().execute(select(func.pg_advisory_xact_lock(_lock_key(job.owner_id))))
+        check_active_jobs(settings(), db_session(), job.owner_id)
+
+
 def _lock_key(user_id: uuid.UUID) -> int:
     return int.from_bytes(user_id.bytes[:8], "big", signed=True)
 
@@ -253,6 +266,7 @@ def processor_or_422(name: str, kind: str | None = None) -> Processor:
 
 
 def load_params(processor: Processor, raw: dict[str, Any]) -> dict[str, Any]:
+    check_json(raw, "params")  # multipart params arrive as JSON text: NUL/surrogates -> 422
     try:
         return processor.load_params(raw)
     except ValidationError as error:
@@ -369,11 +383,13 @@ def cancel(job_id: uuid.UUID) -> Response:
     tags=["jobs"],
     response=JobSchema,
     status=202,
-    errors=(404, 409),
+    errors=(404, 409, 429),
 )
 def retry(job_id: uuid.UUID) -> Response:
     job = load_job(job_id, for_update=True)
     processor = processor_or_422(job.processor)
+    if JobStatus(job.status) in RETRYABLE_BY_USER:  # else retry_job answers 409
+        check_retry_quotas(job)
     retry_job(db_session(), job, reason="user_retry")
     db_session().commit()
     publish(Dispatch.for_job(job, processor.task_name), publisher(), db_session())

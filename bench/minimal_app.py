@@ -30,7 +30,13 @@ _INSERT = text("INSERT INTO bench_minimal (id, payload) VALUES (:id, CAST(:paylo
 app = Flask(__name__)
 # Without --preload each gunicorn worker imports this module after the fork, so each worker
 # builds its own pool. No pre-ping, as in the platform: it would add a query per request.
-engine = create_engine(DATABASE_URL, pool_size=10, max_overflow=20, pool_pre_ping=False)
+engine = create_engine(
+    DATABASE_URL,
+    pool_size=10,
+    max_overflow=20,
+    pool_pre_ping=False,
+    hide_parameters=True,
+)
 redis = Redis.from_url(REDIS_URL, socket_timeout=5, socket_connect_timeout=2)
 
 

@@ -32,6 +32,9 @@ def _entry(url: str | None) -> tuple[Engine, sessionmaker[Session]]:
             pool_size=10,
             max_overflow=20,
             connect_args=_connect_args,
+            # Bound values never appear in exception messages or logs: they can be password
+            # hashes, deploy `env` secrets or whatever a user sent.
+            hide_parameters=True,
         )
         _engines[key] = (engine, sessionmaker(bind=engine, expire_on_commit=False))
     return _engines[key]
