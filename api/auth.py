@@ -1,4 +1,11 @@
-"""Authentication: registration, login, refresh, logout (revocation) and the caller's profile."""
+"""Authentication: registration, login, refresh, logout (revocation) and the caller's profile.
+
+Every token of one login shares a family id (the `fam` claim). A refresh rotates: it answers
+a new refresh token and marks the presented one used. Presenting a used refresh token again
+means two parties hold it (one of them stole it), so the whole family is revoked: every
+access and refresh token of that login is refused from then on. Revocations (tokens and
+families) live in Redis until the longest token they cover would have expired anyway.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +31,14 @@ from sqlalchemy.exc import IntegrityError
 from api.errors import ApiError, error_response
 from api.extensions import jwt, redis_client
 from api.openapi import doc
-from api.quotas import check_login_allowed, clear_login_failures, record_login_failure
+from api.quotas import (
+    check_login_allowed,
+    clear_login_failures,
+    limit_request_body,
+    password_hashing,
+    record_login_failure,
+)
 from api.schemas import (
-    AccessTokenSchema,
     LoginSchema,
     LogoutSchema,
     RegisterSchema,
@@ -39,13 +51,19 @@ from shared.passwords import hash_password, verify_password
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__, url_prefix="/auth")
+# Every request's body (but an upload's) is held to MAX_JSON_BYTES before the view runs.
+bp.before_app_request(limit_request_body)
 
 _REVOKED_PREFIX = "dockyard:revoked:"
+_FAMILY_PREFIX = "dockyard:revoked-family:"
+_ROTATED = b"rotated"  # the blocklist value of a refresh token spent by a refresh
 _BAD_CREDENTIALS = "Email or password is incorrect."
+_REUSED = "This refresh token was already used; every token of this login is now revoked."
 
 
-def issue_tokens(user: User) -> dict[str, Any]:
-    claims = {"role": user.role}
+def issue_tokens(user: User, family: str | None = None) -> dict[str, Any]:
+    """Access and refresh tokens carrying the user's role and the login's family id."""
+    claims = {"role": user.role, "fam": family or uuid.uuid4().hex}
     return {
         "access_token": create_access_token(identity=str(user.id), additional_claims=claims),
         "refresh_token": create_refresh_token(identity=str(user.id), additional_claims=claims),
@@ -61,6 +79,22 @@ def revoke(claims: dict[str, Any]) -> None:
         redis_client().set(_REVOKED_PREFIX + claims["jti"], "1", ex=remaining)
 
 
+def revoke_family(family: str | None) -> None:
+    """Refuse every token of one login, for as long as the newest of them can live."""
+    if not family:
+        return
+    settings = current_app.config["DOCKYARD_SETTINGS"]
+    lifetime = max(settings.jwt_refresh_token_expires, settings.jwt_access_token_expires)
+    redis_client().set(_FAMILY_PREFIX + family, "1", ex=lifetime)
+
+
+def spend_refresh_token(claims: dict[str, Any]) -> bool:
+    """Mark a refresh token used, atomically; False if it already was (a second use)."""
+    remaining = max(1, int(claims["exp"] - datetime.now(UTC).timestamp()))
+    key = _REVOKED_PREFIX + claims["jti"]
+    return bool(redis_client().set(key, _ROTATED, nx=True, ex=remaining))
+
+
 def current_user_id() -> uuid.UUID:
     return uuid.UUID(get_jwt_identity())
 
@@ -74,15 +108,31 @@ def require_admin() -> None:
         raise ApiError(403, "forbidden", "This endpoint is for administrators.")
 
 
-def token_revoked(jti: str) -> bool:
-    """Whether the token with this jti was revoked (logout); raises if Redis is down."""
-    return bool(redis_client().exists(_REVOKED_PREFIX + jti))
+def token_revoked(claims: dict[str, Any]) -> bool:
+    """Whether a token was revoked: itself (logout, or spent by a refresh) or its whole
+    login. One Redis round trip; raises if Redis is down.
+
+    A refresh token presented again after a refresh spent it is a reuse: its family is
+    revoked here, whichever endpoint it was presented to."""
+    family = claims.get("fam")
+    keys = [_REVOKED_PREFIX + claims["jti"]] + ([_FAMILY_PREFIX + family] if family else [])
+    values = redis_client().mget(keys)
+    if len(values) > 1 and values[1]:
+        return True
+    if values[0] == _ROTATED and claims.get("type") == "refresh":
+        revoke_family(family)
+        g.refresh_token_reused = True
+        log.warning(
+            "refresh token reused; its login revoked",
+            extra={"event": "refresh_token_reused", "user_id": claims.get("sub")},
+        )
+    return values[0] is not None
 
 
 @jwt.token_in_blocklist_loader
 def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
     try:
-        return token_revoked(payload["jti"])
+        return token_revoked(payload)
     except Exception as error:  # fail closed: an unverifiable token is not accepted
         raise ApiError(
             503,
@@ -122,6 +172,8 @@ def _missing(reason: str) -> Response:
 
 @jwt.revoked_token_loader
 def _revoked(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
+    if g.pop("refresh_token_reused", False):
+        return error_response(401, "token_revoked", _REUSED, {"reason": "refresh_token_reused"})
     return error_response(401, "token_revoked", "The token has been revoked; log in again.")
 
 
@@ -148,17 +200,14 @@ def _user_gone(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
     response=UserSchema,
     status=201,
     auth=None,
-    errors=(409,),
+    errors=(409, 413, 429),
 )
 def register() -> tuple[Response, int]:
     data = RegisterSchema().load(json_body())
+    with password_hashing(current_app.config["DOCKYARD_SETTINGS"]):
+        password_hash = hash_password(data["password"])
     session = db_session()
-    user = User(
-        id=uuid.uuid4(),
-        email=data["email"],
-        password_hash=hash_password(data["password"]),
-        role="user",
-    )
+    user = User(id=uuid.uuid4(), email=data["email"], password_hash=password_hash, role="user")
     session.add(user)
     try:
         session.commit()
@@ -176,6 +225,7 @@ def register() -> tuple[Response, int]:
     body=LoginSchema,
     response=TokenSchema,
     auth=None,
+    errors=(401, 413, 429),
 )
 def login() -> Response:
     data = LoginSchema().load(json_body())
@@ -183,7 +233,9 @@ def login() -> Response:
     settings = current_app.config["DOCKYARD_SETTINGS"]
     check_login_allowed(settings, email)
     user = db_session().scalar(select(User).where(User.email == email))
-    if not verify_password(user.password_hash if user else None, data["password"]):
+    with password_hashing(settings):
+        verified = verify_password(user.password_hash if user else None, data["password"])
+    if not verified:
         record_login_failure(settings, email)
         log.info("login refused", extra={"event": "login_failed"})
         raise ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
@@ -196,35 +248,48 @@ def login() -> Response:
 @bp.post("/refresh")
 @jwt_required(refresh=True)
 @doc(
-    summary="Get a new access token with a refresh token",
+    summary="Rotate: a new access and refresh token; the presented refresh token is spent",
     tags=["auth"],
-    response=AccessTokenSchema,
+    response=TokenSchema,
     auth="refresh",
+    errors=(401,),
 )
 def refresh() -> Response:
     claims = get_jwt()
-    token = create_access_token(
-        identity=get_jwt_identity(), additional_claims={"role": claims.get("role", "user")}
-    )
-    return jsonify(
-        {
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": current_app.config["DOCKYARD_SETTINGS"].jwt_access_token_expires,
-        }
-    )
+    try:
+        spent = spend_refresh_token(claims)
+        if not spent:  # a concurrent refresh with the same token got there first
+            revoke_family(claims.get("fam"))
+    except Exception as error:
+        raise ApiError(
+            503,
+            "service_unavailable",
+            "Tokens cannot be issued right now; try again shortly.",
+            {"component": "redis"},
+        ) from error
+    if not spent:
+        raise ApiError(401, "token_revoked", _REUSED, {"reason": "refresh_token_reused"})
+    # The role comes from the database, not the old token: a demoted admin's refresh is a
+    # user's token, a deleted user's refresh is refused.
+    user = db_session().get(User, uuid.UUID(get_jwt_identity()))
+    if user is None:
+        raise ApiError(401, "invalid_token", "The token's user no longer exists.")
+    g.user_id = str(user.id)
+    return jsonify(TokenSchema().dump(issue_tokens(user, claims.get("fam"))))
 
 
 @bp.post("/logout")
 @jwt_required(verify_type=False)
 @doc(
-    summary="Revoke the presented token (and optionally a refresh token)",
+    summary="End the login: revoke the presented token, the given refresh token, and every "
+    "other token of their login",
     tags=["auth"],
     body=LogoutSchema,
     status=204,
 )
 def logout() -> tuple[str, int]:
     revoke(get_jwt())
+    revoke_family(get_jwt().get("fam"))
     data = LogoutSchema().load(json_body(optional=True))
     if data.get("refresh_token"):
         try:
@@ -244,6 +309,7 @@ def logout() -> tuple[str, int]:
                 {"fields": {"refresh_token": ["Belongs to another user."]}},
             )
         revoke(other)
+        revoke_family(other.get("fam"))
     return "", 204
 
 

@@ -14,8 +14,16 @@ from werkzeug.datastructures import FileStorage
 
 from api.auth import current_user_id
 from api.errors import ApiError
-from api.jobs import accept_submission, load_job, load_params, processor_or_422, settings
+from api.jobs import (
+    accept_submission,
+    idempotency_key,
+    load_job,
+    load_params,
+    processor_or_422,
+    settings,
+)
 from api.openapi import doc
+from api.quotas import precheck_submit_quotas
 from api.schemas import (
     DownloadQuerySchema,
     DownloadSchema,
@@ -25,6 +33,8 @@ from api.schemas import (
 )
 from api.session import db_session
 from shared.content_types import SNIFF_BYTES, detect
+from shared.jobs import IDEMPOTENCY_WINDOW, find_by_idempotency_key
+from shared.jobs import now as utcnow
 from shared.models import JobLog
 from shared.processors import Processor
 from shared.processors.files import accepts
@@ -74,6 +84,19 @@ def _form_max_attempts() -> int | None:
     return value
 
 
+def _refuse_before_reading() -> None:
+    """Answer a caller the quotas already refuse (429) before the upload is read: reading
+    and spooling up to MAX_CONTENT_LENGTH only to refuse it is the cost an abuser wants.
+    A replay of an Idempotency-Key is exempt (it answers the original job, as on POST /jobs)."""
+    user_id = current_user_id()
+    key = idempotency_key()
+    if key:
+        existing = find_by_idempotency_key(db_session(), user_id, key)
+        if existing is not None and existing.created_at >= utcnow() - IDEMPOTENCY_WINDOW:
+            return
+    precheck_submit_quotas(settings(), db_session(), user_id)
+
+
 def _sniff(upload: FileStorage) -> tuple[str, bool]:
     """(content type judged from the first bytes, whether the file is empty)."""
     head = upload.stream.read(SNIFF_BYTES)
@@ -95,7 +118,9 @@ def _sniff(upload: FileStorage) -> tuple[str, bool]:
 def submit_file() -> Response:
     # Werkzeug's form parser spools the upload to a temporary file past 500 KB: the API
     # streams it from there to storage and never holds a large file in memory. A body over
-    # MAX_CONTENT_LENGTH is refused with 413 while it is read.
+    # MAX_CONTENT_LENGTH is refused with 413 while it is read. Nothing reads the body
+    # before the quotas are checked.
+    _refuse_before_reading()
     processor = processor_or_422(request.form.get("processor", ""), kind="file")
     upload = request.files.get("file")
     if upload is None:

@@ -1,11 +1,25 @@
-"""Per-user quotas: submissions per minute (Redis fixed window) and active jobs (database)."""
+"""Abuse limits and quotas.
+
+Per user: submissions per minute (Redis fixed window), active jobs (database), open
+Server-Sent Events streams (Redis, slots that expire unless their stream refreshes them).
+Per client address: password hashing per minute (Redis); per process: password hashes at
+once (a semaphore that never waits). Per account: failed logins. Per request: the size of
+a non-upload body (MAX_JSON_BYTES).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
+from flask import current_app, request
+from redis import Redis
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
@@ -13,38 +27,56 @@ from api.extensions import redis_client
 from shared.config import Settings
 from shared.jobs import count_active_jobs
 
+log = logging.getLogger(__name__)
 _WINDOW = 60
 
 
-def check_submit_rate(settings: Settings, user_id: uuid.UUID) -> None:
-    """Count this submission in the user's current minute; 429 with Retry-After past the limit."""
+def _redis_unavailable(what: str) -> ApiError:
+    return ApiError(
+        503, "service_unavailable", f"{what} cannot be checked right now.", {"component": "redis"}
+    )
+
+
+def _count_in_window(key: str, *, count: bool = True) -> tuple[int, int]:
+    """(requests in the current minute including this one, seconds until the next minute).
+
+    With count=False the window is only read: a pre-check that must not spend the quota.
+    """
+    now = time.time()
+    window = int(now // _WINDOW)
+    try:
+        if count:
+            pipe = redis_client().pipeline()
+            pipe.incr(f"{key}:{window}")
+            pipe.expire(f"{key}:{window}", _WINDOW + 5)
+            value, _ = pipe.execute()
+        else:
+            value = int(redis_client().get(f"{key}:{window}") or 0) + 1
+    except Exception as error:
+        raise _redis_unavailable("Quotas") from error
+    return int(value), max(1, int((window + 1) * _WINDOW - now) + 1)
+
+
+def _rate_limited(limit: int, retry_after: int) -> ApiError:
+    return ApiError(
+        429,
+        "rate_limited",
+        f"At most {limit} submissions per minute; try again in {retry_after} s.",
+        {"limit": limit, "window_seconds": _WINDOW, "retry_after": retry_after},
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def check_submit_rate(settings: Settings, user_id: uuid.UUID, *, count: bool = True) -> None:
+    """Count this submission in the user's current minute; 429 with Retry-After past the limit.
+
+    A retry (POST /jobs/{id}/retry) counts like a submit."""
     limit = settings.quota_submits_per_minute
     if limit == 0:
         return
-    now = time.time()
-    window = int(now // _WINDOW)
-    key = f"dockyard:quota:submits:{user_id}:{window}"
-    try:
-        pipe = redis_client().pipeline()
-        pipe.incr(key)
-        pipe.expire(key, _WINDOW + 5)
-        count, _ = pipe.execute()
-    except Exception as error:
-        raise ApiError(
-            503,
-            "service_unavailable",
-            "Quotas cannot be checked right now.",
-            {"component": "redis"},
-        ) from error
-    if count > limit:
-        retry_after = max(1, int((window + 1) * _WINDOW - now) + 1)
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"At most {limit} submissions per minute; try again in {retry_after} s.",
-            {"limit": limit, "window_seconds": _WINDOW, "retry_after": retry_after},
-            headers={"Retry-After": str(retry_after)},
-        )
+    used, retry_after = _count_in_window(f"dockyard:quota:submits:{user_id}", count=count)
+    if used > limit:
+        raise _rate_limited(limit, retry_after)
 
 
 def check_active_jobs(settings: Settings, session: Session, user_id: uuid.UUID) -> None:
@@ -59,6 +91,201 @@ def check_active_jobs(settings: Settings, session: Session, user_id: uuid.UUID) 
             f"You already have {active} active jobs (limit {limit}); wait for some to finish.",
             {"limit": limit, "active": active},
         )
+
+
+def precheck_submit_quotas(settings: Settings, session: Session, user_id: uuid.UUID) -> None:
+    """Refuse an upload before its body is read when the submit would be refused anyway.
+
+    Reads the quotas without spending them: the submit itself counts and checks again
+    (under the per-user lock), after the body is stored."""
+    check_submit_rate(settings, user_id, count=False)
+    check_active_jobs(settings, session, user_id)
+
+
+# --- Password hashing: per client address, and per process -------------------------------
+
+
+def client_address() -> str:
+    """The address limits are counted against: the peer of the connection
+    (`request.remote_addr`). Behind a reverse proxy that is the proxy's address for every
+    client, unless the app is wrapped in Werkzeug's ProxyFix, which rewrites remote_addr
+    from X-Forwarded-For (see the README)."""
+    return request.remote_addr or "unknown"
+
+
+def _too_many_requests(message: str, retry_after: int, details: dict[str, Any]) -> ApiError:
+    return ApiError(
+        429,
+        "too_many_requests",
+        message,
+        {**details, "retry_after": retry_after},
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def check_auth_rate(settings: Settings) -> None:
+    """Count one password hash against the caller's address this minute (AUTH_RATE_PER_MINUTE).
+
+    Redis holds the count, so every API process and replica shares it."""
+    limit = settings.auth_rate_per_minute
+    if limit == 0:
+        return
+    digest = hashlib.sha256(client_address().encode()).hexdigest()[:32]
+    used, retry_after = _count_in_window(f"dockyard:quota:auth:{digest}")
+    if used > limit:
+        raise _too_many_requests(
+            f"At most {limit} logins and registrations per minute from one address; "
+            f"try again in {retry_after} s.",
+            retry_after,
+            {"reason": "address_rate", "limit": limit, "window_seconds": _WINDOW},
+        )
+
+
+_HASH_SLOTS: dict[int, threading.BoundedSemaphore] = {}
+_HASH_SLOTS_LOCK = threading.Lock()
+
+
+def hash_slots(limit: int) -> threading.BoundedSemaphore:
+    """The process-wide semaphore for a concurrency limit (one per limit value)."""
+    with _HASH_SLOTS_LOCK:
+        return _HASH_SLOTS.setdefault(limit, threading.BoundedSemaphore(limit))
+
+
+@contextmanager
+def hashing_slot(settings: Settings) -> Iterator[None]:
+    """Run a password hash in one of AUTH_HASH_CONCURRENCY slots of this process, or answer
+    429 at once: waiting would hold a server thread per queued request, which is the very
+    exhaustion the cap prevents."""
+    limit = settings.auth_hash_concurrency
+    if limit == 0:
+        yield
+        return
+    slots = hash_slots(limit)
+    if not slots.acquire(blocking=False):
+        raise _too_many_requests(
+            "The server is busy checking passwords; try again in a second.",
+            1,
+            {"reason": "hash_concurrency", "limit": limit},
+        )
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+@contextmanager
+def password_hashing(settings: Settings) -> Iterator[None]:
+    """Both password-hashing limits: the address's rate, then a process slot."""
+    check_auth_rate(settings)
+    with hashing_slot(settings):
+        yield
+
+
+# --- Request bodies ------------------------------------------------------------------------
+
+_TOO_LARGE = "The request body is larger than {} bytes (MAX_JSON_BYTES)."
+#: Endpoints whose body is an upload: they keep MAX_CONTENT_LENGTH.
+UPLOAD_ENDPOINTS = frozenset({"v1.file_jobs.submit_file"})
+
+
+def limit_request_body() -> None:
+    """Every body but an upload is held to MAX_JSON_BYTES: refused from Content-Length before
+    anything is read, and (chunked, no length) cut off with 413 once it passes the limit."""
+    if request.endpoint in UPLOAD_ENDPOINTS:
+        return
+    settings: Settings = current_app.config["DOCKYARD_SETTINGS"]
+    limit = min(settings.max_json_bytes, settings.max_content_length)
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ApiError(
+            413,
+            "payload_too_large",
+            _TOO_LARGE.format(limit),
+            {"limit": limit, "content_length": length},
+        )
+    if length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        # No length to judge: read at most one byte past the limit (Werkzeug's own limit
+        # would silently truncate at it) and keep what was read as the request's body.
+        request.max_content_length = limit + 1
+        if len(request.get_data(cache=True)) > limit:
+            raise ApiError(413, "payload_too_large", _TOO_LARGE.format(limit), {"limit": limit})
+    request.max_content_length = limit
+
+
+# --- Server-Sent Events streams ------------------------------------------------------------
+
+STREAM_SLOT_TTL = 30.0  # a slot its stream stopped refreshing (process died) frees after this
+STREAM_SLOT_REFRESH = 10.0
+
+# Drop expired slots, then take one if fewer than the limit are open; atomic, so concurrent
+# opens cannot pass the limit. Returns {1, 0} (taken) or {0, seconds until a slot expires}.
+_TAKE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, math.ceil(tonumber(oldest[2]) - tonumber(ARGV[1]))}
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return {1, 0}
+"""
+
+
+class StreamSlot:
+    """One of a user's MAX_STREAMS_PER_USER open streams, held in a Redis sorted set
+    (member: the slot, score: when it expires). The stream refreshes it while it runs and
+    removes it when it ends; a slot whose process died expires after STREAM_SLOT_TTL."""
+
+    def __init__(self, redis: Redis, user_id: uuid.UUID) -> None:
+        self.redis = redis
+        self.key = f"dockyard:streams:{user_id}"
+        self.member = uuid.uuid4().hex
+        self.refreshed_at = time.monotonic()
+
+    @classmethod
+    def take(cls, settings: Settings, redis: Redis, user_id: uuid.UUID) -> StreamSlot | None:
+        """A slot, or 429 too_many_streams; None when the limit is off."""
+        limit = settings.max_streams_per_user
+        if limit == 0:
+            return None
+        slot = cls(redis, user_id)
+        now = time.time()
+        try:
+            taken, wait = redis.eval(
+                _TAKE_SLOT, 1, slot.key, now, now + STREAM_SLOT_TTL, limit, slot.member,
+                int(STREAM_SLOT_TTL) + 5,
+            )  # fmt: skip
+        except Exception as error:
+            raise _redis_unavailable("Open streams") from error
+        if not taken:
+            retry_after = max(1, min(int(wait), int(STREAM_SLOT_TTL)))
+            raise ApiError(
+                429,
+                "too_many_streams",
+                f"You already have {limit} open streams; close one first.",
+                {"limit": limit, "retry_after": retry_after},
+                headers={"Retry-After": str(retry_after)},
+            )
+        return slot
+
+    def refresh(self) -> None:
+        """Push the slot's expiry forward (every STREAM_SLOT_REFRESH; cheap to call often)."""
+        if time.monotonic() - self.refreshed_at < STREAM_SLOT_REFRESH:
+            return
+        self.refreshed_at = time.monotonic()
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zadd(self.key, {self.member: time.time() + STREAM_SLOT_TTL})
+            pipe.expire(self.key, int(STREAM_SLOT_TTL) + 5)
+            pipe.execute()
+        except Exception:  # the token check ends the stream if Redis stays down
+            log.warning("stream slot refresh failed", exc_info=True, extra={"event": "stream"})
+
+    def release(self) -> None:
+        try:
+            self.redis.zrem(self.key, self.member)
+        except Exception:  # it expires on its own after STREAM_SLOT_TTL
+            log.warning("stream slot release failed", exc_info=True, extra={"event": "stream"})
 
 
 _LOGIN_WINDOW = 15 * 60

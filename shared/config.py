@@ -127,6 +127,15 @@ class Settings:
     quota_submits_per_minute: int = 60
     quota_active_jobs: int = 20
     login_max_failures: int = 10
+    # Password hashing (argon2id, 64 MiB, ~0.2 s of CPU) is the API's costliest work and
+    # runs before any account exists: per client address per minute (Redis, so it holds
+    # across API processes) and at most this many at once per process. 0 = off.
+    auth_rate_per_minute: int = 20
+    auth_hash_concurrency: int = 4
+    # Request bodies other than uploads (JSON): 413 above, checked before reading.
+    max_json_bytes: int = 1024 * 1024
+    # Open Server-Sent Events streams per user (each holds a server thread). 0 = off.
+    max_streams_per_user: int = 5
     job_max_attempts: int = 3
     job_max_attempts_limit: int = 10
     retry_backoff_base: float = 2.0
@@ -198,6 +207,10 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("quota_submits_per_minute", "QUOTA_SUBMITS_PER_MINUTE", _int(0)),
     ("quota_active_jobs", "QUOTA_ACTIVE_JOBS", _int(0)),
     ("login_max_failures", "LOGIN_MAX_FAILURES", _int(0)),
+    ("auth_rate_per_minute", "AUTH_RATE_PER_MINUTE", _int(0)),
+    ("auth_hash_concurrency", "AUTH_HASH_CONCURRENCY", _int(0)),
+    ("max_json_bytes", "MAX_JSON_BYTES", _int(1024)),
+    ("max_streams_per_user", "MAX_STREAMS_PER_USER", _int(0)),
     ("job_max_attempts", "JOB_MAX_ATTEMPTS", _int(1, 100)),
     ("job_max_attempts_limit", "JOB_MAX_ATTEMPTS_LIMIT", _int(1, 100)),
     ("retry_backoff_base", "RETRY_BACKOFF_BASE", _float(0.0)),

@@ -4,7 +4,8 @@ API's Server-Sent Events streams (api/streams.py).
 Events written through the ORM (`shared.events.record`) are collected when the session
 flushes and published when it commits (dropped on rollback), so a client never sees an event
 that did not happen. The single-statement paths (submit, fast claim and success) publish
-what their statement returned. Publishing is best effort: the event rows are the record, and
+what their statement returned. Every message carries its job's owner (`owner_id`), whichever
+path wrote it. Publishing is best effort: the event rows are the record, and
 a client that missed a message resumes from them with Last-Event-ID.
 """
 
@@ -16,12 +17,12 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from shared import metrics
 from shared.config import get_settings
-from shared.models import JobEvent
+from shared.models import Job, JobEvent
 
 log = logging.getLogger(__name__)
 CHANNEL = "dockyard:job-events"
@@ -59,15 +60,30 @@ def publish(messages: list[dict[str, Any]]) -> None:
         log.debug("live event publish failed", exc_info=True)
 
 
+def _owners(session: Session, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """The owners of these jobs: from jobs the session holds, else one query (progress
+    updates, for one, change the job with an UPDATE and never load it)."""
+    owners: dict[uuid.UUID, uuid.UUID] = {}
+    for obj in session.identity_map.values():
+        if isinstance(obj, Job) and obj.id in job_ids and obj.owner_id is not None:
+            owners[obj.id] = obj.owner_id
+    missing = job_ids - owners.keys()
+    if missing:
+        rows = session.connection().execute(select(Job.id, Job.owner_id).where(Job.id.in_(missing)))
+        owners.update({row.id: row.owner_id for row in rows})
+    return owners
+
+
 @event.listens_for(Session, "after_flush")
 def _collect(session: Session, _context: Any) -> None:
-    pending = [
-        message(obj.id, obj.job_id, obj.type, obj.attempt, obj.data)
-        for obj in session.new
-        if isinstance(obj, JobEvent) and obj.id is not None
-    ]
-    if pending:
-        session.info.setdefault(_PENDING, []).extend(pending)
+    new = [obj for obj in session.new if isinstance(obj, JobEvent) and obj.id is not None]
+    if not new:
+        return
+    owners = _owners(session, {obj.job_id for obj in new})
+    session.info.setdefault(_PENDING, []).extend(
+        message(obj.id, obj.job_id, obj.type, obj.attempt, obj.data, owners.get(obj.job_id))
+        for obj in new
+    )
 
 
 @event.listens_for(Session, "after_commit")

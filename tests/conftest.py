@@ -25,6 +25,8 @@ os.environ.setdefault("SWEEP_INTERVAL", "1")
 os.environ.setdefault("OUTBOX_GRACE", "0.5")
 os.environ.setdefault("QUOTA_SUBMITS_PER_MINUTE", "0")
 os.environ.setdefault("QUOTA_ACTIVE_JOBS", "0")
+# Every test client is 127.0.0.1: the per-address hashing limit is tested on its own.
+os.environ.setdefault("AUTH_RATE_PER_MINUTE", "0")
 os.environ.setdefault("LOG_LEVEL", "INFO")
 # File jobs run against a real S3 endpoint: moto's S3 server process, started below.
 # TEST_S3_PORT lets two test runs on one machine (parallel work) keep their own server.
