@@ -5,86 +5,23 @@ process (API under gunicorn, celery workers, beat), as in `make run`."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import requests
-from redis import Redis
 from sqlalchemy import select
 
 from shared import broker_marks
 from shared.db import session_scope
 from shared.models import Job, JobEvent
-from tests.helpers import PASSWORD, wait_for
+from tests.helpers import wait_for
+from tests.integration.stack import Api, PrivateRedis, api_server
 from tests.integration.workers import Process, celery_beat, celery_worker
-
-GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class PrivateRedis:
-    """A redis-server without persistence on a port of its own."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = _free_port()
-        self.tmp_path = tmp_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self.client = Redis(port=self.port, socket_timeout=2)
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        wait_for(self._answers, timeout=10, message="redis to start")
-
-    def _answers(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except Exception:
-            return False
-
-    def lose_everything(self) -> None:
-        """SHUTDOWN NOSAVE, then the same server started again: every key is gone."""
-        assert self.process is not None
-        with suppress(redis.ConnectionError):  # the connection drops as the server exits
-            self.client.shutdown(nosave=True)
-        self.process.wait(timeout=10)
-        self.client.connection_pool.disconnect()
-        self.start()
-        assert self.client.dbsize() == 0
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -105,59 +42,6 @@ def stack_env(private_redis: PrivateRedis) -> dict[str, str]:
         "RETRY_BACKOFF_MAX": "8",
         "RETRY_JITTER": "0",
     }
-
-
-@contextmanager
-def api_server(tmp_path: Path, env: dict[str, str]) -> Iterator[str]:
-    port = _free_port()
-    process = Process(
-        [
-            GUNICORN,
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--threads",
-            "4",
-            "api.wsgi:app",
-        ],
-        tmp_path / "api.log",
-        env,
-    )
-    base = f"http://127.0.0.1:{port}/api/v1"
-
-    def up() -> bool:
-        try:
-            return requests.get(f"{base}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return process.popen.poll() is not None
-
-    try:
-        wait_for(up, timeout=30, message="the API to start")
-        assert process.popen.poll() is None, process.log()
-        yield base
-    finally:
-        process.stop()
-
-
-class Api:
-    def __init__(self, base: str) -> None:
-        self.base = base
-        email = f"loss-{uuid.uuid4().hex[:10]}@example.com"
-        body = {"email": email, "password": PASSWORD}
-        assert requests.post(f"{base}/auth/register", json=body, timeout=10).status_code == 201
-        token = requests.post(f"{base}/auth/login", json=body, timeout=10).json()["access_token"]
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def submit(self, processor: str, params: dict[str, Any]) -> uuid.UUID:
-        response = requests.post(
-            f"{self.base}/jobs",
-            json={"processor": processor, "params": params},
-            headers=self.headers,
-            timeout=10,
-        )
-        assert response.status_code == 202, response.text
-        return uuid.UUID(response.json()["id"])
 
 
 def _jobs(ids: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
