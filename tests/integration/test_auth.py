@@ -111,13 +111,21 @@ def test_expired_token_is_401_token_expired(make_app) -> None:
     assert error_code(response) == "token_expired"
 
 
+def refresh(client, refresh_token: str):  # noqa: ANN001
+    return client.post("/api/v1/auth/refresh", headers={"Authorization": f"Bearer {refresh_token}"})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def test_refresh_issues_a_working_access_token(client) -> None:
     user = User(client)
-    response = client.post(
-        "/api/v1/auth/refresh", headers={"Authorization": f"Bearer {user.tokens['refresh_token']}"}
-    )
+    response = refresh(client, user.tokens["refresh_token"])
     assert response.status_code == 200
-    new_access = response.get_json()["access_token"]
+    body = response.get_json()
+    assert set(body) == {"access_token", "refresh_token", "token_type", "expires_in"}
+    new_access = body["access_token"]
     me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {new_access}"})
     assert me.status_code == 200
     # An access token cannot be used to refresh.
@@ -173,3 +181,95 @@ def test_repeated_wrong_passwords_are_throttled_per_account(make_app) -> None:
     assert blocked.get_json()["error"]["code"] == "too_many_login_failures"
     assert 1 <= int(blocked.headers["Retry-After"]) <= 900
     assert login(client, bystander["email"])["access_token"]  # other accounts unaffected
+
+
+def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_whole_login(make_app) -> None:
+    """A refresh answers a new refresh token and spends the old one. Presenting the spent
+    one again (a stolen copy, or the thief's own copy used after the owner's) revokes every
+    token of that login: both refresh tokens and the access tokens, even on another API
+    process (a second app: the revocations are in Redis). Another login is unaffected."""
+    first, second = make_app().test_client(), make_app().test_client()
+    user = User(first)
+    other_login = login(first, user.email)
+    rotated = refresh(first, user.tokens["refresh_token"])
+    assert rotated.status_code == 200
+    new = rotated.get_json()
+    assert new["refresh_token"] != user.tokens["refresh_token"]
+    assert first.get("/api/v1/auth/me", headers=bearer(new["access_token"])).status_code == 200
+    # The rotated token works once; the old access token still works until reuse.
+    assert first.get("/api/v1/auth/me", headers=user.headers).status_code == 200
+
+    reused = refresh(second, user.tokens["refresh_token"])
+    assert reused.status_code == 401 and error_code(reused) == "token_revoked"
+    assert reused.get_json()["error"]["details"] == {"reason": "refresh_token_reused"}
+    for client in (first, second):
+        for token in (new["access_token"], user.tokens["access_token"]):
+            me = client.get("/api/v1/auth/me", headers=bearer(token))
+            assert me.status_code == 401 and error_code(me) == "token_revoked"
+        assert error_code(refresh(client, new["refresh_token"])) == "token_revoked"
+    # The same user's other login is its own family.
+    assert refresh(first, other_login["refresh_token"]).status_code == 200
+
+
+def test_concurrent_refreshes_with_one_token_cannot_both_win(app) -> None:
+    """Two refreshes racing with one token: exactly one is answered with new tokens."""
+    import threading
+
+    user = User(app.test_client())
+    barrier, statuses = threading.Barrier(4), []
+
+    def attempt() -> None:
+        client = app.test_client()
+        barrier.wait()
+        statuses.append(refresh(client, user.tokens["refresh_token"]).status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 401, 401, 401]
+
+
+def test_refresh_reads_the_role_from_the_database(app, client) -> None:
+    """A promoted user's refresh carries admin; a demoted admin's carries user; a deleted
+    user's refresh is refused."""
+    from sqlalchemy import delete, update
+
+    from api.cli import ensure_admin
+    from shared.db import session_scope
+    from shared.models import User as UserRow
+
+    user = User(client)
+    ensure_admin(user.email, None)
+    assert client.get("/api/v1/admin/stats", headers=user.headers).status_code == 403
+    promoted = refresh(client, user.tokens["refresh_token"]).get_json()
+    assert (
+        client.get("/api/v1/auth/me", headers=bearer(promoted["access_token"])).status_code == 200
+    )
+    assert (
+        client.get("/api/v1/admin/stats", headers=bearer(promoted["access_token"])).status_code
+        == 200
+    )
+    with session_scope() as session:
+        session.execute(update(UserRow).where(UserRow.email == user.email).values(role="user"))
+    demoted = refresh(client, promoted["refresh_token"]).get_json()
+    stats = client.get("/api/v1/admin/stats", headers=bearer(demoted["access_token"]))
+    assert stats.status_code == 403
+    with session_scope() as session:
+        session.execute(delete(UserRow).where(UserRow.email == user.email))
+    gone = refresh(client, demoted["refresh_token"])
+    assert gone.status_code == 401 and error_code(gone) == "invalid_token"
+
+
+def test_logout_ends_the_whole_login(client) -> None:
+    """Logging out with the access token alone also ends the refresh token of that login
+    (and any access token it was refreshed into); another login is unaffected."""
+    user = User(client)
+    other = login(client, user.email)
+    refreshed = refresh(client, user.tokens["refresh_token"]).get_json()
+    assert user.post("/api/v1/auth/logout").status_code == 204
+    assert error_code(refresh(client, refreshed["refresh_token"])) == "token_revoked"
+    me = client.get("/api/v1/auth/me", headers=bearer(refreshed["access_token"]))
+    assert me.status_code == 401
+    assert client.get("/api/v1/auth/me", headers=bearer(other["access_token"])).status_code == 200

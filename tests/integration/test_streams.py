@@ -121,3 +121,65 @@ def test_a_stream_ends_when_its_token_expires(make_app) -> None:
     with serving(short) as base, open_stream(base, user, "/api/v1/jobs/stream") as response:
         rest = list(response.iter_lines(decode_unicode=True))
     assert rest[0] == "retry: 2000" and "event: token_expired" in rest
+
+
+def test_every_live_event_carries_its_owner(app, server, job_worker) -> None:
+    """Progress events (written by the worker's UPDATE path) used to carry owner_id null
+    while submitted/started/succeeded carried the owner; every event now carries it."""
+    user = User(app.test_client())
+    with open_stream(server, user, "/api/v1/jobs/stream") as r:
+        job = user.submit("debug.sleep", {"seconds": 0.6, "steps": 3})
+        events = read_events(r, lambda e: e["job_id"] == job["id"] and e["type"] == "succeeded")
+    mine = [e for e in events if e["job_id"] == job["id"]]
+    assert [e["type"] for e in mine].count("progress") == 3
+    assert {e["owner_id"] for e in mine} == {user.profile["id"]}, mine
+
+
+def read_to_end(response: requests.Response) -> list[dict]:
+    """Every event until the server ends the stream (a stream that never ended would
+    fail the read timeout)."""
+    events: list[dict] = []
+    frame: dict[str, str] = {}
+    for line in response.iter_lines(decode_unicode=True):
+        if line:
+            field, _, value = line.partition(":")
+            frame[field] = value.strip()
+            continue
+        if "data" in frame and "id" in frame:
+            events.append(json.loads(frame["data"]))
+        frame = {}
+    return events
+
+
+def test_a_job_stream_ends_after_the_terminal_event_and_a_retry_gets_a_new_one(
+    app, server, job_worker
+) -> None:
+    user = User(app.test_client())
+    job = user.submit("debug.fail", {"permanent": True})
+    path = f"/api/v1/jobs/{job['id']}/stream"
+    with open_stream(server, user, path, **{"Last-Event-ID": "0"}) as r:
+        first = read_to_end(r)
+    assert first[0]["type"] == "submitted" and first[-1]["type"] == "failed"
+    # Finished, nothing after the last event seen: 204, so an EventSource stops.
+    done = requests.get(
+        server + path, headers={**user.headers, "Last-Event-ID": str(first[-1]["id"])}, timeout=10
+    )
+    assert done.status_code == 204 and not done.content
+    assert requests.get(server + path, headers=user.headers, timeout=10).status_code == 204
+    # The whole history of a finished job is replayed, then the stream ends.
+    with open_stream(server, user, path + "?last_event_id=0") as r:
+        assert [e["id"] for e in read_to_end(r)] == [e["id"] for e in first]
+    # A retry: the stream, opened again from the last event seen, follows the new run.
+    assert user.post(f"/api/v1/jobs/{job['id']}/retry").status_code == 202
+    with open_stream(server, user, path, **{"Last-Event-ID": str(first[-1]["id"])}) as r:
+        second = read_to_end(r)
+    assert second[0]["type"] == "requeued" and second[-1]["type"] == "failed"
+    assert min(e["id"] for e in second) > first[-1]["id"]
+
+
+def test_a_live_job_stream_ends_at_success(app, server, job_worker) -> None:
+    user = User(app.test_client())
+    job = user.submit("debug.sleep", {"seconds": 1.5, "steps": 2})
+    with open_stream(server, user, f"/api/v1/jobs/{job['id']}/stream") as r:
+        events = read_to_end(r)
+    assert events and events[-1]["type"] == "succeeded"
