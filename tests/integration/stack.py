@@ -104,8 +104,8 @@ def api_server(tmp_path: Path, env: dict[str, str]) -> Iterator[str]:
 
     def up() -> bool:
         try:
-            return requests.get(f"{base}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(f"{base}/healthz", timeout=5).status_code == 200
+        except requests.RequestException:
             return process.popen.poll() is not None
 
     try:
