@@ -40,6 +40,9 @@ BENCH_ENV = {
     # Quotas off: the bench submits far more than any user may, on purpose.
     "QUOTA_SUBMITS_PER_MINUTE": "0",
     "QUOTA_ACTIVE_JOBS": "0",
+    # One user watches with 50 streams; every bench client logs in from 127.0.0.1.
+    "MAX_STREAMS_PER_USER": "0",
+    "AUTH_RATE_PER_MINUTE": "0",
     "LOG_LEVEL": "WARNING",
     "STORAGE_BACKEND": "local",
     "STORAGE_LOCAL_ROOT": str(LOG_DIR / "storage"),
