@@ -66,6 +66,14 @@ class FakeGitHub:
         """Point `branch` of repository `name` at `commit`."""
         _git("branch", "-f", branch, commit, cwd=self.repos / name)
 
+    def route(self, name: str, server: str) -> None:
+        """Clone repository `name` from `server` (the base URL of a test's http:// git
+        server: `<server><name>`) instead of file://: git picks the longest insteadOf."""
+        with self.gitconfig.open("a") as config:
+            config.write(
+                f'[url "{server}{name}"]\n\tinsteadOf = https://github.com/{OWNER}/{name}\n'
+            )
+
     def remove_images(self) -> int:
         """Remove the images deploys of these repositories built. Deployments keep their
         image when stopped (cached redeploys), and every test run publishes new commits, so
@@ -85,3 +93,83 @@ class FakeGitHub:
         finally:
             client.close()
         return removed
+
+
+class SlowGitHttpServer:
+    """The bare repositories of a FakeGitHub served over git's smart HTTP by `git
+    http-backend` (real protocol, real packs), each response sent at `bytes_per_second`: a
+    slow link, so a test can watch what the platform does while a clone is downloading.
+    Records how many response bytes went out and whether a client hung up mid-response."""
+
+    def __init__(self, github: FakeGitHub, bytes_per_second: int) -> None:
+        import http.server
+        import threading
+
+        self.github = github
+        self.rate = bytes_per_second
+        self.sent = 0
+        self.hung_up = threading.Event()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                server._serve(self)
+
+            def do_POST(self) -> None:  # noqa: N802
+                server._serve(self)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+
+    def _serve(self, request) -> None:  # noqa: ANN001 - a BaseHTTPRequestHandler
+        import time
+        from urllib.parse import urlsplit
+
+        path = urlsplit(request.path)
+        body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "GIT_PROJECT_ROOT": str(self.github.repos),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "REQUEST_METHOD": request.command,
+            "PATH_INFO": path.path,
+            "QUERY_STRING": path.query,
+            "CONTENT_TYPE": request.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_CONTENT_ENCODING": request.headers.get("Content-Encoding", ""),
+            "GIT_PROTOCOL": request.headers.get("Git-Protocol", ""),
+            "REMOTE_ADDR": "127.0.0.1",
+        }
+        output = subprocess.run(
+            ["git", "http-backend"], input=body, env=env, capture_output=True, check=False
+        ).stdout
+        head, _, payload = output.partition(b"\r\n\r\n")
+        headers = [line.split(": ", 1) for line in head.decode().split("\r\n") if ": " in line]
+        status = next((int(v.split()[0]) for k, v in headers if k == "Status"), 200)
+        request.send_response(status)
+        for key, value in headers:
+            if key != "Status":
+                request.send_header(key, value)
+        request.send_header("Content-Length", str(len(payload)))
+        request.end_headers()
+        chunk = max(self.rate // 10, 1)
+        try:
+            for start in range(0, len(payload), chunk):
+                request.wfile.write(payload[start : start + chunk])
+                request.wfile.flush()
+                self.sent += len(payload[start : start + chunk])
+                time.sleep(chunk / self.rate)  # the link's speed
+        except (BrokenPipeError, ConnectionResetError):
+            self.hung_up.set()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

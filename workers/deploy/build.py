@@ -46,6 +46,23 @@ class BuildLog:
         return "".join(self.parts)
 
 
+#: Exit status of a RUN step killed by SIGKILL: in a build almost always the kernel's OOM
+#: killer at the step container's memory cap.
+_KILLED = 137
+
+
+def build_failure(chunk: dict, settings: Settings) -> str:
+    """The user's message for a failed build, saying why when the engine's answer shows
+    it: a step killed at the memory cap otherwise reads as a bare "non-zero code: 137"."""
+    message = f"The image build failed: {chunk['error'].strip()[-500:]}"
+    if (chunk.get("errorDetail") or {}).get("code") == _KILLED:
+        message += (
+            f" (the step was killed: most likely it needed more memory than the build's cap,"
+            f" DEPLOY_BUILD_MEMORY = {settings.deploy_build_memory} bytes)"
+        )
+    return message
+
+
 def build(
     client: docker.DockerClient, context: Path, tag: str, settings: Settings, log: BuildLog
 ) -> str:
@@ -74,9 +91,7 @@ def build(
                 log.add(chunk["stream"])
             if "error" in chunk:
                 log.add(chunk["error"] + "\n")
-                raise PermanentJobError(
-                    "build_failed", f"The image build failed: {chunk['error'].strip()[-500:]}"
-                )
+                raise PermanentJobError("build_failed", build_failure(chunk, settings))
             if "aux" in chunk and "ID" in chunk["aux"]:
                 image_id = chunk["aux"]["ID"]
             if time.monotonic() > deadline:

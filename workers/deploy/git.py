@@ -1,15 +1,18 @@
 """Cloning a repository with git in a subprocess, as little and as safely as possible.
 
 Shallow, only the asked ref, no submodules, no terminal prompts, only the allowed protocols
-(GIT_ALLOW_PROTOCOL also binds redirects and submodules), a timeout, and a size cap on the
-checkout. Failures are sorted: the git host unreachable is retryable; a missing repository
-or ref is permanent.
+(GIT_ALLOW_PROTOCOL also binds redirects and submodules), one deadline for the whole clone,
+and a size cap on the checkout that also stops a download past it. Failures are sorted: the
+git host unreachable or too slow is retryable; a missing repository or ref, or one too
+large, is permanent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -54,23 +57,83 @@ def _git_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], cwd: Path | None, settings: Settings, timeout: float) -> str:
+#: How often a running clone's checkout is measured against DEPLOY_MAX_REPO_BYTES.
+SIZE_POLL = 0.5
+
+
+def _git(
+    args: list[str],
+    cwd: Path | None,
+    settings: Settings,
+    deadline: float,
+    watch: Path | None = None,
+) -> tuple[int, str, str]:
+    """Run git until `deadline` (monotonic clock; the whole clone shares one
+    DEPLOY_CLONE_TIMEOUT) and, when `watch` is given, while that checkout stays within
+    DEPLOY_MAX_REPO_BYTES: the cap stops the download itself, not only what it left on disk.
+    Either way its whole process group is killed, not only git itself.
+
+    git hands the network to helpers (`git remote-https`, `fetch-pack`, `index-pack`) that
+    outlive a killed `git`: they would keep the connection to a stalled host open and keep
+    writing into a checkout that is being removed. In a process group of its own, one
+    signal ends them all.
+    """
+    process = subprocess.Popen(  # noqa: S603 - fixed argv, validated URL and ref
+        ["git", "-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false", *args],
+        cwd=cwd,
+        env=_git_env(settings),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        done = subprocess.run(  # noqa: S603 - fixed argv, validated URL and ref
-            ["git", "-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false", *args],
-            cwd=cwd,
-            env=_git_env(settings),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as error:
-        raise RetryableJobError(
-            "clone_timeout", f"git did not finish within {timeout:g} s."
-        ) from error
-    if done.returncode != 0:
-        message = (done.stderr or done.stdout).strip()[-600:]
+        while True:
+            wait = max(deadline - time.monotonic(), 0)
+            try:
+                stdout, stderr = process.communicate(
+                    timeout=min(wait, SIZE_POLL) if watch is not None else wait
+                )
+                return process.returncode, stdout, stderr
+            except subprocess.TimeoutExpired as error:
+                if time.monotonic() >= deadline:
+                    raise RetryableJobError(
+                        "clone_timeout",
+                        f"The clone did not finish within {settings.deploy_clone_timeout:g} s "
+                        "(DEPLOY_CLONE_TIMEOUT).",
+                    ) from error
+                if watch is not None and _over_cap(watch, settings):
+                    raise _too_large(settings) from error
+    finally:  # a timeout, the cap, or the worker going down: take git's helpers with it
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()  # reaps it; the pipes close with the group
+
+
+def _over_cap(path: Path, settings: Settings) -> bool:
+    cap = settings.deploy_max_repo_bytes
+    return path.exists() and directory_size(path, cap) > cap
+
+
+def _too_large(settings: Settings) -> PermanentJobError:
+    return PermanentJobError(
+        "repository_too_large",
+        f"The checkout exceeds {settings.deploy_max_repo_bytes} bytes (DEPLOY_MAX_REPO_BYTES).",
+    )
+
+
+def _run(
+    args: list[str],
+    cwd: Path | None,
+    settings: Settings,
+    deadline: float,
+    watch: Path | None = None,
+) -> str:
+    returncode, stdout, stderr = _git(args, cwd, settings, deadline, watch)
+    if returncode != 0:
+        message = (stderr or stdout).strip()[-600:]
         lowered = message.lower()
         if any(marker in lowered for marker in _UNREACHABLE):
             raise RetryableJobError("git_unreachable", f"The git host is unreachable: {message}")
@@ -81,7 +144,7 @@ def _run(args: list[str], cwd: Path | None, settings: Settings, timeout: float) 
         ):
             raise PermanentJobError("ref_not_found", f"The ref does not exist: {message}")
         raise PermanentJobError("clone_failed", f"git clone failed: {message}")
-    return done.stdout
+    return stdout
 
 
 def directory_size(path: Path, limit: int) -> int:
@@ -99,9 +162,9 @@ def directory_size(path: Path, limit: int) -> int:
 
 def clone(repo: Repository, ref: str | None, dest: Path, settings: Settings) -> str:
     """Check out `ref` (default branch when None) of `repo` into `dest`; returns the commit."""
-    timeout = settings.deploy_clone_timeout
+    deadline = time.monotonic() + settings.deploy_clone_timeout
     try:
-        _fetch(repo, ref, dest, settings, timeout)
+        _fetch(repo, ref, dest, settings, deadline)
     except PermanentJobError as error:
         if error.code == "ref_not_found" and ref is not None and looks_abbreviated(ref):
             raise PermanentJobError(
@@ -110,12 +173,9 @@ def clone(repo: Repository, ref: str | None, dest: Path, settings: Settings) -> 
                 "40-character id (git cannot fetch an abbreviated one).",
             ) from error
         raise
-    if directory_size(dest, settings.deploy_max_repo_bytes) > settings.deploy_max_repo_bytes:
-        raise PermanentJobError(
-            "repository_too_large",
-            f"The checkout exceeds {settings.deploy_max_repo_bytes} bytes.",
-        )
-    commit = _run(["rev-parse", "HEAD"], dest, settings, timeout).strip()
+    if _over_cap(dest, settings):  # what git wrote in its last moments counts too
+        raise _too_large(settings)
+    commit = _run(["rev-parse", "HEAD"], dest, settings, deadline).strip()
     # The build context is the checkout without git's metadata: smaller, no history baked
     # into images, and the same files give the same layer cache on every redeploy.
     shutil.rmtree(dest / ".git", ignore_errors=True)
@@ -123,21 +183,27 @@ def clone(repo: Repository, ref: str | None, dest: Path, settings: Settings) -> 
 
 
 def _fetch(
-    repo: Repository, ref: str | None, dest: Path, settings: Settings, timeout: float
+    repo: Repository, ref: str | None, dest: Path, settings: Settings, deadline: float
 ) -> None:
     """A shallow checkout of exactly one ref: a commit by id, else a branch or tag."""
     if ref is not None and is_commit(ref):
         dest.mkdir(parents=True, exist_ok=True)
-        _run(["init", "-q", str(dest)], None, settings, timeout)
-        _run(["remote", "add", "origin", repo.url], dest, settings, timeout)
-        _run(["fetch", "-q", "--depth", "1", "--no-tags", "origin", ref], dest, settings, timeout)
-        _run(["checkout", "-q", "--detach", "FETCH_HEAD"], dest, settings, timeout)
+        _run(["init", "-q", str(dest)], None, settings, deadline)
+        _run(["remote", "add", "origin", repo.url], dest, settings, deadline)
+        _run(
+            ["fetch", "-q", "--depth", "1", "--no-tags", "origin", ref],
+            dest,
+            settings,
+            deadline,
+            dest,
+        )
+        _run(["checkout", "-q", "--detach", "FETCH_HEAD"], dest, settings, deadline, dest)
     else:
         args = ["clone", "-q", "--depth", "1", "--single-branch", "--no-tags"]
         args += ["--no-recurse-submodules"]
         if ref is not None:
             args += ["--branch", ref]
-        _run([*args, "--", repo.url, str(dest)], None, settings, timeout)
+        _run([*args, "--", repo.url, str(dest)], None, settings, deadline, dest)
 
 
 def remove_stale_checkouts(settings: Settings, limit: int, root: Path | None = None) -> int:
