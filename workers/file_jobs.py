@@ -112,6 +112,10 @@ def _tail(text: str, lines: int = 10) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+#: 128 + SIGKILL, 128 + SIGTERM: the statuses Docker reports for a stopped container.
+STOPPED_FROM_OUTSIDE = frozenset({137, 143})
+
+
 def _check_exit(run: sandbox.SandboxRun, limits: Limits) -> None:
     if run.exit_code == 0:
         return
@@ -123,6 +127,14 @@ def _check_exit(run: sandbox.SandboxRun, limits: Limits) -> None:
         raise PermanentJobError(
             "memory_limit_exceeded",
             f"The processor used more than {limits.memory_bytes // (1024 * 1024)} MB of memory.",
+        )
+    if run.exit_code in STOPPED_FROM_OUTSIDE:
+        # The sandbox kills only on cancel and timeout, which end the run before this; a
+        # SIGTERM or SIGKILL without an OOM kill came from outside: the engine stopping its
+        # containers for a restart, or an operator. The job is not at fault: try again.
+        raise RetryableJobError(
+            "container_stopped",
+            f"The processor's container was stopped from outside (status {run.exit_code}).",
         )
     raise PermanentJobError(
         "processor_failed", f"The processor exited with status {run.exit_code}: {_tail(run.logs)}"
