@@ -28,6 +28,7 @@ from api.schemas import (
 )
 from api.session import db_session, json_body
 from shared import queues
+from shared.crypto import encrypt_env
 from shared.jobs import now
 from shared.models import Deployment, JobLog
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
@@ -56,7 +57,7 @@ def deployment_to_dict(deployment: Deployment) -> dict[str, Any]:
         "container_port": deployment.container_port,
         "image": deployment.image,
         "health_path": deployment.health_path,
-        "env_names": sorted(deployment.env or {}),  # names only: values are secrets
+        "env_names": deployment.env_names or [],  # names only: values are secrets
         "error": (
             {"code": deployment.error_code, "message": deployment.error_message}
             if deployment.error_code
@@ -144,7 +145,8 @@ def submit_deploy() -> Response:
                 ref=ref,
                 container_port=data["container_port"],
                 health_path=data["health_path"],
-                env=data["env"],
+                env=encrypt_env(data["env"], settings()),  # encrypted at rest
+                env_names=sorted(data["env"]),
                 status="starting",
             )
         )

@@ -7,6 +7,7 @@ developer machine.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -112,6 +113,22 @@ def _port_range(name: str, raw: str) -> tuple[int, int]:
     return low, high
 
 
+def _cidrs(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated IPv4 networks; `none` for an empty list."""
+    if raw.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(
+            str(ipaddress.IPv4Network(part.strip(), strict=False))
+            for part in raw.split(",")
+            if part.strip()
+        )
+    except ValueError:
+        raise ConfigError(
+            name, f"must list IPv4 networks (10.0.0.0/8,...) or none, got {raw!r}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated settings. Build with `load_settings()`; never mutate."""
@@ -180,6 +197,24 @@ class Settings:
     deploy_memory: int = 512 * 1024 * 1024
     deploy_cpus: float = 1.0
     deploy_pids: int = 256
+    # Image builds: a CFS quota of this many CPUs (cpuperiod/cpuquota of the build API) and,
+    # where the worker can set it up, a pids cgroup for the build (workers/deploy/build.py).
+    deploy_build_cpus: float = 1.0
+    deploy_build_pids: int = 1024
+    # Fernet key (or any 32+ character secret a key is derived from) encrypting deploy `env`
+    # values at rest. Empty: derived from JWT_SECRET_KEY with a warning (refused in
+    # production). Several comma-separated keys: the first encrypts, all decrypt (rotation).
+    deploy_secrets_key: str = ""
+    # Host firewall for deploy networks (workers/deploy/firewall.py): `auto` applies it when
+    # the worker is root next to a local engine, `iptables` insists, `off` leaves it to ops.
+    deploy_firewall: str = "auto"
+    deploy_egress_deny: tuple[str, ...] = (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "100.64.0.0/10",
+    )
     reaper_interval: float = 60.0
     file_sweep_interval: float = 60.0
     log_level: str = "INFO"
@@ -257,6 +292,11 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("deploy_memory", "DEPLOY_MEMORY", _int(16 * 1024 * 1024)),
     ("deploy_cpus", "DEPLOY_CPUS", _float(0.1)),
     ("deploy_pids", "DEPLOY_PIDS", _int(16)),
+    ("deploy_build_cpus", "DEPLOY_BUILD_CPUS", _float(0.01)),
+    ("deploy_build_pids", "DEPLOY_BUILD_PIDS", _int(16)),
+    ("deploy_secrets_key", "DEPLOY_SECRETS_KEY", _text),
+    ("deploy_firewall", "DEPLOY_FIREWALL", _choice("auto", "iptables", "off")),
+    ("deploy_egress_deny", "DEPLOY_EGRESS_DENY", _cidrs),
     ("log_level", "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
     ("log_json", "LOG_JSON", _bool),
     ("service_name", "DOCKYARD_SERVICE", _text),
@@ -294,6 +334,13 @@ def _check_consistency(settings: Settings) -> None:
         )
     if settings.is_production and len(settings.jwt_secret_key) < 32:
         raise ConfigError("JWT_SECRET_KEY", "must be at least 32 characters in production")
+    if settings.is_production and not settings.deploy_secrets_key:
+        raise ConfigError(
+            "DEPLOY_SECRETS_KEY",
+            "must be set when DOCKYARD_ENV=production (it encrypts deploy env values; "
+            "a Fernet key: `python3 -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'`)",
+        )
     if settings.job_max_attempts > settings.job_max_attempts_limit:
         raise ConfigError("JOB_MAX_ATTEMPTS", "must not exceed JOB_MAX_ATTEMPTS_LIMIT")
     if settings.download_url_ttl > settings.download_url_max_ttl:

@@ -196,8 +196,11 @@ class DeadLetter(Base):
 class Deployment(Base):
     """A repository built and running on a leased host port, from one deploy job.
 
-    `env` holds the user's variables for the app. They are secrets: the API never returns
-    them and nothing logs them; only the worker that starts the container reads them.
+    `env` holds the user's variables for the app, encrypted (one Fernet token of the JSON
+    object, shared/crypto.py). They are secrets: the API never returns them and nothing logs
+    them; only the worker that starts the container decrypts them. The column is emptied
+    (NULL) once the deployment has been stopped past DEPLOY_IMAGE_RETENTION, or at once when
+    it failed; `env_names` keeps the names the API shows.
     """
 
     __tablename__ = "deployments"
@@ -212,6 +215,12 @@ class Deployment(Base):
             "ix_deployments_image_unreleased",
             "stopped_at",
             postgresql_where="status = 'stopped' AND image_released_at IS NULL",
+        ),
+        # The env-retention sweep reads only stopped deployments still holding their env.
+        Index(
+            "ix_deployments_env_held",
+            "stopped_at",
+            postgresql_where="status = 'stopped' AND env IS NOT NULL",
         ),
         UniqueConstraint("job_id", name="uq_deployments_job"),
     )
@@ -232,7 +241,8 @@ class Deployment(Base):
     health_path: Mapped[str] = mapped_column(String(500), nullable=False, default="/")
     url: Mapped[str | None] = mapped_column(String(300))
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="starting")
-    env: Mapped[dict[str, str]] = mapped_column(JsonType, nullable=False, default=dict)
+    env: Mapped[str | None] = mapped_column(Text)
+    env_names: Mapped[list[str]] = mapped_column(JsonType, nullable=False, default=list)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     runtime_log: Mapped[str | None] = mapped_column(Text)

@@ -18,6 +18,7 @@ from requests.exceptions import ReadTimeout
 from shared.config import Settings
 from shared.errors import PermanentJobError, RetryableJobError
 from shared.repo_urls import Repository
+from workers.deploy import build_limits
 
 _TAG_UNSAFE = re.compile(r"[^a-z0-9._-]+")
 LOG_LIMIT = 512 * 1024
@@ -64,9 +65,28 @@ def build_failure(chunk: dict, settings: Settings) -> str:
 
 
 def build(
-    client: docker.DockerClient, context: Path, tag: str, settings: Settings, log: BuildLog
+    client: docker.DockerClient,
+    context: Path,
+    tag: str,
+    settings: Settings,
+    log: BuildLog,
+    network: str | None = None,
 ) -> str:
-    """Build `context` as `tag`; returns the image id."""
+    """Build `context` as `tag`, its RUN steps on `network` (the owner's) under the memory,
+    CPU and process limits of build_limits.py; returns the image id."""
+    with build_limits.pids_cgroup(client, settings) as cgroup_parent:
+        return _build(client, context, tag, settings, log, network, cgroup_parent)
+
+
+def _build(
+    client: docker.DockerClient,
+    context: Path,
+    tag: str,
+    settings: Settings,
+    log: BuildLog,
+    network: str | None,
+    cgroup_parent: str | None,
+) -> str:
     if not (context / "Dockerfile").is_file():
         raise PermanentJobError(
             "dockerfile_missing", "The repository has no Dockerfile at its root."
@@ -81,7 +101,8 @@ def build(
             forcerm=True,
             pull=False,
             decode=True,
-            container_limits={"memory": settings.deploy_build_memory},
+            container_limits=build_limits.container_limits(settings, cgroup_parent),
+            network_mode=network,
             # The read timeout is the whole budget: a step may be silent for minutes (a
             # compile without output); the deadline below bounds the build as a whole.
             timeout=settings.deploy_build_timeout,

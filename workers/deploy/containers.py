@@ -48,15 +48,18 @@ def start(
     container_port: int,
     host_port: int,
     env: dict[str, str],
+    network: str,
     settings: Settings,
 ) -> Any:
-    """Run detached with limits, no extra capabilities, bound to the leased port only."""
+    """Run detached on the owner's network (workers/deploy/networks.py) with limits, no
+    extra capabilities, bound to the leased port only."""
     try:
         return client.containers.run(
             image,
             detach=True,
             name=f"dockyard-deploy-{deployment_id}",
             environment=env,
+            network=network,
             ports={f"{container_port}/tcp": (settings.deploy_bind_address, host_port)},
             mem_limit=settings.deploy_memory,
             memswap_limit=settings.deploy_memory,

@@ -16,6 +16,8 @@ from typing import Any
 
 import docker
 import requests
+from docker.errors import DockerException
+from requests.exceptions import ConnectionError as RequestsConnectionError
 from sqlalchemy import delete, or_, select, update
 
 from shared import queues
@@ -25,7 +27,7 @@ from shared.db import session_scope
 from shared.jobs import now
 from shared.models import Deployment, Job, PortLease
 from shared.status import JobStatus
-from workers.deploy import containers, git
+from workers.deploy import containers, git, networks
 from workers.deploy.ports import release_port
 
 log = logging.getLogger(__name__)
@@ -147,6 +149,9 @@ def _settle(job_id: uuid.UUID) -> tuple[str | None, str | None, uuid.UUID] | Non
         elif job_status in (JobStatus.FAILED.value, JobStatus.DEAD.value):
             deployment.status = "failed"
             deployment.error_code, deployment.error_message = code, message
+            # Nothing can start a failed deployment again (a retried job refuses it): its
+            # env values are deleted now rather than kept for the retention.
+            deployment.env = None
         else:
             return None
         session.execute(delete(PortLease).where(PortLease.deployment_id == deployment.id))
@@ -224,8 +229,7 @@ def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[s
                 .limit(limit)
             )
         )
-    for deployment_id in stuck:
-        _finish_stop(deployment_id, client)
+    counts["stops_finished"] = sum(_finish_stop(d, client) for d in stuck)
     for job_id in ended:
         settle_after_job(job_id, client)
         counts["settled"] += 1
@@ -233,17 +237,24 @@ def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[s
     counts["released"] = release_orphan_leases(limit)
     counts["images_released"] = release_stopped_images(client, settings, limit)
     counts["checkouts_removed"] = git.remove_stale_checkouts(settings, limit)
+    counts["envs_deleted"] = delete_stopped_envs(settings, limit)
+    counts["networks_removed"] = networks.remove_unused(client, limit)
     return counts
 
 
-def _finish_stop(deployment_id: uuid.UUID, client: docker.DockerClient) -> None:
-    with session_scope() as session:
-        session.execute(
-            update(Deployment)
-            .where(Deployment.id == deployment_id, Deployment.status == "stopping")
-            .values(status="healthy")
+def _finish_stop(deployment_id: uuid.UUID, client: docker.DockerClient) -> bool:
+    """Finish a stop whose task was lost or failed. The deployment stays `stopping` until
+    its container is gone: if the engine fails, the transaction of `stop_deployment` rolls
+    back and the next check tries again (a stop, once accepted, is never undone)."""
+    try:
+        return stop_deployment(deployment_id, client) == "stopped"
+    except (DockerException, RequestsConnectionError):
+        log.warning(
+            "stop not finished; retried at the next check",
+            exc_info=True,
+            extra={"event": "stop_retry", "deployment_id": str(deployment_id)},
         )
-    stop_deployment(deployment_id, client)
+        return False
 
 
 def reap_deploy_containers(client: docker.DockerClient, limit: int) -> int:
@@ -330,6 +341,36 @@ def release_stopped_images(client: docker.DockerClient, settings: Settings, limi
             )
         session.execute(
             update(Deployment).where(Deployment.id.in_(ids)).values(image_released_at=now())
+        )
+    return len(ids)
+
+
+def delete_stopped_envs(settings: Settings, limit: int) -> int:
+    """Empty the `env` (encrypted values) of deployments stopped longer than
+    DEPLOY_IMAGE_RETENTION: nothing reads it again (a redeploy brings its own env), and a
+    secret not kept cannot leak. The names stay in `env_names`. Oldest stop first, at most
+    `limit` rows a run (the partial index ix_deployments_env_held finds them)."""
+    cutoff = now() - timedelta(seconds=settings.deploy_image_retention)
+    with session_scope() as session:
+        ids = list(
+            session.scalars(
+                select(Deployment.id)
+                .where(
+                    Deployment.status == "stopped",
+                    Deployment.env.is_not(None),
+                    Deployment.stopped_at < cutoff,
+                )
+                .order_by(Deployment.stopped_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        if ids:
+            session.execute(update(Deployment).where(Deployment.id.in_(ids)).values(env=None))
+    if ids:
+        log.info(
+            "deploy env values deleted after the retention",
+            extra={"event": "deployment_env_deleted", "count": len(ids)},
         )
     return len(ids)
 

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 
 from shared import events
 from shared.config import Settings
+from shared.crypto import SecretsError, decrypt_env
 from shared.db import session_scope
 from shared.errors import JobCancelled, JobError, PermanentJobError, RetryableJobError
 from shared.jobs import now
@@ -26,7 +27,7 @@ from shared.models import Deployment
 from shared.processors import JobContext, Processor
 from shared.repo_urls import InvalidRepository, check_ref, parse_repo_url
 from workers import sandbox
-from workers.deploy import containers, git
+from workers.deploy import containers, git, networks
 from workers.deploy.build import BuildLog, build, image_tag
 from workers.deploy.health import wait_healthy
 from workers.deploy.lifecycle import drop_image_unless_used, schedule_retire
@@ -101,13 +102,18 @@ def start_on_leased_port(
     something the worker's own check cannot see: it runs in a container, or the engine is
     remote), lease another and try again. Returns the container and the port it got."""
     refused: set[int] = set()
+    network = networks.ensure(client, deployment.owner_id, settings)
+    try:
+        env = decrypt_env(deployment.env, settings)
+    except SecretsError as error:
+        raise PermanentJobError("env_unreadable", str(error)) from error
     for _ in range(PORT_TRIES):
         try:
             container = containers.start(
                 client, tag,
                 deployment_id=str(deployment.id), job_id=job_id,
                 container_port=container_port, host_port=port,
-                env=deployment.env, settings=settings,
+                env=env, network=network, settings=settings,
             )  # fmt: skip
             return container, port
         except containers.PortTaken:
@@ -198,7 +204,9 @@ def _pipeline(
         _update(deployment.id, image=tag)
         with steps.step("build", image=tag):
             try:
-                build(client, source, tag, settings, build_log)
+                # RUN steps join the owner's network: isolated like the app (networks.py).
+                network = networks.ensure(client, deployment.owner_id, settings)
+                build(client, source, tag, settings, build_log, network=network)
             finally:
                 save_log(
                     uuid.UUID(job_id), context.attempt, "build", build_log.text(),

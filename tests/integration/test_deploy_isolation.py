@@ -1,0 +1,307 @@
+"""Deploy isolation against the real engine: each user's apps (and builds) on a network of
+their own behind the host firewall, build CPU/process limits, and deploy `env` encrypted at
+rest. A real `celery worker` on the `deploy` queue runs the deploys; the probe app
+(tests/fixtures/deploy/probe) reports, from inside its container, what it can connect to."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import docker
+import pytest
+import requests
+from sqlalchemy import text
+
+from shared.crypto import decrypt_env, encrypt_env
+from shared.db import session_scope
+from shared.jobs import now
+from shared.models import Deployment
+from tests.helpers import User, wait_for
+from tests.integration.git_repos import FakeGitHub
+from tests.integration.workers import celery_worker
+from workers.deploy import firewall, networks
+from workers.deploy.lifecycle import check_deployments, delete_stopped_envs
+
+PORTS = (21400, 21419)
+BUILD_PIDS = 100
+BASE_IMAGE = "dockyard/base:bookworm"
+
+
+@pytest.fixture(scope="module")
+def github(tmp_path_factory) -> Iterator[FakeGitHub]:
+    fake = FakeGitHub(tmp_path_factory.mktemp("github"))
+    yield fake
+    fake.remove_images()
+
+
+@pytest.fixture(scope="module")
+def deploy_worker(github, tmp_path_factory, job_worker):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GIT_CONFIG_GLOBAL", str(github.gitconfig))
+        patch.setenv("DEPLOY_GIT_PROTOCOLS", "https,file")
+        patch.setenv("DEPLOY_PORT_RANGE", f"{PORTS[0]}-{PORTS[1]}")
+        patch.setenv("DEPLOY_HEALTH_TIMEOUT", "20")
+        patch.setenv("DEPLOY_BUILD_CPUS", "0.5")
+        patch.setenv("DEPLOY_BUILD_PIDS", str(BUILD_PIDS))
+        with celery_worker(
+            tmp_path_factory.mktemp("deploy"), "deploy-isolation", "deploy", 2
+        ) as worker:
+            yield worker
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_networks() -> Iterator[None]:
+    """The networks of this module's users go once their deployments are stopped."""
+    yield
+    networks.remove_unused(docker.from_env(), 1000)
+
+
+@pytest.fixture(scope="module")
+def host_service() -> Iterator[int]:
+    """A stand-in for a platform service listening on all of the host's interfaces (what
+    the bridge gateway reaches unless the firewall stops it); answers each connection."""
+    server = socket.create_server(("0.0.0.0", 0))
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+                connection.close()
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield port
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def deploy_probe(user: User, github: FakeGitHub, name: str, **extra) -> dict:
+    github.publish(name, "probe", extra={k: str(v) for k, v in extra.pop("files", {}).items()})
+    response = user.post(
+        "/api/v1/jobs/deploy",
+        json={"repo_url": github.url(name), "health_path": "/health", **extra},
+    )
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()
+
+
+def healthy(user: User, job: dict) -> dict:
+    done = user.wait_status(job["id"], "succeeded", "failed", "dead", timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    return user.get(f"/api/v1/deployments/{job['params']['deployment_id']}").get_json()
+
+
+def probe(deployment: dict, path: str) -> dict:
+    answer = requests.get(deployment["url"] + path, timeout=15)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def reach(deployment: dict, host: str, port: int) -> str:
+    return probe(deployment, f"/connect?host={host}&port={port}")["result"]
+
+
+def container_ip(deployment: dict) -> tuple[str, dict]:
+    container = docker.from_env().containers.get(f"dockyard-deploy-{deployment['id']}")
+    attached = container.attrs["NetworkSettings"]["Networks"]
+    return next(iter(attached.values()))["IPAddress"], attached
+
+
+def from_plain_container(host_port: int) -> str:
+    """The same connection from a container on Docker's default bridge (no deploy
+    network, no firewall): the control that shows the service is there to be reached."""
+    script = (
+        "import socket,struct\n"
+        "r=[l.split() for l in open('/proc/net/route').read().splitlines()[1:]]\n"
+        "g=socket.inet_ntoa(struct.pack('<L',int([f for f in r if f[1]=='00000000'][0][2],16)))\n"
+        f"socket.create_connection((g,{host_port}),timeout=3); print('open')\n"
+    )
+    return (
+        docker.from_env()
+        .containers.run(BASE_IMAGE, ["python3", "-c", script], remove=True)
+        .decode()
+    )
+
+
+def stop(user: User, deployment: dict) -> None:
+    response = user.post(f"/api/v1/deployments/{deployment['id']}/stop")
+    assert response.status_code in (200, 202), response.get_json()
+    wait_for(
+        lambda: (
+            user.get(f"/api/v1/deployments/{deployment['id']}").get_json()["status"] == "stopped"
+        ),
+        timeout=30,
+        message="the deployment to stop",
+    )
+
+
+def test_apps_reach_neither_other_users_apps_nor_platform_services(
+    app, settings, github, deploy_worker, host_service
+) -> None:
+    alice, bob = User(app.test_client()), User(app.test_client())
+    jobs = {
+        "alice": deploy_probe(alice, github, "probe-alice"),
+        "bob": deploy_probe(bob, github, "probe-bob"),
+    }
+    mine, theirs = healthy(alice, jobs["alice"]), healthy(bob, jobs["bob"])
+    try:
+        # Each on its owner's network, and only there.
+        my_ip, my_networks = container_ip(mine)
+        their_ip, their_networks = container_ip(theirs)
+        assert list(my_networks) == [networks.network_name(uuid.UUID(alice.profile["id"]))]
+        assert list(their_networks) == [networks.network_name(uuid.UUID(bob.profile["id"]))]
+        gateway = probe(mine, "/gateway")["gateway"]
+        assert gateway and gateway != probe(theirs, "/gateway")["gateway"]
+
+        # The user's own app works, and can connect to itself: the probe can say "open".
+        assert reach(mine, my_ip, 8080) == "open"
+        # Another user's app: neither its container address nor its published port.
+        assert reach(mine, their_ip, 8080) != "open"
+        assert reach(mine, gateway, theirs["port"]) != "open"
+        assert reach(mine, "127.0.0.1", theirs["port"]) != "open"
+        # Platform services: Redis, PostgreSQL, S3 on the host's loopback and through the
+        # bridge gateway; and a service bound on all interfaces, which a container of the
+        # default bridge does reach (so only the firewall stands in the way).
+        s3_port = int(settings.s3_endpoint_url.rsplit(":", 1)[1])
+        for port in (6379, 5432, s3_port, host_service):
+            assert reach(mine, "127.0.0.1", port) != "open", port
+            assert reach(mine, gateway, port) != "open", port
+        assert from_plain_container(host_service).strip() == "open"
+        assert reach(theirs, gateway, host_service) != "open"
+    finally:
+        stop(alice, mine)
+        stop(bob, theirs)
+    # With no deployment left, the periodic check removes both users' networks.
+    check_deployments(docker.from_env(), settings)
+    left = {
+        n.name for n in docker.from_env().networks.list(filters={"label": networks.LABEL_NETWORK})
+    }
+    assert networks.network_name(uuid.UUID(alice.profile["id"])) not in left
+    assert networks.network_name(uuid.UUID(bob.profile["id"])) not in left
+
+
+def test_host_firewall_rules_are_installed(deploy_worker) -> None:
+    rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True, check=True).stdout
+    assert f"-A INPUT -i {firewall.BRIDGES} -j {firewall.CHAIN_IN}" in rules
+    assert (
+        f"-A DOCKER-USER -i {firewall.BRIDGES} ! -o {firewall.BRIDGES} -j {firewall.CHAIN_OUT}"
+        in rules
+    )
+    assert f"-A {firewall.CHAIN_OUT} -d 169.254.0.0/16 -j REJECT" in rules
+
+
+def test_builds_run_isolated_under_cpu_and_process_limits(
+    app, github, deploy_worker, host_service
+) -> None:
+    user = User(app.test_client())
+    within = deploy_probe(
+        user, github, "probe-build", files={"forks": BUILD_PIDS // 2, "target": host_service}
+    )
+    live = healthy(user, within)
+    try:
+        build_log = user.get(f"/api/v1/deployments/{live['id']}/logs").get_json()["build"][0]
+        log = build_log["content"]
+        assert "cpu-quota 50000" in log  # DEPLOY_BUILD_CPUS=0.5 of a 100000 us period
+        assert f"forked {BUILD_PIDS // 2}" in log
+        assert "connect closed" in log and "connect open" not in log
+        assert "gateway " + probe(live, "/gateway")["gateway"] in log  # the owner's network
+    finally:
+        stop(user, live)
+    beyond = deploy_probe(
+        user, github, "probe-forkbomb", files={"forks": BUILD_PIDS * 2}, env={"KEY": "v"}
+    )
+    done = user.wait_status(beyond["id"], "succeeded", "failed", "dead", timeout=180)
+    assert done["status"] == "failed" and done["error"]["code"] == "build_failed", done
+    log = user.get(f"/api/v1/jobs/{beyond['id']}/logs").get_json()
+    assert "fork refused after" in str(log)
+    # A failed deployment never starts again: its env values are deleted at once.
+    failed = wait_for(
+        lambda: (d := deployment_row(beyond["params"]["deployment_id"])).status == "failed" and d,
+        message="the deployment to settle",
+    )
+    assert failed.env is None and failed.env_names == ["KEY"]
+
+
+def test_env_values_are_encrypted_at_rest_and_reach_the_app(app, github, deploy_worker) -> None:
+    user = User(app.test_client())
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    job = deploy_probe(user, github, "probe-env", env={"APP_SECRET": secret, "OTHER": "x"})
+    live = healthy(user, job)
+    try:
+        with session_scope() as session:
+            raw, names = session.execute(
+                text("SELECT env, env_names::text FROM deployments WHERE id = :id"),
+                {"id": live["id"]},
+            ).one()
+            dump = session.execute(
+                text("SELECT string_agg(d::text, '') FROM deployments d")
+            ).scalar_one()
+        assert raw.startswith("gAAAAA")  # a Fernet token
+        assert secret not in raw and "APP_SECRET" not in raw and secret not in dump
+        assert names == '["APP_SECRET", "OTHER"]'
+        assert live["env_names"] == ["APP_SECRET", "OTHER"]
+        want = hashlib.sha256(secret.encode()).hexdigest()
+        assert probe(live, "/env?name=APP_SECRET")["sha256"] == want  # decrypted for the app
+    finally:
+        stop(user, live)
+
+
+def deployment_row(deployment_id: str | uuid.UUID) -> Deployment:
+    with session_scope() as session:
+        row = session.get(Deployment, uuid.UUID(str(deployment_id)))
+        session.expunge(row)
+        return row
+
+
+def test_env_is_deleted_once_stopped_past_the_retention(app, settings) -> None:
+    owner = uuid.UUID(User(app.test_client()).profile["id"])
+    ids = {}
+    with session_scope() as session:
+        for name, status, stopped_ago in (
+            ("old", "stopped", timedelta(days=8)),
+            ("recent", "stopped", timedelta(days=6)),
+            ("yesterday", "stopped", timedelta(days=1)),
+            ("live", "healthy", None),
+        ):
+            row = Deployment(
+                owner_id=owner,
+                job_id=uuid.uuid4(),
+                repo_url=f"https://github.com/dockyard-tests/env-{name}",
+                repo_key=f"dockyard-tests/env-{name}",
+                status=status,
+                stopped_at=None if stopped_ago is None else now() - stopped_ago,
+                env=encrypt_env({"TOKEN": name}, settings),
+                env_names=["TOKEN"],
+            )
+            session.add(row)
+            session.flush()
+            ids[name] = row.id
+    week = dataclasses.replace(settings, deploy_image_retention=7 * 24 * 3600.0)
+    assert delete_stopped_envs(week, limit=1000) >= 1
+    old, recent, live = (deployment_row(ids[n]) for n in ("old", "recent", "live"))
+    assert old.env is None and old.env_names == ["TOKEN"]
+    assert decrypt_env(recent.env, settings) == {"TOKEN": "recent"}
+    assert decrypt_env(live.env, settings) == {"TOKEN": "live"}
+    # Bounded: with no retention at least two are due; a run with a limit of 1 deletes one,
+    # the oldest stop first.
+    instant = dataclasses.replace(settings, deploy_image_retention=0.0)
+    assert delete_stopped_envs(instant, limit=1) == 1
+    assert deployment_row(ids["yesterday"]).env is not None
+    while delete_stopped_envs(instant, limit=1):
+        pass
+    assert deployment_row(ids["recent"]).env is None
+    assert deployment_row(ids["yesterday"]).env is None
+    assert deployment_row(ids["live"]).env is not None
