@@ -65,8 +65,10 @@ def _owners(session: Session, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.U
     updates, for one, change the job with an UPDATE and never load it)."""
     owners: dict[uuid.UUID, uuid.UUID] = {}
     for obj in session.identity_map.values():
-        if isinstance(obj, Job) and obj.id in job_ids and obj.owner_id is not None:
-            owners[obj.id] = obj.owner_id
+        # Only loaded values: touching an expired attribute would load it mid-flush.
+        loaded = obj.__dict__ if isinstance(obj, Job) else {}
+        if loaded.get("id") in job_ids and loaded.get("owner_id") is not None:
+            owners[loaded["id"]] = loaded["owner_id"]
     missing = job_ids - owners.keys()
     if missing:
         rows = session.connection().execute(select(Job.id, Job.owner_id).where(Job.id.in_(missing)))
