@@ -305,3 +305,53 @@ def test_env_is_deleted_once_stopped_past_the_retention(app, settings) -> None:
     assert deployment_row(ids["recent"]).env is None
     assert deployment_row(ids["yesterday"]).env is None
     assert deployment_row(ids["live"]).env is not None
+
+
+@pytest.fixture()
+def scratch_database(settings) -> Iterator[str]:
+    """A database of its own, to migrate from before migration 0006."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    name = f"{make_url(settings.database_url).database}_mig_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(settings.database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield (
+            make_url(settings.database_url).set(database=name).render_as_string(hide_password=False)
+        )
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_migration_0006_encrypts_existing_plaintext_env(settings, scratch_database) -> None:
+    from sqlalchemy import create_engine
+
+    from shared.migrate import upgrade
+
+    upgrade(scratch_database, "0005")
+    engine = create_engine(scratch_database)
+    secret = f"legacy-{uuid.uuid4().hex}"
+    with engine.begin() as connection:
+        owner = connection.execute(
+            text(
+                "INSERT INTO users (id, email, password_hash, role) VALUES "
+                "(gen_random_uuid(), 'legacy@example.com', 'x', 'user') RETURNING id"
+            )
+        ).scalar_one()
+        connection.execute(
+            text("INSERT INTO deployments (id, owner_id, job_id, repo_url, repo_key, "
+                 "health_path, status, env) VALUES (gen_random_uuid(), :owner, "
+                 "gen_random_uuid(), 'u', 'k', '/', 'stopped', CAST(:env AS jsonb))"),
+            {"owner": owner, "env": f'{{"B": "{secret}", "A": "a"}}'},
+        )  # fmt: skip
+    upgrade(scratch_database, "head")
+    with engine.connect() as connection:
+        raw, names = connection.execute(text("SELECT env, env_names FROM deployments")).one()
+    engine.dispose()
+    assert secret not in raw and raw.startswith("gAAAAA")
+    assert names == ["A", "B"]
+    assert decrypt_env(raw, settings) == {"A": "a", "B": secret}
