@@ -55,46 +55,54 @@ class Lost:
     job_id: uuid.UUID
     dispatch_id: uuid.UUID
     status: str
+    published_at: datetime
     reason: str
 
 
 def recover_lost_messages(settings: Settings) -> int:
-    """Find this run's lost messages and publish their jobs again; the number redispatched."""
+    """Find this run's lost messages and publish their jobs again; the number redispatched.
+
+    The cursor moves past a full window of candidates, or only up to the last job handled
+    when more were lost than one run redispatches, so a large loss is drained in order."""
     if not fast_publish.supports(celery_app):
         return 0  # marks exist only on a Redis broker
     broker = fast_publish.broker_client(celery_app)
-    lost = find_lost(settings, broker, metrics.client(settings.redis_url))
-    return redispatch(settings, lost[: settings.sweep_batch_size]) if lost else 0
-
-
-def find_lost(settings: Settings, broker: Redis, state: Redis) -> list[Lost]:
-    """Candidates of this run whose message the broker no longer holds or a dead worker took."""
+    state = metrics.client(settings.redis_url)
     window = settings.sweep_batch_size * 10
     rows = _candidates(window, _read_cursor(state))
-    _write_cursor(state, rows[-1] if len(rows) == window else None)
+    lost = find_lost(settings, broker, rows)
+    handled = lost[: settings.sweep_batch_size]
+    if len(lost) > len(handled):
+        _write_cursor(state, (handled[-1].published_at, handled[-1].job_id))
+    elif len(rows) == window:
+        _write_cursor(state, (rows[-1].published_at, rows[-1].id))
+    else:
+        _write_cursor(state, None)
+    return redispatch(settings, handled) if handled else 0
+
+
+def find_lost(settings: Settings, broker: Redis, rows: list[Any]) -> list[Lost]:
+    """Those of `rows` (candidates in cursor order) whose message the broker no longer holds
+    or a dead worker took, in the same order."""
     if not rows:
         return []
     held = broker_marks.marked(broker, [row.dispatch_id for row in rows])
-    lost = [
-        Lost(row.id, row.dispatch_id, row.status, BROKER_LOST)
-        for row in rows
-        if str(row.dispatch_id) not in held
-    ]
     stale = time.time() - settings.heartbeat_stale_after
-    queued_held = [
-        row
-        for row in rows
-        if row.status == JobStatus.QUEUED.value
-        and str(row.dispatch_id) in held
-        and row.published_at.timestamp() < stale
-    ]
-    if queued_held:
-        taken = broker_marks.taken_at(broker)
-        lost += [
-            Lost(row.id, row.dispatch_id, row.status, WORKER_LOST_BEFORE_CLAIM)
-            for row in queued_held
-            if taken.get(str(row.dispatch_id), float("inf")) < stale
-        ]
+    taken: dict[str, float] | None = None
+    lost: list[Lost] = []
+    for row in rows:
+        dispatch = str(row.dispatch_id)
+        if dispatch not in held:
+            reason = BROKER_LOST
+        elif row.status == JobStatus.QUEUED.value and row.published_at.timestamp() < stale:
+            if taken is None:
+                taken = broker_marks.taken_at(broker)
+            if taken.get(dispatch, float("inf")) >= stale:
+                continue  # waiting in the queue, or just taken by a live worker
+            reason = WORKER_LOST_BEFORE_CLAIM
+        else:
+            continue
+        lost.append(Lost(row.id, row.dispatch_id, row.status, row.published_at, reason))
     return lost
 
 
@@ -122,13 +130,13 @@ def _read_cursor(state: Redis) -> tuple[datetime, uuid.UUID] | None:
         return None
 
 
-def _write_cursor(state: Redis, last: Any | None) -> None:
-    """Remember where a full window ended, or start from the oldest again next run."""
+def _write_cursor(state: Redis, position: tuple[datetime, uuid.UUID] | None) -> None:
+    """Where the next run starts (None: from the oldest again)."""
     try:
-        if last is None:
+        if position is None:
             state.delete(CURSOR_KEY)
         else:
-            state.set(CURSOR_KEY, f"{last.published_at.isoformat()}|{last.id}", ex=3600)
+            state.set(CURSOR_KEY, f"{position[0].isoformat()}|{position[1]}", ex=3600)
     except Exception:
         log.debug("delivery cursor not saved", exc_info=True)
 

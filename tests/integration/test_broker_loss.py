@@ -194,3 +194,67 @@ def test_a_message_taken_by_a_worker_that_died_before_claiming_is_sent_again(
     assert _event_types(job_id) == ["submitted", "redispatched", "started", "succeeded"]
     (event,) = _events(job_id, "redispatched")
     assert event["reason"] == "worker_lost_before_claim"
+
+
+def test_a_long_healthy_backlog_is_never_duplicated_and_a_lost_tail_is_found(app, settings) -> None:
+    """Fifty jobs wait on a queue nobody consumes; the check walks them in windows of 20 with
+    its cursor. With every mark present nothing is sent again, however often it runs; after the
+    last five messages and marks vanish (the last writes a failover loses), those five and only
+    those are redispatched as the walk reaches them, at most SWEEP_BATCH_SIZE a run."""
+    from dataclasses import replace
+
+    from redis import Redis as Client
+
+    from tests.helpers import User
+    from workers.broker_recovery import CURSOR_KEY, recover_lost_messages
+
+    small = replace(settings, sweep_batch_size=2)  # windows of 20 candidate rows
+    broker = Client.from_url(settings.broker_url)
+    Client.from_url(settings.redis_url).delete(CURSOR_KEY)
+    user = User(app.test_client())
+    # The deploy fleet's queue: no worker consumes it in this test.
+    ids = [
+        user.submit("debug.echo", {"message": str(i), "fleet": "deploy"})["id"] for i in range(50)
+    ]
+    try:
+        wait_for(lambda: broker.llen("deploy") == 50, message="50 messages queued")
+        wait_for(
+            lambda: all(job.published_at for job in _jobs([uuid.UUID(i) for i in ids]).values()),
+            message="every job marked published",
+        )
+        # Past the one-second margin for fresh publications, without sleeping blind.
+        wait_for(lambda: _candidates_ready(ids), timeout=5, message="jobs a second old")
+        assert sum(recover_lost_messages(small) for _ in range(6)) == 0
+        assert broker.llen("deploy") == 50
+
+        jobs = _jobs([uuid.UUID(i) for i in ids])
+        tail = sorted(jobs.values(), key=lambda job: (job.published_at, job.id))[-5:]
+        for job in tail:
+            broker.delete(broker_marks.key(job.dispatch_id))
+        for raw in broker.lrange("deploy", 0, -1):
+            if any(str(job.dispatch_id) in raw.decode() for job in tail):
+                broker.lrem("deploy", 1, raw)
+        assert broker.llen("deploy") == 45
+
+        # Two windows to reach the tail, then two jobs a run (SWEEP_BATCH_SIZE) for three runs.
+        assert [recover_lost_messages(small) for _ in range(5)] == [0, 0, 2, 2, 1]
+        assert sum(recover_lost_messages(small) for _ in range(6)) == 0
+        assert broker.llen("deploy") == 50
+        for job in tail:
+            (event,) = _events(job.id, "redispatched")
+            assert event["reason"] == "broker_lost"
+        others = [uuid.UUID(i) for i in ids if uuid.UUID(i) not in {job.id for job in tail}]
+        assert all("redispatched" not in _event_types(job_id) for job_id in others)
+    finally:
+        for job_id in ids:
+            user.post(f"/api/v1/jobs/{job_id}/cancel")
+        broker.delete("deploy")
+
+
+def _candidates_ready(ids: list[str]) -> bool:
+    from datetime import UTC, datetime, timedelta
+
+    oldest_allowed = datetime.now(UTC) - timedelta(seconds=1.1)
+    return all(
+        job.published_at < oldest_allowed for job in _jobs([uuid.UUID(i) for i in ids]).values()
+    )
