@@ -48,6 +48,9 @@ def deploy_worker(github, tmp_path_factory, job_worker):
         patch.setenv("DEPLOY_GIT_PROTOCOLS", "https,file")
         patch.setenv("DEPLOY_PORT_RANGE", f"{PORTS[0]}-{PORTS[1]}")
         patch.setenv("DEPLOY_HEALTH_TIMEOUT", "20")
+        # Published on every host interface (the harder case: with the default 127.0.0.1 the
+        # engine's port proxy cannot be reached from a container at all).
+        patch.setenv("DEPLOY_BIND_ADDRESS", "0.0.0.0")
         patch.setenv("DEPLOY_BUILD_CPUS", "0.5")
         patch.setenv("DEPLOY_BUILD_PIDS", str(BUILD_PIDS))
         with celery_worker(
@@ -170,15 +173,19 @@ def test_apps_reach_neither_other_users_apps_nor_platform_services(
         assert reach(mine, my_ip, 8080) == "open"
         # Another user's app: neither its container address nor its published port.
         assert reach(mine, their_ip, 8080) != "open"
-        assert reach(mine, gateway, theirs["port"]) != "open"
-        assert reach(mine, "127.0.0.1", theirs["port"]) != "open"
+        host_ip = subprocess.run(
+            ["hostname", "-I"], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
+        for address in (gateway, host_ip, "127.0.0.1"):
+            assert reach(mine, address, theirs["port"]) != "open", address
+        assert from_plain_container(theirs["port"]).strip() == "open"  # it is published
         # Platform services: Redis, PostgreSQL, S3 on the host's loopback and through the
         # bridge gateway; and a service bound on all interfaces, which a container of the
         # default bridge does reach (so only the firewall stands in the way).
         s3_port = int(settings.s3_endpoint_url.rsplit(":", 1)[1])
         for port in (6379, 5432, s3_port, host_service):
-            assert reach(mine, "127.0.0.1", port) != "open", port
-            assert reach(mine, gateway, port) != "open", port
+            for address in ("127.0.0.1", gateway, host_ip):
+                assert reach(mine, address, port) != "open", (address, port)
         assert from_plain_container(host_service).strip() == "open"
         assert reach(theirs, gateway, host_service) != "open"
     finally:
