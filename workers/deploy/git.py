@@ -10,6 +10,7 @@ large, is permanent.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -87,6 +88,7 @@ def _git(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl, no locks taken
     )
     try:
         while True:
@@ -110,6 +112,21 @@ def _git(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.communicate()  # reaps it; the pipes close with the group
+
+
+def _die_with_parent() -> None:
+    """In its own process group, git would outlive a worker killed mid-clone (nothing left to
+    kill the group) and run on without a deadline: the kernel kills it with its parent. Its
+    helpers then see their pipes to git close and exit."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
+try:  # loaded here, not after the fork: the child must take no loader lock
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:
+    _LIBC = None
 
 
 def _over_cap(path: Path, settings: Settings) -> bool:
