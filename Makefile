@@ -29,11 +29,11 @@ clean:  ## Remove run-time files and caches (keeps .venv)
 	rm -rf var .pytest_cache .ruff_cache
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
 
-up:  ## The compose stack in the background (local images unless LOCAL_IMAGES=0)
+up:  ## The compose stack in the background; creates .env with random secrets on first use
 	scripts/compose.sh up -d
 
 down:  ## Stop the compose stack (volumes kept; `scripts/compose.sh down -v` drops them)
 	scripts/compose.sh down
 
-scale:  ## Resize fleets: make scale FILES=4 DEPLOY=2
-	scripts/compose.sh up -d --scale worker-files=$(or $(FILES),1) --scale worker-deploy=$(or $(DEPLOY),1)
+scale:  ## Resize fleets with the images `make up` built: make scale FILES=4 DEPLOY=2
+	SKIP_IMAGES=1 scripts/compose.sh up -d --scale worker-files=$(or $(FILES),1) --scale worker-deploy=$(or $(DEPLOY),1)

@@ -3,9 +3,23 @@
 # default: this kind of machine has no registry) the images are built here first and the
 # stack uses them; with LOCAL_IMAGES=0 compose pulls public images and builds the platform
 # image itself (set image variables in .env, see .env.example).
+#
+# Settings and secrets come from ENV_FILE (default .env), which scripts/make_env.sh creates or
+# completes with random secrets first (values already there are kept). S3_BIND_ADDRESS and
+# FLOWER_BIND_ADDRESS (environment or ENV_FILE) opt in to publishing S3 and Flower, by adding
+# deploy/compose/expose-s3.yml and expose-flower.yml. SKIP_IMAGES=1 (what `make scale` sets)
+# reuses the images the last `up` built instead of building them again.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+ENV_FILE="$(realpath -m "${ENV_FILE:-$ROOT/.env}")"
+scripts/make_env.sh "$ENV_FILE"
+setting() {  # setting NAME: the environment's value, else the env file's
+  if [[ -n "${!1:-}" ]]; then printf '%s' "${!1}"; else sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1; fi
+}
+FILES=(-f docker-compose.yml)
+[[ -z "$(setting S3_BIND_ADDRESS)" ]] || FILES+=(-f deploy/compose/expose-s3.yml)
+[[ -z "$(setting FLOWER_BIND_ADDRESS)" ]] || FILES+=(-f deploy/compose/expose-flower.yml)
 if docker compose version >/dev/null 2>&1; then
   COMPOSE=(docker compose)
 else
@@ -18,7 +32,10 @@ else
 fi
 if [[ "${LOCAL_IMAGES:-1}" == "1" && "${1:-}" == "up" ]]; then
   mkdir -p var
-  scripts/compose_images.sh >var/compose-images.env
+  if [[ "${SKIP_IMAGES:-0}" != "1" || ! -s var/compose-images.env ]]; then
+    scripts/compose_images.sh >var/compose-images.env.new
+    mv var/compose-images.env.new var/compose-images.env
+  fi
   set -a
   # shellcheck disable=SC1091
   . var/compose-images.env
@@ -28,6 +45,7 @@ fi
 export DOCKER_GID="${DOCKER_GID:-$(getent group docker | cut -d: -f3 || echo 0)}"
 if [[ "${1:-}" == "up" && -n "${NO_BUILD:-}" ]]; then
   shift
-  exec "${COMPOSE[@]}" -p "${COMPOSE_PROJECT_NAME:-dockyard}" up --no-build "$@"
+  exec "${COMPOSE[@]}" --env-file "$ENV_FILE" -p "${COMPOSE_PROJECT_NAME:-dockyard}" "${FILES[@]}" \
+    up --no-build "$@"
 fi
-exec "${COMPOSE[@]}" -p "${COMPOSE_PROJECT_NAME:-dockyard}" "$@"
+exec "${COMPOSE[@]}" --env-file "$ENV_FILE" -p "${COMPOSE_PROJECT_NAME:-dockyard}" "${FILES[@]}" "$@"

@@ -13,9 +13,38 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 DEFAULT_JWT_SECRET = "dev-insecure-jwt-secret-change-me"  # noqa: S105 - refused in production
+# Every secret value the repository ships or has shipped: the code's development defaults,
+# `make run`'s Flower login, and the placeholders of .env.example, docker-compose.yml and
+# deploy/k8s (today's files ship none; these are the values earlier versions published).
+# Production refuses each of them for every secret variable. tests/unit/test_config.py reads
+# those files and fails if a value they ship is not refused.
+SHIPPED_SECRETS = frozenset(
+    {
+        DEFAULT_JWT_SECRET,
+        "dockyard",
+        "dockyard-secret",
+        "admin:dockyard",
+        "change-me",
+        "change-me-in-production-to-a-long-random-value",
+        "change-me-to-a-long-random-value",
+        "change-me-to-a-random-value-of-at-least-32-characters",
+        "admin:change-me",
+    }
+)
+SECRET_MIN_LENGTH = 32
+# Secrets Dockyard generates or the operator chooses: at least SECRET_MIN_LENGTH characters
+# in production. AWS_SECRET_ACCESS_KEY and database passwords are only checked against the
+# shipped values: their provider decides their form (AWS keys are 40 characters; a managed
+# database's password policy is its own).
+_SECRETS_WITH_LENGTH = (
+    "JWT_SECRET_KEY",
+    "STORAGE_SIGNING_KEY",
+    "METRICS_TOKEN",
+    "DEPLOY_SECRETS_KEY",
+)
 ENVIRONMENTS = ("development", "test", "production")
 
 
@@ -175,6 +204,9 @@ class Settings:
     s3_public_endpoint_url: str = ""
     s3_region: str = "us-east-1"
     s3_create_bucket: bool = True
+    # "presigned": users download from S3_PUBLIC_ENDPOINT_URL; "api": the API signs the URL
+    # and streams the object (S3 not reachable by users, as in the compose stack's default).
+    s3_downloads: str = "presigned"
     download_url_ttl: int = 3600
     download_url_max_ttl: int = 24 * 3600
     result_retention: int = 7 * 24 * 3600
@@ -268,6 +300,7 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("s3_public_endpoint_url", "S3_PUBLIC_ENDPOINT_URL", _url("http", "https")),
     ("s3_region", "S3_REGION", _text),
     ("s3_create_bucket", "S3_CREATE_BUCKET", _bool),
+    ("s3_downloads", "S3_DOWNLOADS", _choice("presigned", "api")),
     ("download_url_ttl", "DOWNLOAD_URL_TTL", _int(1)),
     ("download_url_max_ttl", "DOWNLOAD_URL_MAX_TTL", _int(1)),
     ("result_retention", "RESULT_RETENTION", _int(1)),
@@ -316,7 +349,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)
     if not settings.result_backend:
         settings = replace(settings, result_backend=_result_backend_for(settings.database_url))
-    _check_consistency(settings)
+    _check_consistency(settings, source)
     return settings
 
 
@@ -327,13 +360,9 @@ def _result_backend_for(database_url: str) -> str:
     return "db+" + database_url
 
 
-def _check_consistency(settings: Settings) -> None:
-    if settings.is_production and settings.jwt_secret_key == DEFAULT_JWT_SECRET:
-        raise ConfigError(
-            "JWT_SECRET_KEY", "must be set to a secret value when DOCKYARD_ENV=production"
-        )
-    if settings.is_production and len(settings.jwt_secret_key) < 32:
-        raise ConfigError("JWT_SECRET_KEY", "must be at least 32 characters in production")
+def _check_consistency(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+    if settings.is_production:
+        _check_production_secrets(settings, os.environ if environ is None else environ)
     if settings.is_production and not settings.deploy_secrets_key:
         raise ConfigError(
             "DEPLOY_SECRETS_KEY",
@@ -354,6 +383,52 @@ def _check_consistency(settings: Settings) -> None:
             "BROKER_VISIBILITY_TIMEOUT",
             "must be longer than RETRY_BACKOFF_MAX, or delayed retries get delivered twice",
         )
+
+
+def _is_shipped(value: str) -> bool:
+    """A value the repository ships, or an edit of a placeholder that still says so."""
+    lowered = value.strip().lower()
+    return lowered in SHIPPED_SECRETS or "change-me" in lowered or "changeme" in lowered
+
+
+def _check_production_secrets(settings: Settings, environ: Mapping[str, str]) -> None:
+    """Refuse any secret the repository ships, or a short one, naming the variable (never
+    the value). Variables the settings do not parse (AWS_*, FLOWER_BASIC_AUTH,
+    DEPLOY_SECRETS_KEY) are read from the environment the processes get them from."""
+    candidates: list[tuple[str, str]] = [("JWT_SECRET_KEY", settings.jwt_secret_key)]
+    for variable in ("STORAGE_SIGNING_KEY", "METRICS_TOKEN"):
+        if environ.get(variable):
+            candidates.append((variable, environ[variable]))
+    for key in environ.get("DEPLOY_SECRETS_KEY", "").split(","):  # several while rotating
+        if key.strip():
+            candidates.append(("DEPLOY_SECRETS_KEY", key.strip()))
+    if settings.storage_backend == "s3" and environ.get("AWS_SECRET_ACCESS_KEY"):
+        candidates.append(("AWS_SECRET_ACCESS_KEY", environ["AWS_SECRET_ACCESS_KEY"]))
+    for variable, value in candidates:
+        if _is_shipped(value):
+            raise ConfigError(variable, _SHIPPED_MESSAGE)
+        if variable in _SECRETS_WITH_LENGTH and len(value) < SECRET_MIN_LENGTH:
+            raise ConfigError(
+                variable, f"must be at least {SECRET_MIN_LENGTH} characters in production"
+            )
+    for pair in filter(None, environ.get("FLOWER_BASIC_AUTH", "").split(",")):
+        password = pair.partition(":")[2]
+        if _is_shipped(pair) or _is_shipped(password):
+            raise ConfigError("FLOWER_BASIC_AUTH", _SHIPPED_MESSAGE)
+        if len(password) < SECRET_MIN_LENGTH:
+            raise ConfigError(
+                "FLOWER_BASIC_AUTH",
+                f"passwords must be at least {SECRET_MIN_LENGTH} characters in production",
+            )
+    if _is_shipped(unquote(urlparse(settings.database_url).password or "")):
+        raise ConfigError("DATABASE_URL", "password " + _SHIPPED_MESSAGE)
+
+
+_SHIPPED_MESSAGE = (
+    "must not be a value the repository ships (.env.example, docker-compose.yml, deploy/k8s, "
+    "a development default) when DOCKYARD_ENV=production: set a random secret (`make up` "
+    "writes them to .env; `openssl rand -hex 32` makes one)"
+)
 
 
 _cached: Settings | None = None

@@ -8,13 +8,20 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from shared.storage.signed_urls import SignedUrls
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class StorageError(Exception):
     """The storage service failed (retryable for workers, 503 for the API)."""
+
+
+class ObjectMissing(StorageError):
+    """The object does not exist (404 for the API's download route)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,10 @@ def job_prefix(owner_id: uuid.UUID, job_id: uuid.UUID) -> str:
 
 class Storage(ABC):
     """What the API and workers need from object storage."""
+
+    # Set when download URLs point at the API (`/api/v1/files/...`), which checks them with
+    # this and streams the object from `open`; None when users fetch from the backend itself.
+    api_urls: SignedUrls | None = None
 
     @abstractmethod
     def put(self, key: str, stream: BinaryIO, content_type: str) -> StoredObject:

@@ -20,18 +20,25 @@ def signing_key(settings: Settings) -> bytes:
 def build_storage(settings: Settings) -> Storage:
     if settings.storage_backend == "s3":
         from shared.storage.s3 import S3Storage
+        from shared.storage.signed_urls import SignedUrls
 
+        api_urls = None
+        if settings.s3_downloads == "api":
+            api_urls = SignedUrls(signing_key(settings), _api_download_base(settings))
         return S3Storage(
             bucket=settings.s3_bucket,
             endpoint_url=settings.s3_endpoint_url or None,
             region=settings.s3_region,
             create_bucket=settings.s3_create_bucket,
             public_endpoint_url=settings.s3_public_endpoint_url or None,
+            api_urls=api_urls,
         )
     from shared.storage.local import LocalStorage
 
     return LocalStorage(
-        settings.storage_local_root,
-        signing_key(settings),
-        settings.public_base_url.rstrip("/") + LOCAL_DOWNLOAD_PATH,
+        settings.storage_local_root, signing_key(settings), _api_download_base(settings)
     )
+
+
+def _api_download_base(settings: Settings) -> str:
+    return settings.public_base_url.rstrip("/") + LOCAL_DOWNLOAD_PATH

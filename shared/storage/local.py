@@ -1,22 +1,15 @@
-"""Storage on local disk; download URLs are served and signed by the API.
-
-A URL carries its expiry and an HMAC-SHA256 over (key, filename, expiry) made with a server
-secret, so a changed key, file name or expiry, or a late request, is refused with 403.
-"""
+"""Storage on local disk; download URLs are served and signed by the API (signed_urls)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import quote, urlencode
 
-from shared.storage.base import Storage, StorageError, StoredObject
+from shared.storage.base import ObjectMissing, Storage, StorageError, StoredObject
+from shared.storage.signed_urls import SignedUrls
 
 _CHUNK = 1024 * 1024
 
@@ -24,8 +17,7 @@ _CHUNK = 1024 * 1024
 class LocalStorage(Storage):
     def __init__(self, root: str | Path, signing_key: bytes, url_base: str) -> None:
         self.root = Path(root).resolve()
-        self.signing_key = signing_key
-        self.url_base = url_base.rstrip("/")
+        self.api_urls = SignedUrls(signing_key, url_base)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -57,7 +49,7 @@ class LocalStorage(Storage):
         try:
             handle = path.open("rb")
         except FileNotFoundError as error:
-            raise StorageError(f"no object {key}") from error
+            raise ObjectMissing(f"no object {key}") from error
         with handle:
             while chunk := handle.read(_CHUNK):
                 yield chunk
@@ -73,30 +65,12 @@ class LocalStorage(Storage):
         shutil.rmtree(directory, ignore_errors=True)
         return count
 
-    def signature(self, key: str, filename: str, expires: int) -> str:
-        message = f"{key}\n{filename}\n{expires}".encode()
-        return hmac.new(self.signing_key, message, hashlib.sha256).hexdigest()
-
     def download_url(self, key: str, filename: str, expires_in: int) -> str:
-        expires = int(time.time()) + expires_in
-        query = urlencode(
-            {
-                "filename": filename,
-                "expires": expires,
-                "signature": self.signature(key, filename, expires),
-            }
-        )
-        return f"{self.url_base}/{quote(key)}?{query}"
+        return self.api_urls.url(key, filename, expires_in)
 
     def check(self, key: str, filename: str, expires: str, signature: str) -> str | None:
         """None for a valid URL, else why not: "invalid" (altered) or "expired"."""
-        try:
-            expiry = int(expires)
-        except ValueError:
-            return "invalid"
-        if not hmac.compare_digest(self.signature(key, filename, expiry), signature):
-            return "invalid"
-        return "expired" if expiry < int(time.time()) else None
+        return self.api_urls.check(key, filename, expires, signature)
 
     def path_for(self, key: str) -> Path:
         return self._path(key)

@@ -1,4 +1,5 @@
-"""Storage on any S3 endpoint (AWS, MinIO) through boto3; downloads are presigned GETs."""
+"""Storage on any S3 endpoint (AWS, MinIO) through boto3; downloads are presigned GETs, or
+URLs the API signs and serves when the S3 service is not reachable by users (`api_urls`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.storage.base import Storage, StorageError, StoredObject
+from shared.storage.base import ObjectMissing, Storage, StorageError, StoredObject
+from shared.storage.signed_urls import SignedUrls
 
 
 class _CountingReader:
@@ -34,8 +36,10 @@ class S3Storage(Storage):
         create_bucket: bool,
         client: Any | None = None,
         public_endpoint_url: str | None = None,
+        api_urls: SignedUrls | None = None,
     ) -> None:
         self.bucket = bucket
+        self.api_urls = api_urls
         self.create_bucket = create_bucket
         config = Config(
             retries={"max_attempts": 3, "mode": "standard"},
@@ -75,7 +79,11 @@ class S3Storage(Storage):
     def open(self, key: str) -> Iterator[bytes]:
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-        except (BotoCoreError, ClientError) as error:
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise ObjectMissing(f"no object {key}") from error
+            raise StorageError(f"cannot read {key}: {error}") from error
+        except BotoCoreError as error:
             raise StorageError(f"cannot read {key}: {error}") from error
         yield from body.iter_chunks(1024 * 1024)
 
@@ -101,6 +109,8 @@ class S3Storage(Storage):
         return deleted
 
     def download_url(self, key: str, filename: str, expires_in: int) -> str:
+        if self.api_urls is not None:
+            return self.api_urls.url(key, filename, expires_in)
         return self.signer.generate_presigned_url(
             "get_object",
             Params={

@@ -117,3 +117,26 @@ def test_s3_round_trip_presigned_download_and_prefix_delete(s3_storage) -> None:
 
     with pytest.raises(StorageError):
         b"".join(s3_storage.open(input_key))
+
+
+def test_s3_downloads_through_the_api_when_s3_is_not_reachable(make_app, settings) -> None:
+    """S3_DOWNLOADS=api (the compose stack's default, S3 unpublished): the URL points at the
+    API, which checks its signature and streams the object from the real S3 server; a
+    tampered URL is refused and a deleted object is 404, like the local backend."""
+    app = make_app(storage_backend="s3", s3_downloads="api", public_base_url="http://users.test")
+    storage, client = app.extensions["dockyard_storage"], app.test_client()
+    key = object_key(uuid.uuid4(), uuid.uuid4(), "result", "big.bin")
+    data = payload()
+    storage.put(key, io.BytesIO(data), "application/octet-stream")
+    url = urlsplit(storage.download_url(key, "big.bin", 60))
+    assert (url.scheme, url.netloc) == ("http", "users.test")
+    assert url.path.startswith("/api/v1/files/")
+    response = client.get(f"{url.path}?{url.query}")
+    assert response.status_code == 200 and response.data == data
+    assert response.headers["Content-Disposition"] == "attachment; filename=big.bin"
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    tampered = client.get(f"{url.path}?{urlencode({**query, 'filename': 'other.bin'})}")
+    assert tampered.get_json()["error"]["code"] == "invalid_download_url"
+    storage.delete(key)
+    missing = client.get(f"{url.path}?{url.query}")
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"

@@ -65,3 +65,34 @@ def test_read_only_containers_get_a_writable_tmp_and_fleets_name_their_service()
                 assert env["DOCKYARD_SERVICE"] == deployment["metadata"]["name"].removeprefix(
                     "dockyard-"
                 )
+
+
+SECRET_VARIABLES = {
+    "DATABASE_URL", "JWT_SECRET_KEY", "STORAGE_SIGNING_KEY", "METRICS_TOKEN",
+    "DEPLOY_SECRETS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FLOWER_BASIC_AUTH",
+}  # fmt: skip
+
+
+def test_no_secret_value_in_the_repository() -> None:
+    """Secrets come from the `dockyard-secrets` Secret the operator creates: no manifest
+    defines a Secret, and no ConfigMap or container env holds a secret variable's value."""
+    docs = documents()
+    assert not [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"]
+    for config_map in (d for d in docs if d["kind"] == "ConfigMap"):
+        assert not SECRET_VARIABLES & set(config_map.get("data", {}))
+    for doc in docs:
+        pod = _pod_spec(doc)
+        if pod is None:
+            continue
+        for container in pod.get("containers", []) + pod.get("initContainers", []):
+            assert {"secretRef": {"name": "dockyard-secrets"}} in container["envFrom"]
+            for entry in container.get("env", []):
+                assert entry["name"] not in SECRET_VARIABLES or "value" not in entry, entry
+
+
+def _pod_spec(doc: dict) -> dict | None:
+    if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        return doc["spec"]["template"]["spec"]
+    if doc["kind"] == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return None
