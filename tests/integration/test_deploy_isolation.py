@@ -191,8 +191,7 @@ def test_apps_reach_neither_other_users_apps_nor_platform_services(
     finally:
         stop(alice, mine)
         stop(bob, theirs)
-    # With no deployment left, the periodic check removes both users' networks.
-    check_deployments(docker.from_env(), settings)
+    # With no deployment left, each user's network went with their last stop.
     left = {
         n.name for n in docker.from_env().networks.list(filters={"label": networks.LABEL_NETWORK})
     }
@@ -362,3 +361,31 @@ def test_migration_0006_encrypts_existing_plaintext_env(settings, scratch_databa
     assert secret not in raw and raw.startswith("gAAAAA")
     assert names == ["A", "B"]
     assert decrypt_env(raw, settings) == {"A": "a", "B": secret}
+
+
+def test_the_check_removes_networks_of_users_without_active_deployments(app, settings) -> None:
+    """A network a stop could not remove (engine down at the time, a deleted owner) goes at
+    the next check; one whose owner still has an active deployment stays."""
+    client = docker.from_env()
+    idle, busy = (uuid.UUID(User(app.test_client()).profile["id"]) for _ in range(2))
+    with session_scope() as session:
+        session.add(
+            Deployment(
+                owner_id=busy,
+                job_id=uuid.uuid4(),
+                repo_url="https://github.com/dockyard-tests/net",
+                repo_key="dockyard-tests/net",
+                status="healthy",
+            )
+        )
+    for owner in (idle, busy):
+        networks.ensure(client, owner, settings)
+    try:
+        check_deployments(client, settings)
+        left = {n.name for n in client.networks.list(filters={"label": networks.LABEL_NETWORK})}
+        assert networks.network_name(idle) not in left
+        assert networks.network_name(busy) in left
+    finally:
+        with session_scope() as session:
+            session.execute(text("DELETE FROM deployments WHERE owner_id = :o"), {"o": busy})
+        networks.remove_if_unused(client, busy)

@@ -108,7 +108,9 @@ def stop_deployment(deployment_id: uuid.UUID, client: docker.DockerClient) -> st
         containers.remove(client, deployment.container_id)
         deployment.status = "stopped"
         deployment.stopped_at = now()
+        owner_id = deployment.owner_id
         session.execute(delete(PortLease).where(PortLease.deployment_id == deployment_id))
+    _drop_network(client, owner_id)
     # The image stays: a redeploy or a rollback of the same commit then starts from cache.
     log.info(
         "deployment stopped",
@@ -117,21 +119,31 @@ def stop_deployment(deployment_id: uuid.UUID, client: docker.DockerClient) -> st
     return "stopped"
 
 
+def _drop_network(client: docker.DockerClient, owner_id: uuid.UUID) -> None:
+    """The owner's last deployment ended: their network goes too (each takes one of the
+    engine's address pools). A failure is left to the periodic check."""
+    try:
+        networks.remove_if_unused(client, owner_id)
+    except (DockerException, RequestsConnectionError):
+        log.warning("deploy network not removed", exc_info=True)
+
+
 def settle_after_job(job_id: uuid.UUID, client: docker.DockerClient | None = None) -> None:
     """A deploy job ended: a deployment it did not bring up is `failed` (or `stopped` when
     the job was cancelled), its port lease is released and, with a client, its container
     and image tag are removed (left behind when its worker died mid-deploy)."""
     leftovers = _settle(job_id)
     if leftovers is not None and client is not None:
-        container_id, tag, deployment_id = leftovers
+        container_id, tag, deployment_id, owner_id = leftovers
         containers.remove(client, container_id)
         # Before the image: a container its row does not name would keep the tag in use.
         containers.remove_for_deployment(client, str(deployment_id))
         if tag:
             drop_image_unless_used(client, tag, deployment_id)
+        _drop_network(client, owner_id)
 
 
-def _settle(job_id: uuid.UUID) -> tuple[str | None, str | None, uuid.UUID] | None:
+def _settle(job_id: uuid.UUID) -> tuple[str | None, str | None, uuid.UUID, uuid.UUID] | None:
     with session_scope() as session:
         row = session.execute(
             select(Deployment, Job.status, Job.error_code, Job.error_message)
@@ -155,7 +167,7 @@ def _settle(job_id: uuid.UUID) -> tuple[str | None, str | None, uuid.UUID] | Non
         else:
             return None
         session.execute(delete(PortLease).where(PortLease.deployment_id == deployment.id))
-        leftovers = (deployment.container_id, deployment.image, deployment.id)
+        leftovers = (deployment.container_id, deployment.image, deployment.id, deployment.owner_id)
         deployment.container_id = None
         return leftovers
 

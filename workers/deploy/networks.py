@@ -77,32 +77,43 @@ def _lock(session, owner_id: uuid.UUID) -> None:  # noqa: ANN001 - a Session
     session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"deploy-network:{owner_id}"))))
 
 
-def remove_unused(client: docker.DockerClient, limit: int) -> int:
-    """Remove deploy networks whose owner has no active deployment. The check runs under
+def remove_if_unused(client: docker.DockerClient, owner_id: uuid.UUID) -> bool:
+    """Remove the owner's network if they have no active deployment. The check runs under
     the owner's lock, the one `ensure` takes: a deploy's row is committed (starting) before
     its pipeline ensures the network, so either this sees it and keeps the network, or the
     pipeline's `ensure` comes after the removal and creates it again. The engine also
     refuses to remove a network that still has containers."""
+    name = network_name(owner_id)
+    with session_scope() as session:
+        _lock(session, owner_id)
+        busy = session.scalar(
+            select(Deployment.id)
+            .where(Deployment.owner_id == owner_id, Deployment.status.in_(ACTIVE))
+            .limit(1)
+        )
+        if busy is not None:
+            return False
+        for network in client.networks.list(names=[name], filters={"label": LABEL_NETWORK}):
+            if network.name != name:
+                continue
+            try:
+                network.remove()
+                return True
+            except NotFound:
+                pass
+            except APIError as error:  # still has endpoints: a container the reaper removes
+                log.info("deploy network kept: %s", error, extra={"event": "deploy_network_kept"})
+    return False
+
+
+def remove_unused(client: docker.DockerClient, limit: int) -> int:
+    """The periodic check's pass: every deploy network whose owner has no active deployment
+    (a stop that could not remove it, owners deleted since)."""
     removed = 0
     for network in client.networks.list(filters={"label": LABEL_NETWORK})[:limit]:
         try:
             owner = uuid.UUID((network.attrs.get("Labels") or {}).get(LABEL_OWNER, ""))
         except ValueError:
             continue
-        with session_scope() as session:
-            _lock(session, owner)
-            busy = session.scalar(
-                select(Deployment.id)
-                .where(Deployment.owner_id == owner, Deployment.status.in_(ACTIVE))
-                .limit(1)
-            )
-            if busy is not None:
-                continue
-            try:
-                network.remove()
-                removed += 1
-            except NotFound:
-                pass
-            except APIError as error:  # still has endpoints: a container the reaper removes
-                log.info("deploy network kept: %s", error, extra={"event": "deploy_network_kept"})
+        removed += remove_if_unused(client, owner)
     return removed
