@@ -199,14 +199,26 @@ def test_apps_reach_neither_other_users_apps_nor_platform_services(
     assert networks.network_name(uuid.UUID(bob.profile["id"])) not in left
 
 
-def test_host_firewall_rules_are_installed(deploy_worker) -> None:
-    rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True, check=True).stdout
-    assert f"-A INPUT -i {firewall.BRIDGES} -j {firewall.CHAIN_IN}" in rules
-    assert (
-        f"-A DOCKER-USER -i {firewall.BRIDGES} ! -o {firewall.BRIDGES} -j {firewall.CHAIN_OUT}"
-        in rules
-    )
-    assert f"-A {firewall.CHAIN_OUT} -d 169.254.0.0/16 -j REJECT" in rules
+def iptables_rules() -> str:
+    return subprocess.run(["iptables", "-S"], capture_output=True, text=True, check=True).stdout
+
+
+def test_host_firewall_rules_are_installed_and_restored(
+    deploy_worker, settings, monkeypatch
+) -> None:
+    jump_in = f"-A INPUT -i {firewall.BRIDGES} -j {firewall.CHAIN_IN}"
+    bridges = firewall.BRIDGES
+    assert jump_in in iptables_rules()
+    assert f"-A DOCKER-USER -i {bridges} ! -o {bridges} -j {firewall.CHAIN_OUT}" in iptables_rules()
+    assert f"-A {firewall.CHAIN_OUT} -d 169.254.0.0/16 -j REJECT" in iptables_rules()
+    # Rules dropped behind the worker's back come back at the next check of them.
+    subprocess.run(["iptables", "-D", *jump_in.split()[1:]], check=True)
+    subprocess.run(["iptables", "-F", firewall.CHAIN_OUT], check=True)
+    assert jump_in not in iptables_rules()
+    monkeypatch.setattr(firewall, "RECHECK", 0.0)
+    firewall.ensure(settings)
+    assert jump_in in iptables_rules()
+    assert f"-A {firewall.CHAIN_OUT} -d 169.254.0.0/16 -j REJECT" in iptables_rules()
 
 
 def test_builds_run_isolated_under_cpu_and_process_limits(

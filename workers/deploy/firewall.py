@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 
 from shared.config import Settings, get_settings
 from shared.errors import RetryableJobError
@@ -40,6 +41,10 @@ BRIDGES = "dy-+"
 _ESTABLISHED = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"]
 _lock = threading.Lock()
 _applied: tuple[str, ...] | None = None
+_applied_at = 0.0
+#: Seconds between checks that the rules are still there (an operator's `iptables -F` or a
+#: firewall service reloading its rules would drop them): a check is a few `iptables -C`.
+RECHECK = 60.0
 _warned = False
 
 
@@ -117,21 +122,21 @@ def _can_apply() -> str | None:
 
 
 def ensure(settings: Settings) -> None:
-    """Apply the rules once per process and settings (DEPLOY_FIREWALL decides what a
-    failure means)."""
-    global _applied, _warned
+    """Apply the rules, then check them again at most every RECHECK seconds
+    (DEPLOY_FIREWALL decides what a failure means)."""
+    global _applied, _applied_at, _warned
     if settings.deploy_firewall == "off":
         return
     key = settings.deploy_egress_deny
     with _lock:
-        if _applied == key:
+        if _applied == key and time.monotonic() - _applied_at < RECHECK:
             return
         reason = _can_apply()
         try:
             if reason is not None:
                 raise RuntimeError(reason)
             apply(settings)
-            _applied = key
+            _applied, _applied_at = key, time.monotonic()
         except (RuntimeError, OSError, subprocess.SubprocessError) as error:
             detail = getattr(error, "stderr", None) or str(error)
             if settings.deploy_firewall == "iptables":
