@@ -17,11 +17,12 @@ from docker.errors import NotFound
 
 from shared.config import Settings
 from shared.db import session_scope
+from shared.errors import RetryableJobError
 from shared.jobs import now
 from shared.models import Deployment, PortLease
 from tests.helpers import User
 from workers.deploy import containers
-from workers.deploy.lifecycle import _finish_stop, check_deployments
+from workers.deploy.lifecycle import _finish_stop, check_deployments, stop_deployment
 
 BASE_IMAGE = "dockyard/base:bookworm"
 PORT = 21430  # a lease only: nothing binds it
@@ -86,6 +87,11 @@ def test_a_stop_survives_an_engine_failure_and_ends_stopped(
     unreachable = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
     with pytest.raises(requests.ConnectionError):
         unreachable.containers.get(container_id)  # the engine really fails for this client
+    # The stop task's call: a retryable error (the task retries it), nothing changed.
+    with pytest.raises(RetryableJobError):
+        stop_deployment(deployment_id, unreachable)
+    assert status_of(deployment_id) == "stopping"
+    # The check's call: logged, left for the next check.
     assert _finish_stop(deployment_id, unreachable) is False
     # The stop is not undone: still `stopping` (not `healthy`), container and lease kept.
     assert status_of(deployment_id) == "stopping"

@@ -24,6 +24,7 @@ from shared import queues
 from shared.celery_app import app as celery_app
 from shared.config import Settings
 from shared.db import session_scope
+from shared.errors import RetryableJobError
 from shared.jobs import now
 from shared.models import Deployment, Job, PortLease
 from shared.status import JobStatus
@@ -105,7 +106,14 @@ def stop_deployment(deployment_id: uuid.UUID, client: docker.DockerClient) -> st
             return None if deployment is None else deployment.status
         if deployment.status == "starting":
             return "starting"  # its job is still running; it settles when the job ends
-        containers.remove(client, deployment.container_id)
+        try:
+            containers.remove(client, deployment.container_id)
+        except (DockerException, RequestsConnectionError) as error:
+            # Rolled back: the deployment stays `stopping`; the stop task retries, and the
+            # periodic check finishes stops older than a minute.
+            raise RetryableJobError(
+                "docker_unavailable", f"Docker engine error: {error}"
+            ) from error
         deployment.status = "stopped"
         deployment.stopped_at = now()
         owner_id = deployment.owner_id
@@ -199,8 +207,7 @@ def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[s
         session.expunge_all()
     for deployment in live:
         if deployment.retire_at is not None and deployment.retire_at <= now():
-            stop_deployment(deployment.id, client)
-            counts["retired"] += 1
+            counts["retired"] += _finish_stop(deployment.id, client)
             continue
         healthy = _probe(deployment, client, settings)
         tail = containers.logs_tail(client, deployment.container_id or "", 200)
@@ -260,7 +267,7 @@ def _finish_stop(deployment_id: uuid.UUID, client: docker.DockerClient) -> bool:
     back and the next check tries again (a stop, once accepted, is never undone)."""
     try:
         return stop_deployment(deployment_id, client) == "stopped"
-    except (DockerException, RequestsConnectionError):
+    except RetryableJobError:
         log.warning(
             "stop not finished; retried at the next check",
             exc_info=True,
