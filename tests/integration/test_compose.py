@@ -128,8 +128,14 @@ def test_make_up_writes_random_secrets_and_publishes_only_the_api(stack: Stack) 
     bare.write_text(stack.env_file.read_text().replace("FLOWER_BIND_ADDRESS=127.0.0.1", ""))
     rendered = _render(stack, bare)
     assert [name for name, svc in rendered["services"].items() if svc.get("ports")] == ["api"]
-    (port,) = rendered["services"]["api"]["ports"]  # compose v1 short form, v2 long form
-    assert (port.get("host_ip") if isinstance(port, dict) else port.split(":")[0]) == "127.0.0.1"
+    assert _host_ips(rendered, "api") == ["127.0.0.1"]
+    assert rendered["services"]["api"]["environment"]["S3_DOWNLOADS"] == "api"
+    # S3_BIND_ADDRESS opts in: S3 published there, downloads become presigned S3 URLs.
+    with_s3 = bare.with_name("s3.env")
+    with_s3.write_text(bare.read_text() + "S3_BIND_ADDRESS=127.0.0.1\nMINIO_PORT=19000\n")
+    rendered = _render(stack, with_s3)
+    assert _host_ips(rendered, "minio") == ["127.0.0.1"]
+    assert rendered["services"]["api"]["environment"]["S3_DOWNLOADS"] == "presigned"
 
 
 def test_make_scale_sizes_the_file_and_deploy_fleets(stack: Stack) -> None:
@@ -252,6 +258,12 @@ def _render(stack: Stack, env_file: Path) -> dict:
     return yaml.safe_load(done.stdout)
 
 
+def _host_ips(rendered: dict, service: str) -> list[str]:
+    """Host addresses a rendered service publishes on (compose v1 short form, v2 long)."""
+    ports = rendered["services"][service].get("ports", [])
+    return [p.get("host_ip", "") if isinstance(p, dict) else p.split(":")[0] for p in ports]
+
+
 def _published_ports(stack: Stack) -> dict[str, set[str]]:
     """Host ports of every container of the project, by compose service."""
     out = stack.run(
@@ -268,20 +280,10 @@ def _published_ports(stack: Stack) -> dict[str, set[str]]:
 
 
 def _fleets(stack: Stack, files: int, deploy: int) -> list[str] | None:
-    names = _flower_workers(stack)
-    counts = (
-        sum(n.startswith("files@") for n in names),
-        sum(n.startswith("deploy@") for n in names),
-    )
-    return (
-        [n for n in names if n.split("@")[0] in ("files", "deploy")]
-        if counts
-        == (
-            files,
-            deploy,
-        )
-        else None
-    )
+    """The online file and deploy nodes, once there are exactly that many of each."""
+    names = [n for n in _flower_workers(stack) if n.split("@")[0] in ("files", "deploy")]
+    counts = [sum(n.startswith(f"{fleet}@") for n in names) for fleet in ("files", "deploy")]
+    return names if counts == [files, deploy] else None
 
 
 def _flower_workers(stack: Stack) -> list[str]:
