@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify
 from marshmallow import ValidationError
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from shared.jobs import JobConflict
@@ -118,6 +118,13 @@ def register_error_handlers(app: Flask) -> None:
                 422,
                 "invalid_request",
                 "A value in the request cannot be stored (out of range or not valid text).",
+            )
+        if isinstance(error, IntegrityError):
+            # A row the request refers to vanished (a deleted account's token) or a unique
+            # value was taken by a concurrent request: the state changed under the request.
+            _log_database_error(error, logging.WARNING, "database_integrity_error")
+            return error_response(
+                409, "conflict", "The request conflicts with the current state; try again."
             )
         if isinstance(error, StorageError):
             log.warning("storage unavailable", exc_info=True, extra={"event": "storage_error"})

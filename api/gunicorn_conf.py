@@ -13,6 +13,11 @@ import os
 import shutil
 from typing import Any
 
+# gunicorn answers a request line over 4094 bytes itself, with a plain-text 400 outside the
+# API's error shape and OpenAPI document. 8190 is the highest finite value gunicorn takes;
+# every parameter the document declares is bounded so that a conforming request fits.
+limit_request_line = 8190
+
 
 def _metrics_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None

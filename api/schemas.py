@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, fields, post_load, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
+from shared.processors import all_processors
 from shared.status import JobStatus
 
 STATUSES = [s.value for s in JobStatus]
+# The processor names each submit endpoint takes, declared as enums in the OpenAPI document
+# (the views still answer an unknown name with 422 `unknown_processor`).
+PLAIN_PROCESSORS = [p.name for p in all_processors() if p.input == "none"]
+FILE_PROCESSORS = [p.name for p in all_processors() if p.kind == "file"]
 
 
 class ErrorBodySchema(Schema):
@@ -79,8 +85,19 @@ class JobSubmitSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    processor = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    params = fields.Dict(keys=fields.String(), load_default=dict)
+    processor = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=64),
+        metadata={"enum": PLAIN_PROCESSORS, "example": "debug.echo"},
+    )
+    params = fields.Dict(
+        keys=fields.String(),
+        load_default=dict,
+        metadata={
+            "description": "The processor's parameters (GET /processors has their schema).",
+            "example": {"message": "hello"},
+        },
+    )
     max_attempts = fields.Integer(
         load_default=None,
         validate=validate.Range(min=1),
@@ -135,9 +152,13 @@ class FileSubmitSchema(Schema):
     """The multipart form of POST /jobs/files (documentation; the view parses the stream)."""
 
     file = fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
-    processor = fields.String(required=True)
-    params = fields.String(metadata={"description": "The parameters as a JSON object."})
-    max_attempts = fields.Integer()
+    processor = fields.String(
+        required=True, metadata={"enum": FILE_PROCESSORS, "example": "file.checksum"}
+    )
+    params = fields.String(
+        metadata={"description": "The parameters as a JSON object.", "example": "{}"}
+    )
+    max_attempts = fields.Integer(validate=validate.Range(min=1))
 
 
 class DownloadSchema(Schema):
@@ -216,14 +237,26 @@ class ProcessorListSchema(Schema):
     items = fields.List(fields.Nested(ProcessorSchema), required=True)
 
 
+def _postgres_offset(value: datetime) -> bool:
+    """PostgreSQL refuses UTC offsets beyond 15:59 (Python allows up to 23:59)."""
+    offset = value.utcoffset()
+    if offset is not None and abs(offset) > timedelta(hours=15, minutes=59):
+        raise ValidationError("The UTC offset must be within ±15:59.")
+    return True
+
+
 class DeadLetterQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
     processor = fields.String(validate=validate.Length(max=64))
     error_code = fields.String(validate=validate.Length(max=64))
-    since = fields.AwareDateTime(metadata={"description": "failed_at >= since (ISO 8601)"})
-    until = fields.AwareDateTime(metadata={"description": "failed_at < until (ISO 8601)"})
+    since = fields.AwareDateTime(
+        validate=_postgres_offset, metadata={"description": "failed_at >= since (ISO 8601)"}
+    )
+    until = fields.AwareDateTime(
+        validate=_postgres_offset, metadata={"description": "failed_at < until (ISO 8601)"}
+    )
     state = fields.String(
         load_default="waiting", validate=validate.OneOf(["waiting", "requeued", "all"])
     )
@@ -252,6 +285,9 @@ class DeadLetterListSchema(Schema):
 
 class AffectedSchema(Schema):
     affected = fields.Integer(required=True)
+    job_id = fields.UUID(metadata={"description": "One requeue: the job queued again."})
+    skipped = fields.Integer(metadata={"description": "Bulk requeue: letters whose job moved on."})
+    remaining = fields.Integer(metadata={"description": "Bulk: matching letters left."})
 
 
 class HealthSchema(Schema):
@@ -266,7 +302,14 @@ class DeploySubmitSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    repo_url = fields.String(required=True, validate=validate.Length(min=1, max=300))
+    repo_url = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=300),
+        metadata={
+            "description": "https://HOST/OWNER/REPO on a host DEPLOY_ALLOWED_HOSTS allows.",
+            "example": "https://github.com/octo/hello",
+        },
+    )
     ref = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
     container_port = fields.Integer(
         load_default=None, allow_none=True, validate=validate.Range(min=1, max=65535)

@@ -178,6 +178,33 @@ def test_a_clean_upload_still_works(user: User, s3_server) -> None:  # noqa: ANN
     assert response.status_code == 202, response.get_json()
 
 
+def test_a_non_ascii_download_signature_is_refused(make_app, tmp_path) -> None:  # noqa: ANN001
+    """hmac.compare_digest raised TypeError on a non-ASCII str: a 500."""
+    client = make_app(storage_backend="local", storage_local_root=str(tmp_path)).test_client()
+    response = client.get(
+        "/api/v1/files/users/a/b.txt?filename=b.txt&expires=9999999999&signature=%C3%A9"
+    )
+    assert_error(response, 403, "invalid_download_url")
+
+
+def test_a_utc_offset_postgresql_refuses_is_a_validation_error(client) -> None:  # noqa: ANN001
+    admin = User(client, role="admin")
+    response = admin.get("/api/v1/admin/dead-letters?since=2000-01-01T00:00:00%2B23:00")
+    error = assert_error(response, 422, "validation_error")
+    assert list(error["details"]["fields"]) == ["since"]
+
+
+def test_a_deleted_accounts_token_cannot_submit(client) -> None:  # noqa: ANN001
+    """The token outlives its account; the job's foreign key refused it with a 500."""
+    from shared.db import session_scope
+
+    user = User(client)
+    with session_scope() as session:
+        session.execute(text("DELETE FROM users WHERE id = :id"), {"id": user.profile["id"]})
+    response = user.post(JOBS, json={"processor": "debug.echo", "params": {"message": "x"}})
+    assert_error(response, 409, "conflict")
+
+
 # --- OPTIONS and HEAD ----------------------------------------------------------------------
 
 
