@@ -49,7 +49,7 @@ stop_all() {
 trap 'stop_all; exit 130' INT
 trap 'stop_all; exit 143' TERM
 
-start api .venv/bin/gunicorn --bind "127.0.0.1:$API_PORT" --workers "${API_WORKERS:-3}" \
+start api .venv/bin/gunicorn -c python:api.gunicorn_conf --bind "127.0.0.1:$API_PORT" --workers "${API_WORKERS:-3}" \
   --threads "${API_THREADS:-4}" --access-logfile - 'api.wsgi:app'
 for queue in diagnostics files deploy dead_letter,maintenance; do
   name="worker-${queue%%,*}"
