@@ -108,9 +108,9 @@ def fuzz_database(settings: Settings) -> Iterator[str]:
     try:
         yield url
     finally:
-        from shared.db import reset_engine
+        from shared.db import get_engine
 
-        reset_engine()
+        get_engine(url).dispose()  # the pool ensure_admin opened on it
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
