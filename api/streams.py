@@ -61,7 +61,8 @@ def _last_event_id() -> int | None:
     raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 19:
+    # isascii: str.isdigit() also accepts digits int() refuses ("²"), which answered 500.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ApiError(422, "invalid_last_event_id", "Last-Event-ID must be an event id.")
     return int(raw)
 

@@ -205,6 +205,13 @@ def test_a_deleted_accounts_token_cannot_submit(client) -> None:  # noqa: ANN001
     assert_error(response, 409, "conflict")
 
 
+def test_a_last_event_id_int_refuses_is_invalid(user: User) -> None:
+    """ "²" passed str.isdigit() and failed int(): a 500."""
+    for value in ("%C2%B2", "%D9%A1", "9" * 19):
+        response = user.get(f"{JOBS}/stream?last_event_id={value}")
+        assert_error(response, 422, "invalid_last_event_id")
+
+
 # --- OPTIONS and HEAD ----------------------------------------------------------------------
 
 
