@@ -248,14 +248,20 @@ def test_database_errors_answer_without_values_in_the_logs(make_app, caplog) -> 
     """A DataError is the request's fault (422); any other database error is a 500 with a
     generic message and the request id; neither logs the bound values or PostgreSQL's
     message quoting them."""
+    import celeryconfig
     from api.session import db_session
     from shared.db import get_engine
 
     assert get_engine().hide_parameters is True
+    assert celeryconfig.database_engine_options["hide_parameters"] is True
     app = make_app()
 
     def data_error() -> str:
         db_session().execute(text("SELECT CAST(:value AS integer)"), {"value": SECRET})
+        return "unreachable"
+
+    def nul_literal() -> str:  # psycopg2 refuses it with a plain ValueError, before sending
+        db_session().execute(text("SELECT CAST(:value AS text)"), {"value": "a\x00b"})
         return "unreachable"
 
     def other_error() -> str:
@@ -264,10 +270,12 @@ def test_database_errors_answer_without_values_in_the_logs(make_app, caplog) -> 
 
     app.add_url_rule("/test/data-error", view_func=data_error)
     app.add_url_rule("/test/other-error", view_func=other_error)
+    app.add_url_rule("/test/nul-literal", view_func=nul_literal)
     client = app.test_client()
     formatter = logging_setup.JsonFormatter("api")
     with caplog.at_level(logging.INFO):
         assert_error(client.get("/test/data-error"), 422, "invalid_request")
+        assert_error(client.get("/test/nul-literal"), 422, "invalid_request")
         error = assert_error(client.get("/test/other-error"), 500, "internal_error")
     assert error["message"] == "An internal error occurred."
     assert SECRET not in json.dumps(error)
