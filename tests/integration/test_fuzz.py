@@ -293,3 +293,11 @@ def _links(operation: dict) -> list[dict]:
         for response in operation["responses"].values()
         for link in response.get("links", {}).values()
     ]
+
+
+def test_a_long_request_line_reaches_the_api(live_api: str) -> None:
+    """gunicorn's default limit (4094 bytes) answered a plain-text 400 outside the API's
+    error shape; api/gunicorn_conf.py raises it to 8190."""
+    response = requests.get(f"{live_api}/api/v1/jobs?cursor={'a' * 7000}", timeout=10)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "authentication_required"
