@@ -10,7 +10,10 @@ import traceback
 from typing import Any
 
 from flask import Flask, Response, g, jsonify
+from kombu.exceptions import OperationalError as BrokerError
 from marshmallow import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -19,6 +22,7 @@ from shared.status import IllegalTransition
 from shared.storage.base import StorageError
 
 log = logging.getLogger(__name__)
+_REDIS_DOWN = (BrokerError, RedisConnectionError, RedisTimeoutError)
 
 _HTTP_CODES = {
     400: ("bad_request", "The request could not be understood."),
@@ -125,6 +129,15 @@ def register_error_handlers(app: Flask) -> None:
             _log_database_error(error, logging.WARNING, "database_integrity_error")
             return error_response(
                 409, "conflict", "The request conflicts with the current state; try again."
+            )
+        if isinstance(error, _REDIS_DOWN):
+            # Broker or Redis unreachable where a view did not handle it itself.
+            log.warning("redis unavailable", exc_info=True, extra={"event": "redis_unavailable"})
+            return error_response(
+                503,
+                "service_unavailable",
+                "A dependency is unavailable; try again shortly.",
+                {"component": "redis"},
             )
         if isinstance(error, StorageError):
             log.warning("storage unavailable", exc_info=True, extra={"event": "storage_error"})

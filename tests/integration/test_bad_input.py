@@ -212,6 +212,14 @@ def test_a_last_event_id_int_refuses_is_invalid(user: User) -> None:
         assert_error(response, 422, "invalid_last_event_id")
 
 
+def test_an_unreachable_broker_is_a_503_not_a_500(make_app) -> None:  # noqa: ANN001
+    """GET /admin/stats reads queue depths from the broker; unreachable, it answered 500."""
+    client = make_app(broker_url="redis://127.0.0.1:1/0").test_client()
+    admin = User(client, role="admin")
+    error = assert_error(admin.get("/api/v1/admin/stats"), 503, "service_unavailable")
+    assert error["details"] == {"component": "redis"}
+
+
 # --- OPTIONS and HEAD ----------------------------------------------------------------------
 
 
