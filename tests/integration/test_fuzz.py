@@ -12,8 +12,9 @@ server has a database of its own (created and dropped here), a private Redis (br
 blocklist, quotas) that no worker consumes, so every job it submits stays queued and none
 runs, and a local storage directory. The streaming endpoints are left out: an SSE stream
 stays open for as long as its token lives, which a request-per-example fuzzer reads as a
-timeout; tests/integration/test_streams.py covers them. Logout is fuzzed last, on its own,
-because it revokes the token the rest of the run uses.
+timeout; tests/integration/test_streams.py covers them. Refresh is fuzzed again with a
+refresh token, and logout last, on its own, because it revokes the token the rest of the run
+uses.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ STATELESS = "examples,coverage,fuzzing"
 ALL_PHASES = STATELESS + ",stateful"
 STREAMS = "^/api/v1/jobs/(stream|[^/]+/stream)$"
 LOGOUT = "/api/v1/auth/logout"
+REFRESH = "/api/v1/auth/refresh"
 CONFIG = """
 [phases.stateful]
 max-steps = 8
@@ -164,8 +166,9 @@ def _answers(url: str) -> bool:
         return False
 
 
-def account(base: str, database_url: str, admin: bool = False) -> str:
-    """Register over HTTP (promote with the CLI's helper) and log in: an access token."""
+def account(base: str, database_url: str, admin: bool = False, kind: str = "access") -> str:
+    """Register over HTTP (promote with the CLI's helper) and log in: the access token (or
+    the refresh token)."""
     from api.cli import ensure_admin
 
     email = f"fuzz-{uuid.uuid4().hex[:10]}@example.com"
@@ -175,7 +178,7 @@ def account(base: str, database_url: str, admin: bool = False) -> str:
         ensure_admin(email, None, database_url)
     response = requests.post(base + "/api/v1/auth/login", json=credentials, timeout=30)
     assert response.status_code == 200, response.text
-    return response.json()["access_token"]
+    return response.json()[f"{kind}_token"]
 
 
 def schemathesis(base: str, token: str, tmp_path: Path, phases: str, *selection: str) -> str:
@@ -230,7 +233,10 @@ def test_the_api_conforms_to_its_openapi_document(
     assert "API Links:" in report and " 0 covered" not in report  # links were followed
     admin = account(live_api, fuzz_database, admin=True)
     schemathesis(live_api, admin, tmp_path / "admin", ALL_PHASES, *everything_but_logout)
-    # No links lead to logout: the stateful phase has nothing to run for it alone.
+    # No links lead to these two: the stateful phase has nothing to run for them alone.
+    # Refresh takes a refresh token (rotation spends it; a reuse then answers 401).
+    refresh = account(live_api, fuzz_database, kind="refresh")
+    schemathesis(live_api, refresh, tmp_path / "refresh", STATELESS, "--include-path", REFRESH)
     schemathesis(live_api, user, tmp_path / "logout", STATELESS, "--include-path", LOGOUT)
 
 
