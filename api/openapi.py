@@ -103,14 +103,14 @@ _OTHER_QUERY["v1.streams.my_stream"] = _OTHER_QUERY["v1.streams.job_stream"]
 
 # OpenAPI links: where an operation's response supplies the ids other operations take, so
 # clients (and a stateful fuzzer) follow real resources instead of guessing ids.
-_JOB_ID = "$response.body#/id"
+_ID = "$response.body#/id"  # the id of the resource the response is
 _JOB_LINKS = {
-    "GetJob": ("v1.jobs.get_job", {"job_id": _JOB_ID}),
-    "GetJobEvents": ("v1.jobs.job_events", {"job_id": _JOB_ID}),
-    "GetJobLogs": ("v1.file_jobs.job_logs", {"job_id": _JOB_ID}),
-    "DownloadResult": ("v1.file_jobs.download", {"job_id": _JOB_ID}),
-    "CancelJob": ("v1.jobs.cancel", {"job_id": _JOB_ID}),
-    "RetryJob": ("v1.jobs.retry", {"job_id": _JOB_ID}),
+    "GetJob": ("v1.jobs.get_job", {"job_id": _ID}),
+    "GetJobEvents": ("v1.jobs.job_events", {"job_id": _ID}),
+    "GetJobLogs": ("v1.file_jobs.job_logs", {"job_id": _ID}),
+    "DownloadResult": ("v1.file_jobs.download", {"job_id": _ID}),
+    "CancelJob": ("v1.jobs.cancel", {"job_id": _ID}),
+    "RetryJob": ("v1.jobs.retry", {"job_id": _ID}),
 }
 _DEPLOYMENT_ID = "$response.body#/params/deployment_id"
 _FIRST_ITEM = "$response.body#/items/0/id"
@@ -136,8 +136,8 @@ _LINKS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
     },
     "v1.deployments.get_deployment": {
         "GetDeploymentJob": ("v1.jobs.get_job", {"job_id": "$response.body#/job_id"}),
-        "GetDeploymentLogs": ("v1.deployments.deployment_logs", {"deployment_id": _JOB_ID}),
-        "StopDeployment": ("v1.deployments.stop", {"deployment_id": _JOB_ID}),
+        "GetDeploymentLogs": ("v1.deployments.deployment_logs", {"deployment_id": _ID}),
+        "StopDeployment": ("v1.deployments.stop", {"deployment_id": _ID}),
     },
     "v1.admin.list_dead_letters": {
         "RequeueFirst": ("v1.admin.requeue_dead_letter", {"letter_id": _FIRST_ITEM}),
