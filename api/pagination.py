@@ -22,6 +22,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, row_id = json.loads(base64.urlsafe_b64decode(padded))
+        if not isinstance(created, str) or not isinstance(row_id, str):
+            raise TypeError("cursor fields must be strings")  # uuid.UUID(5): AttributeError
         return datetime.fromisoformat(created), uuid.UUID(row_id)
     except (ValueError, TypeError, json.JSONDecodeError):
         raise ApiError(

@@ -220,6 +220,16 @@ def test_an_unreachable_broker_is_a_503_not_a_500(make_app) -> None:  # noqa: AN
     assert error["details"] == {"component": "redis"}
 
 
+def test_a_forged_cursor_is_a_validation_error(user: User) -> None:
+    """A cursor whose id was not a string reached uuid.UUID(5) (AttributeError): a 500."""
+    import base64
+
+    for fields in (["2020-01-01T00:00:00+00:00", 5], [1, "0" * 32], ["x", None]):
+        cursor = base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
+        error = assert_error(user.get(f"{JOBS}?cursor={cursor}"), 422, "validation_error")
+        assert list(error["details"]["fields"]) == ["cursor"]
+
+
 # --- OPTIONS and HEAD ----------------------------------------------------------------------
 
 
