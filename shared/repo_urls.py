@@ -54,7 +54,10 @@ def parse_repo_url(raw: str, allowed_hosts: tuple[str, ...]) -> Repository:
         raise InvalidRepository("repo_url_scheme_refused", "Git transports like ext:: are refused.")
     if not url or len(url) > 300 or any(ch.isspace() or ord(ch) < 32 for ch in url):
         raise InvalidRepository("invalid_repo_url", "repo_url must be a plain https URL.")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced "[" of an IPv6 host: was a 500
+        raise InvalidRepository("invalid_repo_url", "repo_url must be a plain https URL.") from None
     if parts.scheme.lower() != "https":
         raise InvalidRepository(
             "repo_url_scheme_refused",

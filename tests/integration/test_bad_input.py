@@ -230,6 +230,12 @@ def test_a_forged_cursor_is_a_validation_error(user: User) -> None:
         assert list(error["details"]["fields"]) == ["cursor"]
 
 
+def test_a_repo_url_urlsplit_refuses_is_invalid(user: User) -> None:
+    """urlsplit raises ValueError on an unbalanced "[" (an IPv6 host): it answered 500."""
+    response = user.post(JOBS + "/deploy", json={"repo_url": "https://[github.com/a/b"})
+    assert_error(response, 422, "invalid_repo_url")
+
+
 # --- OPTIONS and HEAD ----------------------------------------------------------------------
 
 
