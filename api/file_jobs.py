@@ -60,7 +60,7 @@ def _form_params(processor: Processor) -> dict[str, Any]:
     raw = request.form.get("params") or "{}"
     try:
         decoded = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deeply: was a 500
         decoded = None
     if not isinstance(decoded, dict):
         raise _form_error(

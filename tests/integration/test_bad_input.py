@@ -155,6 +155,19 @@ def test_multipart_values_of_declared_fields_are_invalid_params(user: User) -> N
     assert list(error["details"]["fields"]) == ["params.algorithm"]
 
 
+def test_multipart_params_nested_too_deeply_are_invalid_params(user: User) -> None:
+    """json.loads raised RecursionError (not a ValueError) on the form's params: a 500."""
+    response = multipart(
+        user,
+        (b'name="processor"', b"file.checksum"),
+        (b'name="params"', b"[" * 100_000),
+        (b'name="file"; filename="a.txt"', b"hello"),
+    )
+    assert assert_error(response, 422, "invalid_params")["details"]["fields"] == {
+        "params": ["Not a JSON object."]
+    }
+
+
 def test_multipart_names_and_file_names_are_invalid_request(user: User) -> None:
     cases = [
         [(b'name="proc\xffessor"', b"file.checksum")],
