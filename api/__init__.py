@@ -6,6 +6,7 @@ import logging
 
 from flask import Blueprint, Flask
 from redis import Redis
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api import (
     admin,
@@ -83,4 +84,9 @@ def create_app(config: Settings | None = None) -> Flask:
     app.register_blueprint(v1)
     app.register_blueprint(health.bp)  # /healthz and /readyz at the root for probes too
     app.register_blueprint(metrics.bp)  # /metrics at the root, where scrapers look
+    if settings.trusted_proxies:
+        # Behind N proxies of the operator's own, the client's address is the Nth
+        # X-Forwarded-For entry from the right (earlier entries are the client's to forge):
+        # the per-address hashing limit then holds per client, not per proxy.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     return app

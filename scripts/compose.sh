@@ -43,6 +43,20 @@ if [[ "${LOCAL_IMAGES:-1}" == "1" && "${1:-}" == "up" ]]; then
   export NO_BUILD=--no-build
 fi
 export DOCKER_GID="${DOCKER_GID:-$(getent group docker | cut -d: -f3 || echo 0)}"
+if [[ "${1:-}" == "up" ]]; then
+  # The deploy workers run as a non-root user in their own network namespace: they cannot set
+  # the host firewall that keeps one user's apps away from the host, other users' published
+  # ports and private networks (workers/deploy/firewall.py). The operator's `make up` can.
+  if [[ $EUID -eq 0 ]] && command -v iptables >/dev/null 2>&1; then
+    deny="$(setting DEPLOY_EGRESS_DENY)"
+    env -i PATH="$PATH" ${deny:+DEPLOY_EGRESS_DENY="$deny"} python3 -m workers.deploy.firewall --apply
+    echo "[compose] deploy firewall applied on this host (iptables chains DOCKYARD-DEPLOY-IN/OUT)" >&2
+  else
+    echo "[compose] WARNING: deploy firewall not applied (needs root and iptables): users' apps" \
+      "can reach this host's services and each other's published ports; run" \
+      "'python3 -m workers.deploy.firewall --apply' as root on the engine host" >&2
+  fi
+fi
 if [[ "${1:-}" == "up" && -n "${NO_BUILD:-}" ]]; then
   shift
   exec "${COMPOSE[@]}" --env-file "$ENV_FILE" -p "${COMPOSE_PROJECT_NAME:-dockyard}" "${FILES[@]}" \

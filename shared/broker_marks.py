@@ -13,9 +13,9 @@ its message; checking that is one MGET per batch of jobs however long the backlo
 
 A message taken by a worker that then died before claiming the job keeps its mark; kombu keeps
 such a message in its `unacked` hash (with the time it was taken in `unacked_index`) until the
-visibility timeout. `taken_before` reads those (their number is bounded by the fleet's
-prefetch, not by the backlog) so the sweep can redispatch a job whose message has sat taken but
-unclaimed for longer than any live worker takes to claim.
+visibility timeout. `taken_at` reads those (the fleets' in-flight messages and the retries
+waiting out their backoff in a worker, not the backlog) so the sweep can redispatch a job
+whose message has sat taken but unclaimed for longer than any live worker takes to claim.
 """
 
 from __future__ import annotations

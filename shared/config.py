@@ -177,6 +177,7 @@ class Settings:
     # runs before any account exists: per client address per minute (Redis, so it holds
     # across API processes) and at most this many at once per process. 0 = off.
     auth_rate_per_minute: int = 20
+    trusted_proxies: int = 0
     auth_hash_concurrency: int = 4
     # Request bodies other than uploads (JSON): 413 above, checked before reading.
     max_json_bytes: int = 1024 * 1024
@@ -275,6 +276,7 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("quota_active_jobs", "QUOTA_ACTIVE_JOBS", _int(0)),
     ("login_max_failures", "LOGIN_MAX_FAILURES", _int(0)),
     ("auth_rate_per_minute", "AUTH_RATE_PER_MINUTE", _int(0)),
+    ("trusted_proxies", "TRUSTED_PROXIES", _int(0, 5)),
     ("auth_hash_concurrency", "AUTH_HASH_CONCURRENCY", _int(0)),
     ("max_json_bytes", "MAX_JSON_BYTES", _int(1024)),
     ("max_streams_per_user", "MAX_STREAMS_PER_USER", _int(0)),

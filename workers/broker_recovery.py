@@ -60,14 +60,28 @@ class Lost:
 
 
 def recover_lost_messages(settings: Settings) -> int:
-    """Find this run's lost messages and publish their jobs again; the number redispatched.
+    """Find lost messages and publish their jobs again; the number redispatched.
 
-    The cursor moves past a full window of candidates, or only up to the last job handled
-    when more were lost than one run redispatches, so a large loss is drained in order."""
+    One pass reads a window of candidates and redispatches at most `SWEEP_BATCH_SIZE` of
+    them in one transaction; passes repeat while they find a full batch, for up to half a
+    `SWEEP_INTERVAL`, so a large loss drains at thousands of jobs a run while every
+    transaction stays small."""
     if not fast_publish.supports(celery_app):
         return 0  # marks exist only on a Redis broker
     broker = fast_publish.broker_client(celery_app)
     state = metrics.client(settings.redis_url)
+    budget = time.monotonic() + max(settings.sweep_interval / 2, 1.0)
+    total = 0
+    while True:
+        handled = _one_pass(settings, broker, state)
+        total += handled
+        if handled < settings.sweep_batch_size or time.monotonic() > budget:
+            return total
+
+
+def _one_pass(settings: Settings, broker: Redis, state: Redis) -> int:
+    """The cursor moves past a full window of candidates, or only up to the last job handled
+    when more were lost than one pass redispatches, so a large loss is drained in order."""
     window = settings.sweep_batch_size * 10
     rows = _candidates(window, _read_cursor(state))
     lost = find_lost(settings, broker, rows)
@@ -145,6 +159,7 @@ def redispatch(settings: Settings, lost: list[Lost]) -> int:
     """New dispatch ids and events, committed; then the messages (a refused publish leaves
     the row unpublished for the outbox and retry sweeps)."""
     dispatches: list[tuple[Dispatch, str, str, str]] = []
+    superseded: list[uuid.UUID] = []
     by_id = {item.job_id: item for item in lost}
     with session_scope() as session:
         jobs = session.scalars(
@@ -161,6 +176,7 @@ def redispatch(settings: Settings, lost: list[Lost]) -> int:
             if job.status == JobStatus.RETRYING.value and job.next_attempt_at is not None:
                 delay = max(0.0, (job.next_attempt_at - now()).total_seconds())
             previous = job.dispatch_id
+            superseded.append(previous)
             job.dispatch_id = uuid.uuid4()
             job.published_at = None
             if job.status == JobStatus.RETRYING.value:
@@ -178,6 +194,9 @@ def redispatch(settings: Settings, lost: list[Lost]) -> int:
             )
             dispatch = Dispatch.for_job(job, processor.task_name, countdown=delay or None)
             dispatches.append((dispatch, job.kind, job.processor, seen.reason))
+    broker = fast_publish.broker_client(celery_app)
+    for previous in superseded:
+        broker_marks.unmark(broker, previous)  # nothing will claim that dispatch now
     for dispatch, kind, processor_name, reason in dispatches:
         publish(dispatch)
         metrics.job_requeued(settings.redis_url, kind, processor_name, reason)

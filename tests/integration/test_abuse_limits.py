@@ -468,3 +468,34 @@ def test_retry_without_quotas(make_app, job_worker) -> None:
     for _ in range(3):
         assert user.post(f"/api/v1/jobs/{failed['id']}/retry").status_code == 202
         user.wait_status(failed["id"], "failed")
+
+
+@pytest.mark.parametrize("proxies", [0, 1])
+def test_behind_trusted_proxies_the_address_limit_holds_per_client(make_app, proxies: int) -> None:
+    """Every request arrives from the proxy's address. With TRUSTED_PROXIES=1 the client's
+    address is the last X-Forwarded-For entry, so two clients keep budgets of their own (and
+    an entry a client forged in front of it changes nothing); with 0 they share the proxy's."""
+    fresh_minute()
+    client = make_app(
+        auth_rate_per_minute=2, login_max_failures=0, trusted_proxies=proxies
+    ).test_client()
+    proxy = f"10.7.{proxies}.{uuid.uuid4().int % 250}"
+    email = f"proxy-{uuid.uuid4().hex[:8]}@example.com"
+
+    def login(forwarded: str):  # noqa: ANN202
+        return client.post(
+            "/api/v1/auth/login",
+            json={"email": email, "password": "wrong-password"},
+            headers={"X-Forwarded-For": forwarded},
+            environ_base={"REMOTE_ADDR": proxy},
+        )
+
+    spoofed = f"198.51.100.{uuid.uuid4().int % 250}"
+    assert login("203.0.113.1").status_code == 401
+    assert login(f"{spoofed}, 203.0.113.1").status_code == 401  # same client, forged prefix
+    other = login("203.0.113.2")
+    if proxies:
+        assert other.status_code == 401  # a budget of its own
+        assert_429(login("203.0.113.1"), "too_many_requests")
+    else:
+        assert_429(other, "too_many_requests")  # all share the proxy's address

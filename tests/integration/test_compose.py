@@ -104,7 +104,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_make_up_writes_random_secrets_and_publishes_only_the_api(stack: Stack) -> None:
+    jump = ["INPUT", "-i", "dy-+", "-j", "DOCKYARD-DEPLOY-IN"]
+    while subprocess.run(["iptables", "-D", *jump], capture_output=True).returncode == 0:
+        pass  # an earlier deploy test's worker may have applied it: prove make up does
     output = stack.make("up")
+    # The deploy workers cannot set the host firewall from their containers; make up did.
+    assert subprocess.run(["iptables", "-C", *jump], capture_output=True).returncode == 0
+    assert "deploy firewall applied" in output
     assert f"random secrets written to {stack.env_file}" in output
     assert stat.S_IMODE(stack.env_file.stat().st_mode) == 0o600
     stack.secrets = _read_env(stack.env_file)

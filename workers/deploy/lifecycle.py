@@ -28,7 +28,7 @@ from shared.errors import RetryableJobError
 from shared.jobs import now
 from shared.models import Deployment, Job, PortLease
 from shared.status import JobStatus
-from workers.deploy import containers, git, networks
+from workers.deploy import containers, firewall, git, networks
 from workers.deploy.ports import release_port
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,12 @@ def _probe(deployment: Deployment, client: docker.DockerClient, settings: Settin
 def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[str, Any]:
     """Probe live deployments, retire replaced ones, settle and reconcile (bounded)."""
     limit = settings.sweep_batch_size
+    try:
+        # Deploys apply the host firewall as they start; this restores rules an operator's
+        # `iptables -F` or a firewall reload dropped while nobody deployed.
+        firewall.ensure(settings)
+    except RetryableJobError:
+        log.warning("deploy firewall missing", exc_info=True, extra={"event": "firewall_missing"})
     counts = {"checked": 0, "unhealthy": 0, "retired": 0, "settled": 0, "reaped": 0, "released": 0}
     with session_scope() as session:
         live = list(
