@@ -11,16 +11,18 @@ transaction to its append-only file and to replicas as one unit). The worker del
 once it has claimed the job. A published, unclaimed job whose current dispatch has no mark lost
 its message; checking that is one MGET per batch of jobs however long the backlog is.
 
-A message taken by a worker that then died before claiming the job keeps its mark; kombu keeps
-such a message in its `unacked` hash (with the time it was taken in `unacked_index`) until the
-visibility timeout. `taken_at` reads those (the fleets' in-flight messages and the retries
-waiting out their backoff in a worker, not the backlog) so the sweep can redispatch a job
-whose message has sat taken but unclaimed for longer than any live worker takes to claim.
+A message taken by a worker that then died before claiming the job keeps its mark, and
+kombu keeps the message in its unacknowledged set until the visibility timeout. So a worker
+that receives a job message writes its node name into the mark (`taken`, only if the mark
+still exists), and every worker node keeps a short-lived liveness key fresh (`node_alive`).
+A queued job whose mark names a node whose liveness key has expired was taken by a worker
+that is gone. A live worker may hold a message unclaimed for long (a retry's countdown lets it
+reserve one more message, which waits for a free pool process): its key keeps it from being
+taken for lost.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -33,10 +35,9 @@ PREFIX = "dockyard:msg:"
 #: A safety net only: a mark is deleted at the claim. One that outlives its job (a message
 #: dropped as superseded, a cancelled job) expires on its own.
 TTL_SECONDS = 30 * 24 * 3600
-#: kombu's Redis transport keeps taken-but-unacknowledged messages here (no key prefix is
-#: configured for the broker).
-UNACKED = "unacked"
-UNACKED_INDEX = "unacked_index"
+NODE_PREFIX = "dockyard:node:"
+#: The value of a mark no worker has taken yet.
+WAITING = b"1"
 _CHUNK = 500
 
 
@@ -57,30 +58,41 @@ def unmark(client: Redis, dispatch_id: object) -> None:
         log.debug("broker mark not removed", exc_info=True)
 
 
-def marked(client: Redis, dispatch_ids: Iterable[object]) -> set[str]:
-    """The dispatch ids (as strings) whose mark the broker still holds."""
+def marked(client: Redis, dispatch_ids: Iterable[object]) -> dict[str, bytes]:
+    """Dispatch id (as a string) -> its mark's value (`1`, or the node that took the message),
+    for the marks the broker still holds."""
     ids = [str(d) for d in dispatch_ids]
-    held: set[str] = set()
+    held: dict[str, bytes] = {}
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         values = client.mget([key(d) for d in chunk])
-        held.update(d for d, value in zip(chunk, values, strict=True) if value is not None)
+        held.update((d, value) for d, value in zip(chunk, values, strict=True) if value is not None)
     return held
 
 
-def taken_at(client: Redis) -> dict[str, float]:
-    """Dispatch id -> when a worker took the message, for every message taken and not yet
-    acknowledged (kombu's unacked hash; a task's id is its job's dispatch id)."""
-    tags = dict(client.zrange(UNACKED_INDEX, 0, -1, withscores=True))
-    if not tags:
-        return {}
-    taken: dict[str, float] = {}
-    for tag, raw in client.hgetall(UNACKED).items():
-        try:
-            envelope = json.loads(raw)[0]
-            task_id = envelope["headers"]["id"]
-        except (ValueError, LookupError, TypeError):
-            continue
-        if tag in tags:
-            taken[str(task_id)] = float(tags[tag])
-    return taken
+def taken(client: Redis, dispatch_id: object, node: str) -> None:
+    """A worker node received this message: name it in the mark, if the mark exists (a lost
+    mark must not come back without its message)."""
+    client.set(key(dispatch_id), node, xx=True, keepttl=True)
+
+
+def untaken(client: Redis, dispatch_id: object) -> None:
+    """The message went back to its queue (a warm shutdown restores what a worker held)."""
+    client.set(key(dispatch_id), 1, xx=True, keepttl=True)
+
+
+def node_key(node: str) -> str:
+    return f"{NODE_PREFIX}{node}"
+
+
+def node_alive(client: Redis, node: str, ttl: float) -> None:
+    client.set(node_key(node), 1, px=max(int(ttl * 1000), 1000))
+
+
+def dead_nodes(client: Redis, nodes: Iterable[str]) -> set[str]:
+    """Those of `nodes` whose liveness key has expired."""
+    names = sorted(set(nodes))
+    if not names:
+        return set()
+    values = client.mget([node_key(n) for n in names])
+    return {name for name, value in zip(names, values, strict=True) if value is None}

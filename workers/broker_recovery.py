@@ -5,8 +5,8 @@ lost message is told from a waiting one). Each maintenance sweep looks at publis
 jobs (`queued`, and `retrying` ones whose backoff message may be waiting) and:
 
 - a job whose current dispatch has no mark in the broker lost its message (`broker_lost`);
-- a queued job whose message a worker took more than `HEARTBEAT_STALE_AFTER` ago without
-  claiming it was taken by a worker that died in between (`worker_lost_before_claim`).
+- a queued job whose mark names a worker node whose liveness key has expired was taken by a
+  worker that died before claiming it (`worker_lost_before_claim`; workers/liveness.py).
 
 Either gets a new `dispatch_id` (a late original is then dropped by the claim) and a
 `redispatched` event, and its message is sent again; a retry keeps what is left of its
@@ -97,25 +97,26 @@ def _one_pass(settings: Settings, broker: Redis, state: Redis) -> int:
 
 def find_lost(settings: Settings, broker: Redis, rows: list[Any]) -> list[Lost]:
     """Those of `rows` (candidates in cursor order) whose message the broker no longer holds
-    or a dead worker took, in the same order."""
+    or a worker that is gone took, in the same order."""
     if not rows:
         return []
     held = broker_marks.marked(broker, [row.dispatch_id for row in rows])
-    stale = time.time() - settings.heartbeat_stale_after
-    taken: dict[str, float] | None = None
+    takers = {
+        value.decode()
+        for row in rows
+        if row.status == JobStatus.QUEUED.value
+        and (value := held.get(str(row.dispatch_id))) not in (None, broker_marks.WAITING)
+    }
+    gone = broker_marks.dead_nodes(broker, takers)
     lost: list[Lost] = []
     for row in rows:
-        dispatch = str(row.dispatch_id)
-        if dispatch not in held:
+        value = held.get(str(row.dispatch_id))
+        if value is None:
             reason = BROKER_LOST
-        elif row.status == JobStatus.QUEUED.value and row.published_at.timestamp() < stale:
-            if taken is None:
-                taken = broker_marks.taken_at(broker)
-            if taken.get(dispatch, float("inf")) >= stale:
-                continue  # waiting in the queue, or just taken by a live worker
+        elif row.status == JobStatus.QUEUED.value and value.decode() in gone:
             reason = WORKER_LOST_BEFORE_CLAIM
         else:
-            continue
+            continue  # waiting in its queue, or held by a live worker
         lost.append(Lost(row.id, row.dispatch_id, row.status, row.published_at, reason))
     return lost
 

@@ -20,7 +20,7 @@ from shared.celery_app import app
 from shared.config import get_settings
 from shared.db import reset_engine, session_scope, use_asynchronous_commit
 from shared.errors import RetryableJobError
-from workers import sandbox
+from workers import liveness, sandbox  # noqa: F401  (liveness: signal handlers)
 from workers.dead_letters import record_dead_letter
 from workers.deploy import lifecycle as deploy_lifecycle
 from workers.file_sweeps import run_file_sweeps
