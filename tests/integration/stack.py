@@ -209,3 +209,30 @@ class PrivatePostgres:
         with suppress(subprocess.CalledProcessError):
             self._pg_ctl("stop")
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def scratch_database(database_url: str, suffix: str) -> Iterator[str]:
+    """A migrated database of the test's own in the tests' PostgreSQL (dropped afterwards),
+    so a platform stack the test runs never sees rows other tests left (its sweeps would
+    act on them) and its rows reach no other test."""
+    from sqlalchemy import create_engine, make_url, text
+
+    from shared.db import get_engine
+    from shared.migrate import upgrade
+
+    base = make_url(database_url)
+    name = f"{base.database}_{suffix}"
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        get_engine(url).dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
