@@ -30,11 +30,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from shared.config import Settings
 from tests.helpers import PASSWORD, wait_for
+from tests.integration.stack import scratch_database
 
 BIN = Path(sys.executable).parent
 CHECKS = ",".join(
@@ -97,25 +96,8 @@ def _redis_answers(url: str) -> bool:
 def fuzz_database(settings: Settings) -> Iterator[str]:
     """A database of the fuzz server's own, so bulk admin operations cannot reach rows
     that other tests made."""
-    from shared.migrate import upgrade
-
-    base = make_url(settings.database_url)
-    name = f"{base.database}_fuzz"
-    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = base.set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    try:
+    with scratch_database(settings.database_url, "fuzz") as url:
         yield url
-    finally:
-        from shared.db import get_engine
-
-        get_engine(url).dispose()  # the pool ensure_admin opened on it
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="module")
