@@ -29,6 +29,7 @@ from api.schemas import (
 from api.session import db_session, json_body
 from shared import queues
 from shared.crypto import encrypt_env
+from shared.deployment_status import COUNTS_FOR_QUOTA, ENDED, INITIAL, DeploymentStatus, set_status
 from shared.jobs import now
 from shared.models import Deployment, JobLog
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 submit_bp = Blueprint("deploy_jobs", __name__, url_prefix="/jobs")
 bp = Blueprint("deployments", __name__, url_prefix="/deployments")
 
-ACTIVE = ("starting", "healthy", "unhealthy")
 SUBMIT_SCHEMA = DeploySubmitSchema()
 DEPLOYMENT_SCHEMA = DeploymentSchema()
 
@@ -91,7 +91,7 @@ def _check_deployment_quota(session: Session, owner: uuid.UUID, repo_key: str) -
         .select_from(Deployment)
         .where(
             Deployment.owner_id == owner,
-            Deployment.status.in_(ACTIVE),
+            Deployment.status.in_(COUNTS_FOR_QUOTA),
             Deployment.repo_key != repo_key,  # a redeploy replaces its predecessor
             Deployment.replaced_by.is_(None),
         )
@@ -147,7 +147,7 @@ def submit_deploy() -> Response:
                 health_path=data["health_path"],
                 env=encrypt_env(data["env"], settings()),  # encrypted at rest
                 env_names=sorted(data["env"]),
-                status="starting",
+                status=INITIAL.value,
             )
         )
 
@@ -233,17 +233,17 @@ def deployment_logs(deployment_id: uuid.UUID) -> Response:
 )
 def stop(deployment_id: uuid.UUID) -> Response:
     deployment = load_deployment(deployment_id, for_update=True)
-    if deployment.status == "starting":
+    if deployment.status == DeploymentStatus.STARTING:
         raise ApiError(
             409,
             "deployment_starting",
             "The deployment is still starting; cancel its job to stop it.",
             {"job_id": str(deployment.job_id)},
         )
-    if deployment.status in ("stopped", "failed"):
+    if deployment.status in ENDED:
         db_session().commit()
         return jsonify(DEPLOYMENT_SCHEMA.dump(deployment_to_dict(deployment)))
-    deployment.status = "stopping"
+    set_status(deployment, DeploymentStatus.STOPPING)
     deployment.updated_at = now()
     db_session().commit()
     try:

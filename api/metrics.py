@@ -32,6 +32,7 @@ from api.errors import ApiError
 from shared import metrics, queues
 from shared.config import Settings
 from shared.db import session_scope
+from shared.deployment_status import ACTIVE, in_order
 from shared.models import Deployment
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,8 @@ class PlatformCollector(Collector):
                     select(Deployment.status, func.count()).group_by(Deployment.status)
                 ).all()
             )
-        for status in ("starting", "healthy", "unhealthy", "stopping"):
-            deployments.add_metric([status], float(counts.get(status, 0)))
+        for status in in_order(ACTIVE):
+            deployments.add_metric([status.value], float(counts.get(status.value, 0)))
         yield deployments
 
 

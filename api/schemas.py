@@ -7,6 +7,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
+from shared.deployment_status import DeploymentStatus
 from shared.processors import all_processors
 from shared.status import JobStatus
 
@@ -336,11 +337,7 @@ class DeploymentSchema(Schema):
     repo_url = fields.String()
     ref = fields.String(allow_none=True)
     commit = fields.String(allow_none=True)
-    status = fields.String(
-        validate=validate.OneOf(
-            ["starting", "healthy", "unhealthy", "stopping", "stopped", "failed"]
-        )
-    )
+    status = fields.String(validate=validate.OneOf([status.value for status in DeploymentStatus]))
     url = fields.String(allow_none=True)
     port = fields.Integer(allow_none=True)
     container_port = fields.Integer(allow_none=True)

@@ -22,6 +22,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from shared.deployment_status import DeploymentStatus
+
+_STOPPED = DeploymentStatus.STOPPED.value  # in the partial indexes' conditions
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
 
@@ -214,13 +217,13 @@ class Deployment(Base):
         Index(
             "ix_deployments_image_unreleased",
             "stopped_at",
-            postgresql_where="status = 'stopped' AND image_released_at IS NULL",
+            postgresql_where=f"status = '{_STOPPED}' AND image_released_at IS NULL",
         ),
         # The env-retention sweep reads only stopped deployments still holding their env.
         Index(
             "ix_deployments_env_held",
             "stopped_at",
-            postgresql_where="status = 'stopped' AND env IS NOT NULL",
+            postgresql_where=f"status = '{_STOPPED}' AND env IS NOT NULL",
         ),
         UniqueConstraint("job_id", name="uq_deployments_job"),
     )
@@ -240,7 +243,9 @@ class Deployment(Base):
     host_port: Mapped[int | None] = mapped_column(Integer)
     health_path: Mapped[str] = mapped_column(String(500), nullable=False, default="/")
     url: Mapped[str | None] = mapped_column(String(300))
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="starting")
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=DeploymentStatus.STARTING.value
+    )
     env: Mapped[str | None] = mapped_column(Text)
     env_names: Mapped[list[str]] = mapped_column(JsonType, nullable=False, default=list)
     error_code: Mapped[str | None] = mapped_column(String(64))

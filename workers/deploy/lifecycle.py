@@ -24,6 +24,7 @@ from shared import queues
 from shared.celery_app import app as celery_app
 from shared.config import Settings
 from shared.db import session_scope
+from shared.deployment_status import ACTIVE, ENDED, HOLDS_PORT, LIVE, DeploymentStatus, set_status
 from shared.errors import RetryableJobError
 from shared.jobs import now
 from shared.models import Deployment, Job, PortLease
@@ -33,8 +34,6 @@ from workers.deploy.ports import release_port
 
 log = logging.getLogger(__name__)
 
-LIVE = ("healthy", "unhealthy")
-ACTIVE = ("starting", "healthy", "unhealthy", "stopping")
 TASK_STOP = queues.TASK_DEPLOY_STOP
 TASK_CHECK = queues.TASK_DEPLOY_CHECK
 
@@ -102,10 +101,10 @@ def stop_deployment(deployment_id: uuid.UUID, client: docker.DockerClient) -> st
     build; `release_stopped_images` removes it later); failed deploys remove theirs at once."""
     with session_scope() as session:
         deployment = session.get(Deployment, deployment_id, with_for_update=True)
-        if deployment is None or deployment.status in ("stopped", "failed"):
+        if deployment is None or deployment.status in ENDED:
             return None if deployment is None else deployment.status
-        if deployment.status == "starting":
-            return "starting"  # its job is still running; it settles when the job ends
+        if deployment.status == DeploymentStatus.STARTING:
+            return deployment.status  # its job is still running; it settles when the job ends
         try:
             containers.remove(client, deployment.container_id)
         except (DockerException, RequestsConnectionError) as error:
@@ -114,7 +113,7 @@ def stop_deployment(deployment_id: uuid.UUID, client: docker.DockerClient) -> st
             raise RetryableJobError(
                 "docker_unavailable", f"Docker engine error: {error}"
             ) from error
-        deployment.status = "stopped"
+        set_status(deployment, DeploymentStatus.STOPPED)
         deployment.stopped_at = now()
         owner_id = deployment.owner_id
         session.execute(delete(PortLease).where(PortLease.deployment_id == deployment_id))
@@ -124,7 +123,7 @@ def stop_deployment(deployment_id: uuid.UUID, client: docker.DockerClient) -> st
         "deployment stopped",
         extra={"event": "deployment_stopped", "deployment_id": str(deployment_id)},
     )
-    return "stopped"
+    return DeploymentStatus.STOPPED.value
 
 
 def _drop_network(client: docker.DockerClient, owner_id: uuid.UUID) -> None:
@@ -162,12 +161,13 @@ def _settle(job_id: uuid.UUID) -> tuple[str | None, str | None, uuid.UUID, uuid.
         if row is None:
             return None
         deployment, job_status, code, message = row
-        if deployment.status != "starting":
+        if deployment.status != DeploymentStatus.STARTING:
             return None
         if job_status == JobStatus.CANCELLED.value:
-            deployment.status, deployment.stopped_at = "stopped", now()
+            set_status(deployment, DeploymentStatus.STOPPED)
+            deployment.stopped_at = now()
         elif job_status in (JobStatus.FAILED.value, JobStatus.DEAD.value):
-            deployment.status = "failed"
+            set_status(deployment, DeploymentStatus.FAILED)
             deployment.error_code, deployment.error_message = code, message
             # Nothing can start a failed deployment again (a retried job refuses it): its
             # env values are deleted now rather than kept for the retention.
@@ -222,7 +222,7 @@ def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[s
                 update(Deployment)
                 .where(Deployment.id == deployment.id, Deployment.status.in_(LIVE))
                 .values(
-                    status="healthy" if healthy else "unhealthy",
+                    status=DeploymentStatus.HEALTHY if healthy else DeploymentStatus.UNHEALTHY,
                     checked_at=now(),
                     runtime_log=tail or deployment.runtime_log,
                     runtime_log_at=now() if tail else deployment.runtime_log_at,
@@ -235,7 +235,7 @@ def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[s
             session.scalars(
                 select(Deployment.id)
                 .where(
-                    Deployment.status == "stopping",
+                    Deployment.status == DeploymentStatus.STOPPING,
                     Deployment.updated_at < now() - timedelta(seconds=60),
                 )
                 .limit(limit)
@@ -246,7 +246,7 @@ def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[s
                 select(Deployment.job_id)
                 .join(Job, Job.id == Deployment.job_id)
                 .where(
-                    Deployment.status == "starting",
+                    Deployment.status == DeploymentStatus.STARTING,
                     Job.status.in_(
                         [JobStatus.FAILED.value, JobStatus.DEAD.value, JobStatus.CANCELLED.value]
                     ),
@@ -272,7 +272,7 @@ def _finish_stop(deployment_id: uuid.UUID, client: docker.DockerClient) -> bool:
     its container is gone: if the engine fails, the transaction of `stop_deployment` rolls
     back and the next check tries again (a stop, once accepted, is never undone)."""
     try:
-        return stop_deployment(deployment_id, client) == "stopped"
+        return stop_deployment(deployment_id, client) == DeploymentStatus.STOPPED
     except RetryableJobError:
         log.warning(
             "stop not finished; retried at the next check",
@@ -302,11 +302,8 @@ def reap_deploy_containers(client: docker.DockerClient, limit: int) -> int:
                 for row in session.scalars(
                     select(Deployment.id).where(
                         Deployment.id.in_(parsed),
-                        or_(
-                            Deployment.status.in_(LIVE + ("stopping",)),
-                            # starting: only the container its job is building right now
-                            Deployment.status == "starting",
-                        ),
+                        # starting: only the container its job is building right now
+                        Deployment.status.in_(ACTIVE),
                     )
                 )
             }
@@ -333,7 +330,11 @@ def release_stopped_images(client: docker.DockerClient, settings: Settings, limi
     with session_scope() as session:
         rows = session.execute(
             select(Deployment.id, Deployment.image)
-            .where(Deployment.status == "stopped", holds_image, Deployment.stopped_at < cutoff)
+            .where(
+                Deployment.status == DeploymentStatus.STOPPED,
+                holds_image,
+                Deployment.stopped_at < cutoff,
+            )
             .order_by(Deployment.stopped_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -350,7 +351,7 @@ def release_stopped_images(client: docker.DockerClient, settings: Settings, limi
                     or_(
                         Deployment.status.in_(ACTIVE),
                         holds_image
-                        & (Deployment.status == "stopped")
+                        & (Deployment.status == DeploymentStatus.STOPPED)
                         & (Deployment.stopped_at >= cutoff),
                     ),
                 )
@@ -381,7 +382,7 @@ def delete_stopped_envs(settings: Settings, limit: int) -> int:
             session.scalars(
                 select(Deployment.id)
                 .where(
-                    Deployment.status == "stopped",
+                    Deployment.status == DeploymentStatus.STOPPED,
                     Deployment.env.is_not(None),
                     Deployment.stopped_at < cutoff,
                 )
@@ -406,7 +407,7 @@ def release_orphan_leases(limit: int) -> int:
             session.scalars(
                 select(PortLease.port)
                 .join(Deployment, Deployment.id == PortLease.deployment_id)
-                .where(Deployment.status.in_(("stopped", "failed")))
+                .where(Deployment.status.not_in(HOLDS_PORT))
                 .limit(limit)
             )
         )

@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 
 from shared.config import Settings
 from shared.db import session_scope
+from shared.deployment_status import ACTIVE
 from shared.errors import RetryableJobError
 from shared.models import Deployment
 from workers.deploy import firewall
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 LABEL_NETWORK = "dockyard.deploy-network"
 LABEL_OWNER = "dockyard.owner"
 BRIDGE_PREFIX = "dy-"
-ACTIVE = ("starting", "healthy", "unhealthy", "stopping")
 
 
 def network_name(owner_id: uuid.UUID) -> str:

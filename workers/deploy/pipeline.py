@@ -21,6 +21,7 @@ from shared import events
 from shared.config import Settings
 from shared.crypto import SecretsError, decrypt_env
 from shared.db import session_scope
+from shared.deployment_status import DeploymentStatus
 from shared.errors import JobCancelled, JobError, PermanentJobError, RetryableJobError
 from shared.jobs import now
 from shared.models import Deployment
@@ -148,7 +149,7 @@ def run_deploy_job(
         deployment = session.scalar(select(Deployment).where(Deployment.id == deployment_id))
         if deployment is None:
             raise PermanentJobError("deployment_missing", "The deployment record is gone.")
-        if deployment.status != "starting":
+        if deployment.status != DeploymentStatus.STARTING:
             raise PermanentJobError(
                 "deployment_not_startable", f"The deployment is already {deployment.status}."
             )
@@ -257,8 +258,8 @@ def _pipeline(
     url = f"http://{settings.deploy_public_host}:{port}"
     with steps.step("report", url=url):
         _update(
-            deployment.id, status="healthy", url=url, healthy_at=now(), checked_at=now(),
-            error_code=None, error_message=None,
+            deployment.id, status=DeploymentStatus.HEALTHY.value, url=url,
+            healthy_at=now(), checked_at=now(), error_code=None, error_message=None,
         )  # fmt: skip
         undo.clear()  # from here on the deployment is live; stopping it is a user's call
         replaced = schedule_retire(deployment, settings)
