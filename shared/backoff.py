@@ -16,6 +16,6 @@ def retry_delay(
     """
     if attempt < 1:
         raise ValueError("attempt is 1-based")
-    ceiling = min(cap, base * (2 ** (attempt - 1)))
-    draw = (rng or random).random()
+    ceiling = min(cap, base * (2.0 ** (attempt - 1)))
+    draw = rng.random() if rng is not None else random.random()
     return ceiling * (1.0 - min(max(jitter, 0.0), 1.0) * draw)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 
@@ -58,6 +58,12 @@ def unmark(client: Redis, dispatch_id: object) -> None:
         log.debug("broker mark not removed", exc_info=True)
 
 
+def _mget(client: Redis, keys: list[str]) -> list[bytes | None]:
+    """MGET, typed: redis-py annotates its commands for both its sync and asyncio clients
+    (`Awaitable[Any] | Any`); a sync client answers a list, one value or None per key."""
+    return cast("list[bytes | None]", client.mget(keys))
+
+
 def marked(client: Redis, dispatch_ids: Iterable[object]) -> dict[str, bytes]:
     """Dispatch id (as a string) -> its mark's value (`1`, or the node that took the message),
     for the marks the broker still holds."""
@@ -65,7 +71,7 @@ def marked(client: Redis, dispatch_ids: Iterable[object]) -> dict[str, bytes]:
     held: dict[str, bytes] = {}
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        values = client.mget([key(d) for d in chunk])
+        values = _mget(client, [key(d) for d in chunk])
         held.update((d, value) for d, value in zip(chunk, values, strict=True) if value is not None)
     return held
 
@@ -94,5 +100,5 @@ def dead_nodes(client: Redis, nodes: Iterable[str]) -> set[str]:
     names = sorted(set(nodes))
     if not names:
         return set()
-    values = client.mget([node_key(n) for n in names])
+    values = _mget(client, [node_key(n) for n in names])
     return {name for name, value in zip(names, values, strict=True) if value is None}

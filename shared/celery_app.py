@@ -13,7 +13,9 @@ def make_celery(broker_url: str | None = None) -> Celery:
     if broker_url is not None:
         # Celery lets $CELERY_BROKER_URL beat `broker_url`; publishing uses the write URL,
         # which an explicit setting controls.
-        celery.conf.broker_write_url = broker_url
+        # Item assignment, as attribute assignment does at run time: the attribute is a
+        # read-only property in the type stubs.
+        celery.conf["broker_write_url"] = broker_url
     return celery
 
 

@@ -71,7 +71,8 @@ def decrypt_env(token: str | None, settings: Settings | None = None) -> dict[str
     if not token:
         return {}
     try:
-        return json.loads(cipher(settings).decrypt(token.encode()))
+        env: dict[str, str] = json.loads(cipher(settings).decrypt(token.encode()))
+        return env
     except InvalidToken:
         raise SecretsError(
             "deploy env cannot be decrypted with DEPLOY_SECRETS_KEY (wrong or rotated key)"

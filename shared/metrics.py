@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from functools import lru_cache
 
 from redis import Redis
+from redis.client import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ def client(url: str) -> Redis:
     return _client(url, os.getpid())
 
 
-def _observe(pipe, key: str, labels: str, seconds: float) -> None:  # noqa: ANN001
+def _observe(pipe: Pipeline, key: str, labels: str, seconds: float) -> None:
     for bound in BUCKETS:
         if seconds <= bound:
             pipe.hincrby(key, f"{labels}{SEP}{bound}", 1)
@@ -68,7 +70,7 @@ def job_ended(
     """A job reached `status` (succeeded, failed, dead, cancelled); an attempt's duration
     and a first attempt's wait in the queue feed the histograms."""
 
-    def write(pipe) -> None:  # noqa: ANN001
+    def write(pipe: Pipeline) -> None:
         pipe.hincrby(COUNTERS, SEP.join(("ended", kind, processor, status)), 1)
         labels = SEP.join((kind, processor))
         if duration is not None:
@@ -82,7 +84,7 @@ def job_ended(
 def attempt_observed(
     url: str, kind: str, processor: str, duration: float | None, queue_wait: float | None
 ) -> None:
-    def write(pipe) -> None:  # noqa: ANN001
+    def write(pipe: Pipeline) -> None:
         labels = SEP.join((kind, processor))
         if duration is not None:
             _observe(pipe, DURATION, labels, max(0.0, duration))
@@ -92,7 +94,7 @@ def attempt_observed(
     _safely(url, write)
 
 
-def _safely(url: str, write) -> None:  # noqa: ANN001
+def _safely(url: str, write: Callable[[Pipeline], object]) -> None:
     """Metrics never fail the work they describe."""
     try:
         pipe = client(url).pipeline(transaction=False)

@@ -8,7 +8,7 @@ letters and permanent failures (debug.fail).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 from marshmallow import Schema, fields, validate
 
@@ -82,7 +82,16 @@ def run_fail(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"succeeded_on_attempt": ctx.attempt}
 
 
-_COMMON = {
+class _Family(TypedDict):
+    """The Processor fields every diagnostic shares (typed, so `**_COMMON` is checked)."""
+
+    kind: str
+    input: str
+    queue: str
+    task_name: str
+
+
+_COMMON: _Family = {
     "kind": "diagnostic",
     "input": "none",
     "queue": queues.DIAGNOSTICS,

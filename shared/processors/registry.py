@@ -56,7 +56,8 @@ class Processor:
 
     def load_params(self, raw: dict[str, Any] | None) -> dict[str, Any]:
         """Validate and normalise params; raises marshmallow.ValidationError."""
-        return _schema_instance(self.params_schema).load(raw or {})
+        params: dict[str, Any] = _schema_instance(self.params_schema).load(raw or {})
+        return params
 
 
 _REGISTRY: dict[str, Processor] = {}

@@ -17,7 +17,7 @@ _CHUNK = 1024 * 1024
 class LocalStorage(Storage):
     def __init__(self, root: str | Path, signing_key: bytes, url_base: str) -> None:
         self.root = Path(root).resolve()
-        self.api_urls = SignedUrls(signing_key, url_base)
+        self.api_urls: SignedUrls = SignedUrls(signing_key, url_base)  # always set here
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()

@@ -4,7 +4,7 @@ URLs the API signs and serves when the S3 service is not reachable by users (`ap
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3
 from botocore.config import Config
@@ -12,6 +12,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.storage.base import ObjectMissing, Storage, StorageError, StoredObject
 from shared.storage.signed_urls import SignedUrls
+
+if TYPE_CHECKING:  # the stubs are a dev dependency (types-boto3[s3]); never imported at run time
+    from types_boto3_s3.client import S3Client
+    from types_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 
 class _CountingReader:
@@ -47,12 +51,12 @@ class S3Storage(Storage):
             connect_timeout=5,
             read_timeout=60,
         )
-        self.client = client or boto3.client(
+        self.client: S3Client = client or boto3.client(
             "s3", endpoint_url=endpoint_url, region_name=region, config=config
         )
         # Presigned URLs name the host users reach (the signature covers it), which inside
         # a compose network or a cluster is not the one the services use.
-        self.signer = (
+        self.signer: S3Client = (
             boto3.client("s3", endpoint_url=public_endpoint_url, region_name=region, config=config)
             if public_endpoint_url
             else self.client
@@ -70,7 +74,11 @@ class S3Storage(Storage):
         reader = _CountingReader(stream)
         try:
             self.client.upload_fileobj(
-                reader, self.bucket, key, ExtraArgs={"ContentType": content_type}
+                # boto3 only calls read() on it; the stubs ask for a whole IO.
+                cast(BinaryIO, reader),
+                self.bucket,
+                key,
+                ExtraArgs={"ContentType": content_type},
             )
         except (BotoCoreError, ClientError) as error:
             raise StorageError(f"cannot store {key}: {error}") from error
@@ -100,7 +108,9 @@ class S3Storage(Storage):
                 Bucket=self.bucket, Prefix=prefix
             )
             for page in pages:
-                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                keys: list[ObjectIdentifierTypeDef] = [
+                    {"Key": item["Key"]} for item in page.get("Contents", [])
+                ]
                 if keys:
                     self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
                     deleted += len(keys)
