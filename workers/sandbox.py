@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound
+from docker.errors import DockerException, ImageNotFound
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
-from shared.errors import PermanentJobError, RetryableJobError
+from shared.errors import PermanentJobError
 from shared.processors.registry import Limits
+from workers.docker_errors import ENGINE_ERRORS, engine_failure
 
 LABEL_JOB = "dockyard.job"
 LABEL_ATTEMPT = "dockyard.attempt"
@@ -68,9 +69,7 @@ def docker_client() -> docker.DockerClient:
         _clients[key] = docker.from_env(timeout=30)
         return _clients[key]
     except DockerException as error:
-        raise RetryableJobError(
-            "docker_unavailable", f"Docker engine unreachable: {error}"
-        ) from error
+        raise engine_failure(error) from error
 
 
 InputData = bytes | Path
@@ -324,15 +323,10 @@ def run(
             container.reload()
             oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
         return SandboxRun(exit_code, follower.text(), outputs, oom_killed)
-    except (APIError, RequestsConnectionError, DockerException) as error:
-        if (
-            isinstance(error, APIError)
-            and error.status_code
-            and error.status_code < 500
-            and not isinstance(error, ImageNotFound)
-        ):
-            raise PermanentJobError("sandbox_error", f"Docker refused the job: {error}") from error
-        raise RetryableJobError("docker_unavailable", f"Docker engine error: {error}") from error
+    except ENGINE_ERRORS as error:
+        raise engine_failure(
+            error, "sandbox_error", "Docker refused the job", missing_image_is_retryable=True
+        ) from error
     finally:
         if container is not None:
             with contextlib.suppress(Exception):  # the reaper removes whatever is left

@@ -11,14 +11,13 @@ import time
 from pathlib import Path
 
 import docker
-from docker.errors import APIError, DockerException
-from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ReadTimeout
 
 from shared.config import Settings
-from shared.errors import PermanentJobError, RetryableJobError
+from shared.errors import PermanentJobError
 from shared.repo_urls import Repository
 from workers.deploy import build_limits
+from workers.docker_errors import ENGINE_ERRORS, engine_failure
 
 _TAG_UNSAFE = re.compile(r"[^a-z0-9._-]+")
 LOG_LIMIT = 512 * 1024
@@ -125,10 +124,8 @@ def _build(
         raise PermanentJobError(
             "build_timeout", f"The build produced no output for too long: {error}"
         ) from error
-    except (APIError, RequestsConnectionError, DockerException) as error:
-        if isinstance(error, APIError) and error.status_code and error.status_code < 500:
-            raise PermanentJobError("build_failed", f"Docker refused the build: {error}") from error
-        raise RetryableJobError("docker_unavailable", f"Docker engine error: {error}") from error
+    except ENGINE_ERRORS as error:
+        raise engine_failure(error, "build_failed", "Docker refused the build") from error
     if image_id is None:
         image_id = client.images.get(tag).id
     return image_id

@@ -11,7 +11,7 @@ from docker.errors import APIError, DockerException, NotFound
 from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from shared.config import Settings
-from shared.errors import PermanentJobError, RetryableJobError
+from workers.docker_errors import ENGINE_ERRORS, engine_failure
 
 log = logging.getLogger(__name__)
 LABEL_DEPLOYMENT = "dockyard.deployment"
@@ -75,17 +75,13 @@ def start(
             restart_policy={"Name": "no"},
             log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
         )
-    except (APIError, RequestsConnectionError, DockerException) as error:
+    except ENGINE_ERRORS as error:
         if isinstance(error, APIError) and any(m in str(error).lower() for m in _PORT_TAKEN):
             # The container was created but could not start: remove it, the port is retried.
             with contextlib.suppress(DockerException, RequestsConnectionError):
                 client.containers.get(f"dockyard-deploy-{deployment_id}").remove(force=True)
             raise PortTaken(str(error)) from error
-        if isinstance(error, APIError) and error.status_code and error.status_code < 500:
-            raise PermanentJobError(
-                "run_failed", f"Docker refused to run the app: {error}"
-            ) from error
-        raise RetryableJobError("docker_unavailable", f"Docker engine error: {error}") from error
+        raise engine_failure(error, "run_failed", "Docker refused to run the app") from error
 
 
 def logs_tail(client: docker.DockerClient, container_id: str, lines: int = 200) -> str:

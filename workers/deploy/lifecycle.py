@@ -31,6 +31,7 @@ from shared.models import Deployment, Job, PortLease
 from shared.status import JobStatus
 from workers.deploy import containers, firewall, git, networks
 from workers.deploy.ports import release_port
+from workers.docker_errors import ENGINE_ERRORS, engine_failure
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +108,10 @@ def stop_deployment(deployment_id: uuid.UUID, client: docker.DockerClient) -> st
             return deployment.status  # its job is still running; it settles when the job ends
         try:
             containers.remove(client, deployment.container_id)
-        except (DockerException, RequestsConnectionError) as error:
+        except ENGINE_ERRORS as error:
             # Rolled back: the deployment stays `stopping`; the stop task retries, and the
             # periodic check finishes stops older than a minute.
-            raise RetryableJobError(
-                "docker_unavailable", f"Docker engine error: {error}"
-            ) from error
+            raise engine_failure(error) from error
         set_status(deployment, DeploymentStatus.STOPPED)
         deployment.stopped_at = now()
         owner_id = deployment.owner_id

@@ -20,15 +20,14 @@ import uuid
 
 import docker
 from docker.errors import APIError, NotFound
-from requests.exceptions import ConnectionError as RequestsConnectionError
 from sqlalchemy import func, select
 
 from shared.config import Settings
 from shared.db import session_scope
 from shared.deployment_status import ACTIVE
-from shared.errors import RetryableJobError
 from shared.models import Deployment
 from workers.deploy import firewall
+from workers.docker_errors import ENGINE_ERRORS, engine_failure
 
 log = logging.getLogger(__name__)
 LABEL_NETWORK = "dockyard.deploy-network"
@@ -66,10 +65,8 @@ def ensure(client: docker.DockerClient, owner_id: uuid.UUID, settings: Settings)
                     "deploy network created",
                     extra={"event": "deploy_network_created", "network": name},
                 )
-    except (APIError, RequestsConnectionError) as error:
-        raise RetryableJobError(
-            "docker_unavailable", f"Docker engine error creating the network: {error}"
-        ) from error
+    except ENGINE_ERRORS as error:
+        raise engine_failure(error) from error
     return name
 
 
