@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Flask
-from redis import Redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api import (
@@ -27,6 +26,7 @@ from api.extensions import jwt
 from api.middleware import register_middleware
 from api.session import register_session_teardown
 from shared import logging_setup
+from shared import redis as shared_redis
 from shared.celery_app import app as celery_app
 from shared.celery_app import make_celery
 from shared.config import Settings, get_settings
@@ -54,9 +54,7 @@ def create_app(config: Settings | None = None) -> Flask:
         settings.service_name or "api", settings.log_level, settings.log_json
     )
     jwt.init_app(app)
-    app.extensions["dockyard_redis"] = Redis.from_url(
-        settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
-    )
+    app.extensions["dockyard_redis"] = shared_redis.api_state(settings.redis_url)
     app.extensions["dockyard_celery"] = (
         celery_app
         if settings.broker_url == celery_app.conf.broker_url

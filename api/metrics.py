@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 
 from api.errors import ApiError
 from shared import metrics, queues
+from shared import redis as shared_redis
 from shared.config import Settings
 from shared.db import session_scope
 from shared.deployment_status import ACTIVE, in_order
@@ -63,8 +64,8 @@ class PlatformCollector(Collector):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.redis = Redis.from_url(settings.redis_url, socket_timeout=2)
-        self.broker = Redis.from_url(settings.broker_url, socket_timeout=2)
+        self.redis = shared_redis.scrape(settings.redis_url)
+        self.broker = shared_redis.scrape(settings.broker_url)
 
     def describe(self) -> Iterator[Metric]:
         # Registering must not read Redis or the database (the app may start while they

@@ -41,7 +41,8 @@ from api.extensions import redis_client
 from api.jobs import load_job, settings
 from api.openapi import doc
 from api.quotas import StreamSlot
-from shared import events, live, metrics
+from shared import events, live
+from shared import redis as shared_redis
 from shared.db import session_scope
 from shared.models import Job, JobEvent
 from shared.status import TERMINAL
@@ -133,7 +134,7 @@ class _Stream:
 
     def __init__(self, slot: StreamSlot | None) -> None:
         self.slot = slot
-        self.pubsub: PubSub = metrics.client(settings().redis_url).pubsub(
+        self.pubsub: PubSub = shared_redis.events(settings().redis_url).pubsub(
             ignore_subscribe_messages=True
         )
 

@@ -20,19 +20,11 @@ from celery import Celery
 from redis import Redis
 
 from shared import broker_marks
-
-_CLIENTS: dict[tuple[str, int], Redis] = {}
+from shared import redis as shared_redis
 
 
 def supports(celery: Celery) -> bool:
     return str(celery.conf.broker_write_url or "").startswith(("redis://", "rediss://"))
-
-
-def _client(url: str) -> Redis:
-    key = (url, os.getpid())  # a forked process must not share its parent's sockets
-    if key not in _CLIENTS:
-        _CLIENTS[key] = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-    return _CLIENTS[key]
 
 
 def task_message(
@@ -103,4 +95,4 @@ def publish(
 
 def broker_client(celery: Celery) -> Redis:
     """This process's client of the broker's Redis database."""
-    return _client(str(celery.conf.broker_write_url))
+    return shared_redis.broker(str(celery.conf.broker_write_url))

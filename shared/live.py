@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from shared import metrics
+from shared import redis as shared_redis
 from shared.config import get_settings
 from shared.models import Job, JobEvent
 
@@ -52,7 +52,7 @@ def publish(messages: list[dict[str, Any]]) -> None:
     if not messages:
         return
     try:
-        pipe = metrics.client(get_settings().redis_url).pipeline(transaction=False)
+        pipe = shared_redis.events(get_settings().redis_url).pipeline(transaction=False)
         for item in messages:
             pipe.publish(CHANNEL, json.dumps(item, default=str))
         pipe.execute()

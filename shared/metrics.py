@@ -8,12 +8,11 @@ served the scrape; Prometheus-style in-process counters would each see only thei
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
-from functools import lru_cache
 
-from redis import Redis
 from redis.client import Pipeline
+
+from shared import redis as shared_redis
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +21,6 @@ DURATION = "dockyard:metrics:job_duration"
 QUEUE_WAIT = "dockyard:metrics:queue_wait"
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 SEP = "|"
-
-
-@lru_cache(maxsize=8)
-def _client(url: str, pid: int) -> Redis:
-    return Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-
-
-def client(url: str) -> Redis:
-    return _client(url, os.getpid())
 
 
 def _observe(pipe: Pipeline, key: str, labels: str, seconds: float) -> None:
@@ -97,7 +87,7 @@ def attempt_observed(
 def _safely(url: str, write: Callable[[Pipeline], object]) -> None:
     """Metrics never fail the work they describe."""
     try:
-        pipe = client(url).pipeline(transaction=False)
+        pipe = shared_redis.events(url).pipeline(transaction=False)
         write(pipe)
         pipe.execute()
     except Exception:

@@ -30,6 +30,7 @@ from redis import Redis
 from sqlalchemy import select, tuple_
 
 from shared import broker_marks, events, fast_publish, metrics
+from shared import redis as shared_redis
 from shared.celery_app import app as celery_app
 from shared.config import Settings
 from shared.db import session_scope
@@ -69,7 +70,7 @@ def recover_lost_messages(settings: Settings) -> int:
     if not fast_publish.supports(celery_app):
         return 0  # marks exist only on a Redis broker
     broker = fast_publish.broker_client(celery_app)
-    state = metrics.client(settings.redis_url)
+    state = shared_redis.events(settings.redis_url)
     budget = time.monotonic() + max(settings.sweep_interval / 2, 1.0)
     total = 0
     while True:
