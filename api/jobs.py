@@ -41,7 +41,7 @@ from shared.jobs import (
 )
 from shared.jobs import now as utcnow
 from shared.models import Job, JobEvent
-from shared.processors import Processor, get_processor
+from shared.processors import Processor, get_processor, kind_of
 from shared.status import RETRYABLE_BY_USER, JobStatus
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
             "logs": url_for("v1.file_jobs.job_logs", job_id=job.id),
             **(
                 {"download": url_for("v1.file_jobs.download", job_id=job.id)}
-                if job.kind == "file"
+                if kind_of(job.kind).downloadable
                 else {}
             ),
         },
@@ -291,14 +291,16 @@ def load_params(processor: Processor, raw: dict[str, Any]) -> dict[str, Any]:
 def submit() -> Response:
     data = SUBMIT_SCHEMA.load(json_body())
     processor = processor_or_422(data["processor"])
+    kind = kind_of(processor.kind)
     if processor.input != "none":
         raise ApiError(
             422,
             "wrong_endpoint",
-            f"{processor.name} takes {processor.input} input; use its own endpoint.",
+            f"{processor.name} takes {processor.input} input; use POST /api/v1{kind.submit_path}.",
+            {"endpoint": f"/api/v1{kind.submit_path}"},
         )
     params = load_params(processor, data["params"])
-    queue = params.get("fleet") if processor.kind == "diagnostic" else None
+    queue = params.get("fleet") if kind.fleet_param else None
     return accept_submission(processor, params, data["max_attempts"], queue=queue)
 
 

@@ -9,7 +9,7 @@ from flask_jwt_extended import jwt_required
 
 from api.openapi import doc, params_json_schema
 from api.schemas import ProcessorListSchema
-from shared.processors import all_processors
+from shared.processors import all_processors, kind_of
 
 bp = Blueprint("processors", __name__, url_prefix="/processors")
 
@@ -34,7 +34,9 @@ def list_processors() -> Response:
             "queue": p.queue,
             "max_attempts": p.max_attempts or default_attempts,
             "params": params_json_schema(p.params_schema),
-            "image": (p.image or settings.processor_image) if p.kind == "file" else None,
+            "image": (
+                (p.image or settings.processor_image) if kind_of(p.kind).runs_in_image else None
+            ),
             "limits": dataclasses.asdict(p.limits) if p.limits else None,
         }
         for p in all_processors()

@@ -32,6 +32,7 @@ from shared.status import JobStatus
 from shared.storage import Storage, build_storage
 from shared.storage.base import StorageError, object_key
 from workers import sandbox
+from workers.executors import Executor, register_executor
 
 log = logging.getLogger(__name__)
 
@@ -247,3 +248,12 @@ def delete_input(job_id: uuid.UUID, settings: Settings) -> bool:
             return False
         session.execute(update(Job).where(Job.id == job_id).values(input_deleted_at=now()))
     return True
+
+
+def _after_outcome(job_id: uuid.UUID, outcome: str, settings: Settings) -> None:
+    """An input is deleted when its job ends; not when dead: an operator may requeue it."""
+    if outcome in ("succeeded", "failed", "cancelled"):
+        delete_input(job_id, settings)
+
+
+register_executor("file", Executor(run=run_file_job, after_outcome=_after_outcome))

@@ -31,12 +31,10 @@ from shared.jobs import now, set_status
 from shared.models import Job
 from shared.processors import Processor, get_processor
 from shared.status import JobStatus
+from workers import families  # noqa: F401  (registers the executors of every job family)
 from workers.dead_letters import dead_letter_payload, send_dead_letter
-from workers.deploy.lifecycle import settle_after_job
-from workers.deploy.pipeline import run_deploy_job
+from workers.executors import executor_for
 from workers.fast_path import try_claim, try_succeed
-from workers.file_jobs import delete_input, run_file_job
-from workers.sandbox import docker_client
 
 log = logging.getLogger(__name__)
 
@@ -261,16 +259,11 @@ class Heartbeat:
 def execute(
     context: RunningJob, processor: Processor | None, claimed: Claim, settings: Settings
 ) -> dict[str, Any]:
-    """Run the work itself: diagnostics in this process, file processors in a container."""
+    """Run the work itself, the way the processor's kind does (workers/executors.py)."""
     if processor is None:
         raise JobError("unknown_processor", f"No runnable processor {claimed.processor!r}.")
-    if processor.kind == "file":
-        return run_file_job(context, processor, claimed.params, claimed.dispatch_id, settings)
-    if processor.kind == "deploy":
-        return run_deploy_job(context, processor, claimed.params, claimed.dispatch_id, settings)
-    if processor.run is None:
-        raise JobError("unknown_processor", f"No runnable processor {claimed.processor!r}.")
-    return processor.run(context, claimed.params)
+    run = executor_for(processor.kind).run
+    return run(context, processor, claimed.params, claimed.dispatch_id, settings)
 
 
 def run_delivery(delivery: Delivery, settings: Settings) -> dict[str, Any]:
@@ -303,18 +296,9 @@ def _count(
 
 
 def after_outcome(kind: str, job_id: uuid.UUID, outcome: str, settings: Settings) -> None:
-    """What a kind of job leaves behind once an outcome is recorded: a file job's input is
-    deleted when it ends (not when dead: it may be requeued); a deploy job that did not
-    bring its deployment up settles it as failed or stopped. The periodic sweeps catch
-    whatever this misses (a crash right here)."""
-    if kind == "file" and outcome in ("succeeded", "failed", "cancelled"):
-        delete_input(job_id, settings)
-    elif kind == "deploy" and outcome in ("failed", "dead", "cancelled"):
-        try:
-            client = docker_client()
-        except RetryableJobError:
-            client = None  # the periodic check removes what is left once the engine is back
-        settle_after_job(job_id, client)
+    """What a kind of job leaves behind once an outcome is recorded (its executor decides;
+    the periodic sweeps catch whatever this misses, a crash right here)."""
+    executor_for(kind).after_outcome(job_id, outcome, settings)
 
 
 def _run_claimed(

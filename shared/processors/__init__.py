@@ -7,11 +7,24 @@ from shared.processors import (
 )
 from shared.processors.registry import (
     JobContext,
+    Kind,
     Limits,
     Processor,
     all_processors,
     get_processor,
+    kind_of,
     register,
+    register_kind,
 )
 
-__all__ = ["JobContext", "Limits", "Processor", "all_processors", "get_processor", "register"]
+__all__ = [
+    "JobContext",
+    "Kind",
+    "Limits",
+    "Processor",
+    "all_processors",
+    "get_processor",
+    "kind_of",
+    "register",
+    "register_kind",
+]

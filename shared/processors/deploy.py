@@ -9,7 +9,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from shared import queues
-from shared.processors.registry import Processor, register
+from shared.processors.registry import Kind, Processor, register, register_kind
 
 NAME = "deploy.repository"
 
@@ -23,6 +23,9 @@ class DeployParams(Schema):
     health_path = fields.String(load_default="/")
     env_names = fields.List(fields.String(), load_default=list)
     deployment_id = fields.String(required=True)
+
+
+register_kind(Kind("deploy", submit_path="/jobs/deploy"))
 
 
 register(

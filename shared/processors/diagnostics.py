@@ -14,7 +14,7 @@ from marshmallow import Schema, fields, validate
 
 from shared import queues
 from shared.errors import PermanentJobError, RetryableJobError
-from shared.processors.registry import JobContext, Processor, register
+from shared.processors.registry import JobContext, Kind, Processor, register, register_kind
 
 
 class _FleetSchema(Schema):
@@ -97,6 +97,9 @@ _COMMON: _Family = {
     "queue": queues.DIAGNOSTICS,
     "task_name": queues.TASK_DIAGNOSTIC,
 }
+
+register_kind(Kind("diagnostic", submit_path="/jobs", fleet_param=True))
+
 
 register(
     Processor(

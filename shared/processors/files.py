@@ -11,7 +11,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from shared import queues
-from shared.processors.registry import Limits, Processor, register
+from shared.processors.registry import Kind, Limits, Processor, register, register_kind
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 TEXT_TYPES = ("text/plain", "text/csv")
@@ -99,6 +99,9 @@ class ChecksumParams(Schema):
         validate=validate.Length(min=1, max=len(CHECKSUM_ALGORITHMS)),
         metadata={"description": "Digest algorithms to compute."},
     )
+
+
+register_kind(Kind("file", submit_path="/jobs/files", downloadable=True, runs_in_image=True))
 
 
 def _file_processor(

@@ -60,8 +60,33 @@ class Processor:
         return params
 
 
+@dataclass(frozen=True)
+class Kind:
+    """What the API needs to know of a family of processors (a job kind), declared by the
+    family's module, so no view branches on a kind's name."""
+
+    name: str
+    submit_path: str  # the endpoint under /api/v1 that takes its jobs
+    downloadable: bool = False  # a successful job leaves a result file to download
+    runs_in_image: bool = False  # its processors run in a container image (shown in /processors)
+    fleet_param: bool = False  # its params may pick the queue (`fleet`), to probe a fleet
+
+
 _REGISTRY: dict[str, Processor] = {}
+_KINDS: dict[str, Kind] = {}
 _SCHEMAS: dict[type[Schema], Schema] = {}
+
+
+def register_kind(kind: Kind) -> Kind:
+    if kind.name in _KINDS:
+        raise ValueError(f"job kind {kind.name!r} registered twice")
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def kind_of(name: str) -> Kind:
+    """The kind a job or processor names (a row of an unknown kind gets no extras)."""
+    return _KINDS.get(name) or Kind(name, submit_path="/jobs")
 
 
 def _schema_instance(schema: type[Schema]) -> Schema:

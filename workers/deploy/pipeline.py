@@ -31,8 +31,9 @@ from workers import sandbox
 from workers.deploy import containers, git, networks
 from workers.deploy.build import BuildLog, build, image_tag
 from workers.deploy.health import wait_healthy
-from workers.deploy.lifecycle import drop_image_unless_used, schedule_retire
+from workers.deploy.lifecycle import drop_image_unless_used, schedule_retire, settle_after_job
 from workers.deploy.ports import lease_port, release_port
+from workers.executors import Executor, register_executor
 from workers.file_jobs import CancelWatch, save_log
 
 log = logging.getLogger(__name__)
@@ -272,3 +273,17 @@ def _pipeline(
         "port": port,
         "replaced": [str(r) for r in replaced],
     }
+
+
+def _after_outcome(job_id: uuid.UUID, outcome: str, _settings: Settings) -> None:
+    """A deploy job that did not bring its deployment up settles it as failed or stopped."""
+    if outcome not in ("failed", "dead", "cancelled"):
+        return
+    try:
+        client = sandbox.docker_client()
+    except RetryableJobError:
+        client = None  # the periodic check removes what is left once the engine is back
+    settle_after_job(job_id, client)
+
+
+register_executor("deploy", Executor(run=run_deploy_job, after_outcome=_after_outcome))
