@@ -25,6 +25,7 @@ from flask_jwt_extended import (
 )
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt import PyJWTError
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -133,7 +134,7 @@ def token_revoked(claims: dict[str, Any]) -> bool:
 def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
     try:
         return token_revoked(payload)
-    except Exception as error:  # fail closed: an unverifiable token is not accepted
+    except RedisError as error:  # fail closed: an unverifiable token is not accepted
         raise ApiError(
             503,
             "service_unavailable",
@@ -260,7 +261,7 @@ def refresh() -> Response:
         spent = spend_refresh_token(claims)
         if not spent:  # a concurrent refresh with the same token got there first
             revoke_family(claims.get("fam"))
-    except Exception as error:
+    except RedisError as error:
         raise ApiError(
             503,
             "service_unavailable",

@@ -20,6 +20,7 @@ from typing import Any
 
 from flask import current_app, request
 from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
@@ -52,7 +53,7 @@ def _count_in_window(key: str, *, count: bool = True) -> tuple[int, int]:
             value, _ = pipe.execute()
         else:
             value = int(redis_client().get(f"{key}:{window}") or 0) + 1
-    except Exception as error:
+    except RedisError as error:
         raise _redis_unavailable("Quotas") from error
     return int(value), max(1, int((window + 1) * _WINDOW - now) + 1)
 
@@ -255,7 +256,7 @@ class StreamSlot:
                 _TAKE_SLOT, 1, slot.key, now, now + STREAM_SLOT_TTL, limit, slot.member,
                 int(STREAM_SLOT_TTL) + 5,
             )  # fmt: skip
-        except Exception as error:
+        except RedisError as error:
             raise _redis_unavailable("Open streams") from error
         if not taken:
             retry_after = max(1, min(int(wait), int(STREAM_SLOT_TTL)))
@@ -305,7 +306,7 @@ def check_login_allowed(settings: Settings, email: str) -> None:
     try:
         failures = int(redis_client().get(_login_key(email)) or 0)
         ttl = redis_client().ttl(_login_key(email))
-    except Exception as error:
+    except RedisError as error:
         raise ApiError(
             503,
             "service_unavailable",

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy import event, select
@@ -60,6 +62,11 @@ def publish(messages: list[dict[str, Any]]) -> None:
         log.debug("live event publish failed", exc_info=True)
 
 
+_KNOWN_OWNERS: OrderedDict[uuid.UUID, uuid.UUID] = OrderedDict()
+_KNOWN_OWNERS_MAX = 4096
+_KNOWN_OWNERS_LOCK = threading.Lock()
+
+
 def _owners(session: Session, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
     """The owners of these jobs: from jobs the session holds, else one query (progress
     updates, for one, change the job with an UPDATE and never load it)."""
@@ -70,9 +77,18 @@ def _owners(session: Session, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.U
         if loaded.get("id") in job_ids and loaded.get("owner_id") is not None:
             owners[loaded["id"]] = loaded["owner_id"]
     missing = job_ids - owners.keys()
+    with _KNOWN_OWNERS_LOCK:
+        owners.update({j: _KNOWN_OWNERS[j] for j in missing & _KNOWN_OWNERS.keys()})
+    missing -= owners.keys()
     if missing:
         rows = session.connection().execute(select(Job.id, Job.owner_id).where(Job.id.in_(missing)))
         owners.update({row.id: row.owner_id for row in rows})
+    with _KNOWN_OWNERS_LOCK:  # a job's owner never changes: a running job's progress
+        for job_id, owner in owners.items():  # events cost no query after the first
+            _KNOWN_OWNERS[job_id] = owner
+            _KNOWN_OWNERS.move_to_end(job_id)
+        while len(_KNOWN_OWNERS) > _KNOWN_OWNERS_MAX:
+            _KNOWN_OWNERS.popitem(last=False)
     return owners
 
 

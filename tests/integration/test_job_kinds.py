@@ -63,3 +63,18 @@ def test_a_kind_registered_in_process_runs_end_to_end(app, job_worker, toy_kind)
     )
     types = [event["type"] for event in user.events(job["id"])]
     assert types == ["submitted", "started", "progress", "succeeded"]
+
+
+@pytest.mark.parametrize(
+    ("processor", "endpoint"),
+    [("image.thumbnail", "/api/v1/jobs/files"), ("deploy.repository", "/api/v1/jobs/deploy")],
+)
+def test_a_processor_sent_to_the_wrong_endpoint_is_told_its_own(
+    app, processor: str, endpoint: str
+) -> None:
+    """The kind's registered submit path, not a branch in the view, names the endpoint."""
+    user = User(app.test_client())
+    response = user.post("/api/v1/jobs", json={"processor": processor, "params": {}})
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "wrong_endpoint" and error["details"]["endpoint"] == endpoint

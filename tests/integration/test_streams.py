@@ -37,9 +37,8 @@ def server(app) -> Iterator[str]:
         yield base
 
 
-def read_events(response: requests.Response, until) -> list[dict]:  # noqa: ANN001
-    """Parse SSE frames until `until(event)` is true."""
-    events: list[dict] = []
+def sse_frames(response: requests.Response) -> Iterator[dict[str, str]]:
+    """Each SSE frame that carries data, as its fields, until the server ends the stream."""
     frame: dict[str, str] = {}
     for line in response.iter_lines(decode_unicode=True):
         if line:
@@ -47,12 +46,19 @@ def read_events(response: requests.Response, until) -> list[dict]:  # noqa: ANN0
             frame[field] = value.strip()
             continue
         if "data" in frame:
-            event = json.loads(frame["data"])
-            assert frame["id"] == str(event["id"]) and frame["event"] == event["type"]
-            events.append(event)
-            if until(event):
-                return events
+            yield frame
         frame = {}
+
+
+def read_events(response: requests.Response, until) -> list[dict]:  # noqa: ANN001
+    """Parse SSE frames until `until(event)` is true."""
+    events: list[dict] = []
+    for frame in sse_frames(response):
+        event = json.loads(frame["data"])
+        assert frame["id"] == str(event["id"]) and frame["event"] == event["type"]
+        events.append(event)
+        if until(event):
+            return events
     raise AssertionError(f"stream ended early after {events}")
 
 
@@ -138,17 +144,7 @@ def test_every_live_event_carries_its_owner(app, server, job_worker) -> None:
 def read_to_end(response: requests.Response) -> list[dict]:
     """Every event until the server ends the stream (a stream that never ended would
     fail the read timeout)."""
-    events: list[dict] = []
-    frame: dict[str, str] = {}
-    for line in response.iter_lines(decode_unicode=True):
-        if line:
-            field, _, value = line.partition(":")
-            frame[field] = value.strip()
-            continue
-        if "data" in frame and "id" in frame:
-            events.append(json.loads(frame["data"]))
-        frame = {}
-    return events
+    return [json.loads(frame["data"]) for frame in sse_frames(response) if "id" in frame]
 
 
 def test_a_job_stream_ends_after_the_terminal_event_and_a_retry_gets_a_new_one(

@@ -19,7 +19,7 @@ from workers.deploy import git
 child = subprocess.Popen(["sleep", "300"], start_new_session=True,
                          preexec_fn=git._die_with_parent)
 print(child.pid, flush=True)
-time.sleep(300)
+time.sleep(300)  # stands for a worker busy mid-clone until the test SIGKILLs it
 """
 
 
