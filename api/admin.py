@@ -22,7 +22,7 @@ from api.schemas import (
 )
 from api.session import db_session
 from shared import metrics, queues
-from shared.dispatch import Dispatch, publish
+from shared.dispatch import Dispatch, publish_job
 from shared.jobs import JobConflict, now, retry_job
 from shared.models import DeadLetter, Deployment, Job
 from shared.processors import get_processor
@@ -130,7 +130,7 @@ def requeue_dead_letter(letter_id: uuid.UUID) -> tuple[Response, int]:
         raise not_found("dead letter")
     dispatch = _requeue(letter)
     session.commit()
-    publish(dispatch, publisher(), session)
+    publish_job(dispatch, publisher(), session)
     _count_requeued([letter])
     return jsonify({"affected": 1, "job_id": str(letter.job_id)}), 202
 
@@ -177,7 +177,7 @@ def requeue_dead_letters() -> tuple[Response, int]:
             skipped += 1
     session.commit()
     for dispatch in dispatches:
-        publish(dispatch, publisher(), session)
+        publish_job(dispatch, publisher(), session)
     _count_requeued(requeued)
     remaining = session.scalar(select(func.count()).select_from(_filtered(args).subquery()))
     return jsonify({"affected": len(dispatches), "skipped": skipped, "remaining": remaining}), 202

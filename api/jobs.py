@@ -30,7 +30,7 @@ from api.schemas import (
 from api.session import db_session, json_body
 from shared import live, logging_setup, metrics
 from shared.config import Settings
-from shared.dispatch import Dispatch, publish, publish_new_job
+from shared.dispatch import Dispatch, publish_job, publish_new_job
 from shared.jobs import (
     IDEMPOTENCY_WINDOW,
     cancel_job,
@@ -227,7 +227,7 @@ def accept_submission(
     logging_setup.bind(job_id=str(job.id), user_id=str(user_id))
     log.info("job submitted", extra={"event": "job_submitted", "processor": processor.name})
     metrics.job_submitted(settings().redis_url, processor.kind, processor.name)
-    live.publish(
+    live.broadcast(
         [
             live.message(
                 job.submitted_event_id, job.id, "submitted", None, {"processor": processor.name},
@@ -394,6 +394,6 @@ def retry(job_id: uuid.UUID) -> Response:
         check_retry_quotas(job)
     retry_job(db_session(), job, reason="user_retry")
     db_session().commit()
-    publish(Dispatch.for_job(job, processor.task_name), publisher(), db_session())
+    publish_job(Dispatch.for_job(job, processor.task_name), publisher(), db_session())
     metrics.job_requeued(settings().redis_url, processor.kind, processor.name, "user_retry")
     return job_response(job, 202)

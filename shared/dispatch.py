@@ -2,7 +2,7 @@
 
 New jobs (`publish_new_job`): the message is sent while the INSERT is still uncommitted,
 guarded by an advisory lock a fast worker waits on, and the row commits marked published.
-Existing rows (`publish`: retries, requeues, the sweep): the state change commits first, the
+Existing rows (`publish_job`: retries, requeues, the sweep): the state change commits first, the
 message follows, and the row is marked published. Whenever the broker refuses, the row stays
 unpublished and the maintenance sweep sends it: a job the API accepted is never lost.
 """
@@ -55,7 +55,7 @@ def send(dispatch: Dispatch, celery: Celery | None = None) -> None:
     }
     kwargsrepr = f"{{'job_id': '{dispatch.job_id}', 'dispatch_id': '{dispatch.dispatch_id}'}}"
     if dispatch.countdown is None and fast_publish.supports(celery):
-        fast_publish.publish(
+        fast_publish.push_task_message(
             celery,
             dispatch.task_name,
             str(dispatch.dispatch_id),
@@ -79,7 +79,7 @@ def send(dispatch: Dispatch, celery: Celery | None = None) -> None:
         broker_marks.mark(fast_publish.broker_client(celery), dispatch.dispatch_id)
 
 
-def publish(
+def publish_job(
     dispatch: Dispatch, celery: Celery | None = None, session: Session | None = None
 ) -> bool:
     """Send and mark the job published (in `session` if given, committing it). False, and

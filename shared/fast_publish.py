@@ -76,7 +76,7 @@ def task_message(
     }
 
 
-def publish(
+def push_task_message(
     celery: Celery,
     task_name: str,
     task_id: str,

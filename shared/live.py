@@ -3,7 +3,7 @@ API's Server-Sent Events streams (api/streams.py).
 
 Events written through the ORM (`shared.events.record`) are collected when the session
 flushes and published when it commits (dropped on rollback), so a client never sees an event
-that did not happen. The single-statement paths (submit, fast claim and success) publish
+that did not happen. The single-statement paths (submit, fast claim and success) broadcast
 what their statement returned. Every message carries its job's owner (`owner_id`), whichever
 path wrote it. Publishing is best effort: the event rows are the record, and
 a client that missed a message resumes from them with Last-Event-ID.
@@ -50,7 +50,7 @@ def message(
     }
 
 
-def publish(messages: list[dict[str, Any]]) -> None:
+def broadcast(messages: list[dict[str, Any]]) -> None:
     if not messages:
         return
     try:
@@ -111,7 +111,7 @@ def _publish(session: Session) -> None:
         now = time.time()
         for item in pending:
             item["ts"] = now
-        publish(pending)
+        broadcast(pending)
 
 
 @event.listens_for(Session, "after_soft_rollback")

@@ -34,7 +34,7 @@ from shared import redis as shared_redis
 from shared.celery_app import app as celery_app
 from shared.config import Settings
 from shared.db import session_scope
-from shared.dispatch import Dispatch, publish
+from shared.dispatch import Dispatch, publish_job
 from shared.jobs import now
 from shared.models import Job
 from shared.processors import get_processor
@@ -200,7 +200,7 @@ def redispatch(settings: Settings, lost: list[Lost]) -> int:
     for previous in superseded:
         broker_marks.unmark(broker, previous)  # nothing will claim that dispatch now
     for dispatch, kind, processor_name, reason in dispatches:
-        publish(dispatch)
+        publish_job(dispatch)
         metrics.job_requeued(settings.redis_url, kind, processor_name, reason)
         log.warning(
             "job message lost; published again",

@@ -73,7 +73,7 @@ def try_claim(
             row = session.execute(_CLAIM, values).first()
     if row is None:
         return None
-    live.publish(
+    live.broadcast(
         [
             live.message(
                 row.event_id, job_id, "started", row.attempts, {"worker": host}, row.owner_id
@@ -92,5 +92,7 @@ def try_succeed(job_id: Any, dispatch_id: Any, result: dict[str, Any]) -> bool:
         ).first()
     if row is None:
         return False
-    live.publish([live.message(row.event_id, job_id, "succeeded", row.attempts, {}, row.owner_id)])
+    live.broadcast(
+        [live.message(row.event_id, job_id, "succeeded", row.attempts, {}, row.owner_id)]
+    )
     return True

@@ -24,8 +24,7 @@ from shared import events, metrics
 from shared.backoff import retry_delay
 from shared.config import Settings
 from shared.db import session_scope
-from shared.dispatch import Dispatch, delivered
-from shared.dispatch import publish as publish_dispatch
+from shared.dispatch import Dispatch, delivered, publish_job
 from shared.errors import JobCancelled, JobError, RetryableJobError
 from shared.jobs import now, set_status
 from shared.models import Job
@@ -71,7 +70,7 @@ class AfterCommit:
 
     def send(self) -> None:
         if self.dispatch is not None:
-            publish_dispatch(self.dispatch)
+            publish_job(self.dispatch)
         if self.dead_letter is not None:
             send_dead_letter(self.dead_letter)
 

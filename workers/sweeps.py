@@ -17,7 +17,7 @@ from sqlalchemy import and_, exists, or_, select
 from shared import events, metrics
 from shared.config import Settings
 from shared.db import session_scope
-from shared.dispatch import Dispatch, publish
+from shared.dispatch import Dispatch, publish_job
 from shared.jobs import now
 from shared.models import DeadLetter, Job
 from shared.processors import get_processor
@@ -55,7 +55,7 @@ def publish_unpublished(settings: Settings) -> int:
             .with_for_update(skip_locked=True)
         ).all()
         dispatches = [Dispatch.for_job(job, _task_name(job)) for job in jobs]
-    published = sum(1 for dispatch in dispatches if publish(dispatch))
+    published = sum(1 for dispatch in dispatches if publish_job(dispatch))
     if dispatches:
         log.info(
             "outbox sweep published %d of %d jobs",
