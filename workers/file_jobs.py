@@ -181,19 +181,23 @@ def run_file_job(
         try:
             run = sandbox.run(
                 sandbox.docker_client(),
-                image,
-                command,
+                sandbox.ContainerSpec(
+                    image,
+                    command,
+                    environment={"DOCKYARD_PARAMS": json.dumps(params)},
+                    labels={
+                        sandbox.LABEL_JOB: str(job_id),
+                        sandbox.LABEL_ATTEMPT: str(context.attempt),
+                    },
+                    limits=limits,
+                ),
                 {filename: source},
-                environment={"DOCKYARD_PARAMS": json.dumps(params)},
-                labels={
-                    sandbox.LABEL_JOB: str(job_id),
-                    sandbox.LABEL_ATTEMPT: str(context.attempt),
-                },
-                limits=limits,
-                cancelled=CancelWatch(job_id, dispatch_id),
-                on_progress=context.progress,
-                on_logs=lambda text, truncated: save_log(
-                    job_id, context.attempt, "processor", text, truncated
+                sandbox.Hooks(
+                    cancelled=CancelWatch(job_id, dispatch_id),
+                    on_progress=context.progress,
+                    on_logs=lambda text, truncated: save_log(
+                        job_id, context.attempt, "processor", text, truncated
+                    ),
                 ),
             )
         except sandbox.Cancelled as cancelled:

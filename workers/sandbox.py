@@ -242,99 +242,160 @@ def container_options(limits: Limits, labels: dict[str, str]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What one sandboxed run starts: the image and command, the environment and labels it
+    gets, and the limits it runs under (applied by `container_options`)."""
+
+    image: str
+    command: list[str]
+    entrypoint: list[str] | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    limits: Limits = Limits()
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """How the caller follows and steers a run. `cancelled` is polled while the container
+    runs; `on_created` sees the container before it starts; progress lines reach
+    `on_progress` while it runs (from the calling thread, so it may raise to stop the run);
+    `on_logs(text, truncated)` receives the output however the run ends."""
+
+    cancelled: Callable[[], bool] = lambda: False
+    on_created: Callable[[Any], None] = lambda _container: None
+    on_progress: Callable[[int, int, str], None] = lambda _c, _t, _m: None
+    on_logs: Callable[[str, bool], None] = lambda _text, _truncated: None
+
+
 def run(
     client: docker.DockerClient,
-    image: str,
-    command: list[str],
+    spec: ContainerSpec,
     inputs: dict[str, InputData],
-    *,
-    environment: dict[str, str] | None = None,
-    labels: dict[str, str] | None = None,
-    limits: Limits = Limits(),  # noqa: B008 - frozen, never mutated
-    entrypoint: list[str] | None = None,
-    cancelled: Callable[[], bool] = lambda: False,
-    on_created: Callable[[Any], None] = lambda _container: None,
-    on_progress: Callable[[int, int, str], None] = lambda _c, _t, _m: None,
-    on_logs: Callable[[str, bool], None] = lambda _text, _truncated: None,
+    hooks: Hooks = Hooks(),  # noqa: B008 - frozen, never mutated
 ) -> SandboxRun:
     """Run to completion (or timeout/cancel) and return exit code, logs and /work/out files.
 
-    Progress lines reach `on_progress` while the container runs (from this thread, so it may
-    raise to stop the run); `on_logs(text, truncated)` receives the output however the run
-    ends. Raises RetryableJobError when the engine is unreachable, PermanentJobError
-    ("timeout") after the wall-clock limit, Cancelled when `cancelled()` turns true.
+    Raises RetryableJobError when the engine is unreachable, PermanentJobError ("timeout")
+    after the wall-clock limit, Cancelled when `hooks.cancelled()` turns true. The container
+    is removed however the run ends.
     """
     container = None
     follower: ContainerOutput | None = None
     attached: Any = None
     try:
-        try:
-            container = client.containers.create(
-                image,
-                command,
-                entrypoint=entrypoint,
-                environment={**(environment or {}), "DOCKYARD_INPUT": "stdin-tar"},
-                stdin_open=True,  # docker-py also sets StdinOnce: EOF when we half-close
-                **container_options(limits, labels or {}),
-            )
-        except ImageNotFound as error:
-            raise PermanentJobError(
-                "image_missing", f"Processor image {image} is missing."
-            ) from error
-        on_created(container)
+        container = _create(client, spec)
+        hooks.on_created(container)
         attached = client.api.attach_socket(
             container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
         )
-        follower = ContainerOutput(attached, limits.max_output_bytes)
-        container.start()
-        threading.Thread(
-            target=_feed_stdin, args=(attached, inputs), name="dockyard-stdin", daemon=True
-        ).start()
-        deadline = time.monotonic() + limits.timeout_seconds
-        while True:
-            try:
-                status = container.wait(timeout=_POLL_SECONDS)
-                break
-            except (ReadTimeout, RequestsConnectionError):
-                pass  # still running (an engine that is gone fails the kill below)
-            if (latest := follower.latest_progress()) is not None:
-                on_progress(*latest)
-            if cancelled():
-                container.kill()
-                raise Cancelled()
-            if time.monotonic() > deadline:
-                container.kill()
-                follower.wait()
-                logs = follower.text()
-                raise PermanentJobError(
-                    "timeout",
-                    f"The processor ran longer than {limits.timeout_seconds:g} s."
-                    + (f" Last output: {logs[-500:]}" if logs else ""),
-                )
-        follower.wait()
-        if (latest := follower.latest_progress()) is not None:
-            on_progress(*latest)
-        exit_code = int(status.get("StatusCode", -1))
-        outputs: dict[str, bytes] = {}
-        oom_killed = False
-        if exit_code == 0:
-            outputs = follower.files()
-        else:
-            container.reload()
-            oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
-        return SandboxRun(exit_code, follower.text(), outputs, oom_killed)
+        follower = ContainerOutput(attached, spec.limits.max_output_bytes)
+        _start(container, attached, inputs)
+        status = _wait(container, follower, spec.limits, hooks)
+        return _collect(container, follower, status, hooks.on_progress)
     except ENGINE_ERRORS as error:
         raise engine_failure(
             error, "sandbox_error", "Docker refused the job", missing_image_is_retryable=True
         ) from error
     finally:
-        if container is not None:
-            with contextlib.suppress(Exception):  # the reaper removes whatever is left
-                container.remove(v=True, force=True)
-        if follower is not None:
-            follower.wait(1.0)
-            on_logs(follower.text(), follower.truncated)
-            follower.output.close()
-        if attached is not None:
-            with contextlib.suppress(OSError):
-                attached.close()
+        _clean_up(container, follower, attached, hooks.on_logs)
+
+
+def _create(client: docker.DockerClient, spec: ContainerSpec) -> Any:
+    """Create the locked-down container, stdin open for the inputs' tar stream."""
+    try:
+        return client.containers.create(
+            spec.image,
+            spec.command,
+            entrypoint=spec.entrypoint,
+            environment={**spec.environment, "DOCKYARD_INPUT": "stdin-tar"},
+            stdin_open=True,  # docker-py also sets StdinOnce: EOF when we half-close
+            **container_options(spec.limits, spec.labels),
+        )
+    except ImageNotFound as error:
+        raise PermanentJobError(
+            "image_missing", f"Processor image {spec.image} is missing."
+        ) from error
+
+
+def _start(container: Any, attached: Any, inputs: dict[str, InputData]) -> None:
+    """Start the container, then stream the inputs to it from a thread: a large input must
+    not hold up the wait loop that watches for cancel and timeout."""
+    container.start()
+    threading.Thread(
+        target=_feed_stdin, args=(attached, inputs), name="dockyard-stdin", daemon=True
+    ).start()
+
+
+def _wait(
+    container: Any, follower: ContainerOutput, limits: Limits, hooks: Hooks
+) -> dict[str, Any]:
+    """Wait for the container to exit and return its status. Short polls, not one long
+    wait: between them progress is passed on and a cancel or the wall-clock limit kills the
+    container (Cancelled, PermanentJobError "timeout")."""
+    deadline = time.monotonic() + limits.timeout_seconds
+    while True:
+        try:
+            status: dict[str, Any] = container.wait(timeout=_POLL_SECONDS)
+            return status
+        except (ReadTimeout, RequestsConnectionError):
+            pass  # still running (an engine that is gone fails the kill below)
+        _pass_progress(follower, hooks.on_progress)
+        if hooks.cancelled():
+            container.kill()
+            raise Cancelled()
+        if time.monotonic() > deadline:
+            container.kill()
+            follower.wait()
+            logs = follower.text()
+            raise PermanentJobError(
+                "timeout",
+                f"The processor ran longer than {limits.timeout_seconds:g} s."
+                + (f" Last output: {logs[-500:]}" if logs else ""),
+            )
+
+
+def _pass_progress(follower: ContainerOutput, on_progress: Callable[[int, int, str], None]) -> None:
+    """Only the latest progress line is passed on: the lines in between are already stale."""
+    if (latest := follower.latest_progress()) is not None:
+        on_progress(*latest)
+
+
+def _collect(
+    container: Any,
+    follower: ContainerOutput,
+    status: dict[str, Any],
+    on_progress: Callable[[int, int, str], None],
+) -> SandboxRun:
+    """The exited container's result: its output files on success, else whether the
+    kernel killed it for memory (asked of the engine only then: it costs a request)."""
+    follower.wait()
+    _pass_progress(follower, on_progress)
+    exit_code = int(status.get("StatusCode", -1))
+    if exit_code == 0:
+        outputs = follower.files()
+        return SandboxRun(exit_code, follower.text(), outputs)
+    container.reload()
+    oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
+    return SandboxRun(exit_code, follower.text(), {}, oom_killed)
+
+
+def _clean_up(
+    container: Any,
+    follower: ContainerOutput | None,
+    attached: Any,
+    on_logs: Callable[[str, bool], None],
+) -> None:
+    """Remove the container first (that ends the attached stream, so the reader thread
+    finishes), then hand over the logs and close the streams. Whatever was created is
+    passed; None for what was not."""
+    if container is not None:
+        with contextlib.suppress(Exception):  # the reaper removes whatever is left
+            container.remove(v=True, force=True)
+    if follower is not None:
+        follower.wait(1.0)
+        on_logs(follower.text(), follower.truncated)
+        follower.output.close()
+    if attached is not None:
+        with contextlib.suppress(OSError):
+            attached.close()

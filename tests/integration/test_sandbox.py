@@ -39,11 +39,13 @@ def test_checksum_runs_in_the_container(client, image) -> None:
     data = os.urandom(3 * 1024 * 1024)
     run = sandbox.run(
         client,
-        image,
-        ["file.checksum", "/work/in/blob.bin", "/work/out"],
+        sandbox.ContainerSpec(
+            image,
+            ["file.checksum", "/work/in/blob.bin", "/work/out"],
+            environment={"DOCKYARD_PARAMS": json.dumps({"algorithms": ["sha256", "md5"]})},
+            labels={sandbox.LABEL_JOB: "test"},
+        ),
         {"blob.bin": data},
-        environment={"DOCKYARD_PARAMS": json.dumps({"algorithms": ["sha256", "md5"]})},
-        labels={sandbox.LABEL_JOB: "test"},
     )
     assert run.exit_code == 0, run.logs
     result = json.loads(run.outputs["result.json"])
@@ -72,13 +74,15 @@ def test_container_is_locked_down_and_removed(client, image) -> None:
     )
     run = sandbox.run(
         client,
-        image,
-        [probe],
+        sandbox.ContainerSpec(
+            image,
+            [probe],
+            entrypoint=[*PYTHON],
+            labels={sandbox.LABEL_JOB: "j", sandbox.LABEL_ATTEMPT: "1"},
+            limits=limits,
+        ),
         {"x": b""},
-        entrypoint=[*PYTHON],
-        labels={sandbox.LABEL_JOB: "j", sandbox.LABEL_ATTEMPT: "1"},
-        limits=limits,
-        on_created=inspect,
+        sandbox.Hooks(on_created=inspect),
     )
     host = seen["host"]
     assert host["NetworkMode"] == "none"
@@ -106,12 +110,14 @@ def test_timeout_kills_the_container(client, image) -> None:
     with pytest.raises(PermanentJobError) as caught:
         sandbox.run(
             client,
-            image,
-            ["import time; time.sleep(60)"],
+            sandbox.ContainerSpec(
+                image,
+                ["import time; time.sleep(60)"],
+                entrypoint=[*PYTHON],
+                limits=sandbox.Limits(timeout_seconds=1.5),
+            ),
             {"x": b""},
-            entrypoint=[*PYTHON],
-            limits=sandbox.Limits(timeout_seconds=1.5),
-            on_created=lambda c: seen.update(id=c.id),
+            sandbox.Hooks(on_created=lambda c: seen.update(id=c.id)),
         )
     assert caught.value.code == "timeout"
     assert time.monotonic() - started < 10
@@ -128,12 +134,12 @@ def test_cancel_kills_the_container_within_two_seconds(client, image) -> None:
     with pytest.raises(sandbox.Cancelled):
         sandbox.run(
             client,
-            image,
-            ["import time; time.sleep(60)"],
+            sandbox.ContainerSpec(image, ["import time; time.sleep(60)"], entrypoint=[*PYTHON]),
             {"x": b""},
-            entrypoint=[*PYTHON],
-            cancelled=lambda: "flag_at" in seen and time.monotonic() > seen["flag_at"],
-            on_created=created,
+            sandbox.Hooks(
+                cancelled=lambda: "flag_at" in seen and time.monotonic() > seen["flag_at"],
+                on_created=created,
+            ),
         )
     assert time.monotonic() - seen["flag_at"] < 2.0  # killed and removed
     assert gone(client, seen["id"])
@@ -143,11 +149,13 @@ def test_output_over_the_limit_fails_permanently(client, image) -> None:
     with pytest.raises(PermanentJobError) as caught:
         sandbox.run(
             client,
-            image,
-            ["archive.compress", "/work/in/r.bin", "/work/out"],
+            sandbox.ContainerSpec(
+                image,
+                ["archive.compress", "/work/in/r.bin", "/work/out"],
+                environment={"DOCKYARD_PARAMS": json.dumps({"format": "gzip"})},
+                limits=sandbox.Limits(max_output_bytes=1024 * 1024),
+            ),
             {"r.bin": os.urandom(2 * 1024 * 1024)},
-            environment={"DOCKYARD_PARAMS": json.dumps({"format": "gzip"})},
-            limits=sandbox.Limits(max_output_bytes=1024 * 1024),
         )
     assert caught.value.code == "output_too_large"
 
@@ -157,7 +165,7 @@ def test_unreachable_engine_is_retryable(image) -> None:
         base_url="unix:///nonexistent/docker.sock", version="1.41", timeout=2
     )
     with pytest.raises(RetryableJobError) as caught:
-        sandbox.run(client, image, ["file.checksum"], {"x": b""})
+        sandbox.run(client, sandbox.ContainerSpec(image, ["file.checksum"]), {"x": b""})
     assert caught.value.code == "docker_unavailable"
 
 
@@ -171,7 +179,9 @@ def test_a_container_that_tries_the_network_fails(client, image) -> None:
         "    print('refused:', error)\n"
         "    raise SystemExit(3)\n"
     )
-    run = sandbox.run(client, image, [probe], {"x": b""}, entrypoint=[*PYTHON])
+    run = sandbox.run(
+        client, sandbox.ContainerSpec(image, [probe], entrypoint=[*PYTHON]), {"x": b""}
+    )
     assert run.exit_code == 3
     assert "CONNECTED" not in run.logs and "refused:" in run.logs
 
@@ -188,12 +198,12 @@ def test_progress_lines_and_logs_reach_the_callbacks(client, image) -> None:
     )
     sandbox.run(
         client,
-        image,
-        [script],
+        sandbox.ContainerSpec(image, [script], entrypoint=[*PYTHON]),
         {"x": b""},
-        entrypoint=[*PYTHON],
-        on_progress=lambda current, total, message: seen.append((current, total, message)),
-        on_logs=lambda text, truncated: kept.append((text, truncated)),
+        sandbox.Hooks(
+            on_progress=lambda current, total, message: seen.append((current, total, message)),
+            on_logs=lambda text, truncated: kept.append((text, truncated)),
+        ),
     )
     assert seen[-1] == (3, 3, "step 3")
     assert [step[0] for step in seen] == sorted(step[0] for step in seen)

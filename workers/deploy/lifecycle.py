@@ -191,15 +191,38 @@ def _probe(deployment: Deployment, client: docker.DockerClient, settings: Settin
 
 
 def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[str, Any]:
-    """Probe live deployments, retire replaced ones, settle and reconcile (bounded)."""
+    """Probe live deployments, retire replaced ones, settle and reconcile (bounded).
+
+    Each part handles at most SWEEP_BATCH_SIZE rows or containers a run (the module's
+    docstring says why); what is left waits for the next run.
+    """
     limit = settings.sweep_batch_size
+    _restore_firewall(settings)
+    counts: dict[str, Any] = _check_live(client, settings, limit)
+    counts["stops_finished"] = _finish_stuck_stops(client, limit)
+    counts["settled"] = _settle_ended_jobs(client, limit)
+    counts["reaped"] = reap_deploy_containers(client, limit)
+    counts["released"] = release_orphan_leases(limit)
+    counts["images_released"] = release_stopped_images(client, settings, limit)
+    counts["checkouts_removed"] = git.remove_stale_checkouts(settings, limit)
+    counts["envs_deleted"] = delete_stopped_envs(settings, limit)
+    counts["networks_removed"] = networks.remove_unused(client, limit)
+    return counts
+
+
+def _restore_firewall(settings: Settings) -> None:
+    """Deploys apply the host firewall as they start; this restores rules an operator's
+    `iptables -F` or a firewall reload dropped while nobody deployed."""
     try:
-        # Deploys apply the host firewall as they start; this restores rules an operator's
-        # `iptables -F` or a firewall reload dropped while nobody deployed.
         firewall.ensure(settings)
     except RetryableJobError:
         log.warning("deploy firewall missing", exc_info=True, extra={"event": "firewall_missing"})
-    counts = {"checked": 0, "unhealthy": 0, "retired": 0, "settled": 0, "reaped": 0, "released": 0}
+
+
+def _check_live(client: docker.DockerClient, settings: Settings, limit: int) -> dict[str, int]:
+    """The live deployments checked longest ago: those past their retire time are stopped,
+    the others probed. Returns the counts checked, unhealthy and retired."""
+    counts = {"checked": 0, "unhealthy": 0, "retired": 0}
     with session_scope() as session:
         live = list(
             session.scalars(
@@ -214,21 +237,34 @@ def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[s
         if deployment.retire_at is not None and deployment.retire_at <= now():
             counts["retired"] += _finish_stop(deployment.id, client)
             continue
-        healthy = _probe(deployment, client, settings)
-        tail = containers.logs_tail(client, deployment.container_id or "", 200)
-        with session_scope() as session:
-            session.execute(
-                update(Deployment)
-                .where(Deployment.id == deployment.id, Deployment.status.in_(LIVE))
-                .values(
-                    status=DeploymentStatus.HEALTHY if healthy else DeploymentStatus.UNHEALTHY,
-                    checked_at=now(),
-                    runtime_log=tail or deployment.runtime_log,
-                    runtime_log_at=now() if tail else deployment.runtime_log_at,
-                )
-            )
+        healthy = _record_health(deployment, client, settings)
         counts["checked"] += 1
         counts["unhealthy"] += 0 if healthy else 1
+    return counts
+
+
+def _record_health(deployment: Deployment, client: docker.DockerClient, settings: Settings) -> bool:
+    """Probe one live deployment and record its status, check time and the tail of its log
+    (the last tail is kept when the container has none to give)."""
+    healthy = _probe(deployment, client, settings)
+    tail = containers.logs_tail(client, deployment.container_id or "", 200)
+    with session_scope() as session:
+        session.execute(
+            update(Deployment)
+            .where(Deployment.id == deployment.id, Deployment.status.in_(LIVE))
+            .values(
+                status=DeploymentStatus.HEALTHY if healthy else DeploymentStatus.UNHEALTHY,
+                checked_at=now(),
+                runtime_log=tail or deployment.runtime_log,
+                runtime_log_at=now() if tail else deployment.runtime_log_at,
+            )
+        )
+    return healthy
+
+
+def _finish_stuck_stops(client: docker.DockerClient, limit: int) -> int:
+    """Stops still `stopping` after a minute (their task lost or failing) are finished
+    here; returns how many were."""
     with session_scope() as session:
         stuck = list(
             session.scalars(
@@ -240,6 +276,13 @@ def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[s
                 .limit(limit)
             )
         )
+    return sum(_finish_stop(deployment_id, client) for deployment_id in stuck)
+
+
+def _settle_ended_jobs(client: docker.DockerClient, limit: int) -> int:
+    """Deployments still `starting` whose job already ended (its worker died before
+    settling them) are settled here; returns how many were."""
+    with session_scope() as session:
         ended = list(
             session.scalars(
                 select(Deployment.job_id)
@@ -253,17 +296,9 @@ def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[s
                 .limit(limit)
             )
         )
-    counts["stops_finished"] = sum(_finish_stop(d, client) for d in stuck)
     for job_id in ended:
         settle_after_job(job_id, client)
-        counts["settled"] += 1
-    counts["reaped"] = reap_deploy_containers(client, limit)
-    counts["released"] = release_orphan_leases(limit)
-    counts["images_released"] = release_stopped_images(client, settings, limit)
-    counts["checkouts_removed"] = git.remove_stale_checkouts(settings, limit)
-    counts["envs_deleted"] = delete_stopped_envs(settings, limit)
-    counts["networks_removed"] = networks.remove_unused(client, limit)
-    return counts
+    return len(ended)
 
 
 def _finish_stop(deployment_id: uuid.UUID, client: docker.DockerClient) -> bool:

@@ -11,6 +11,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from shared.errors import JobCancelled, JobError, PermanentJobError, RetryableJo
 from shared.jobs import now
 from shared.models import Deployment
 from shared.processors import JobContext, Processor
-from shared.repo_urls import InvalidRepository, check_ref, parse_repo_url
+from shared.repo_urls import InvalidRepository, Repository, check_ref, parse_repo_url
 from workers import sandbox
 from workers.deploy import containers, git, networks
 from workers.deploy.build import BuildLog, build, image_tag
@@ -183,87 +184,26 @@ def _pipeline(
     undo: list[Callable[[], None]],
     check_cancel: Callable[[], None],
 ) -> dict[str, Any]:
-    job_id = str(context.job_id)
-    with steps.step("validate"):
-        try:
-            repo = parse_repo_url(deployment.repo_url, settings.deploy_allowed_hosts)
-            ref = check_ref(deployment.ref)
-        except InvalidRepository as error:
-            raise PermanentJobError(error.code, error.message) from error
+    """The steps in order, each reporting its progress; each step adds its undo action."""
+    repo, ref = _validate(deployment, settings, steps)
     context.progress(1, STEPS, "validated")
-    client = sandbox.docker_client()
-    build_log = BuildLog()
+    # After validation: an invalid repository fails permanently even with the engine down.
+    attempt = _Attempt(
+        context, deployment, settings, steps, undo, check_cancel, sandbox.docker_client()
+    )
     with tempfile.TemporaryDirectory(prefix=git.CHECKOUT_PREFIX) as workdir:
         source = Path(workdir) / "src"
-        with steps.step("clone") as info:
-            commit = git.clone(repo, ref, source, settings)
-            info["commit"] = commit
-        _update(deployment.id, commit_sha=commit)
+        commit = _clone(attempt, repo, ref, source)
         context.progress(2, STEPS, f"cloned {commit[:12]}")
         tag = image_tag(repo, commit)
-        # Recorded before the build: a starting deployment naming the tag holds it, so the
-        # image-retention sweep cannot remove a tag this build is about to (re)use.
-        _update(deployment.id, image=tag)
-        with steps.step("build", image=tag):
-            try:
-                # RUN steps join the owner's network: isolated like the app (networks.py).
-                network = networks.ensure(client, deployment.owner_id, settings)
-                build(client, source, tag, settings, build_log, network=network)
-            finally:
-                save_log(
-                    uuid.UUID(job_id), context.attempt, "build", build_log.text(),
-                    build_log.truncated,
-                )  # fmt: skip
-                undo.append(lambda: drop_image_unless_used(client, tag, deployment.id))
+        _build(attempt, source, tag)
     context.progress(3, STEPS, "built")
-    with steps.step("allocate_port") as info:
-        port = lease_port(deployment.id, settings)
-        undo.append(lambda: release_port(deployment.id))
-        info["port"] = port
+    port = _allocate_port(attempt)
     context.progress(4, STEPS, f"port {port}")
-    container_port = deployment.container_port or containers.exposed_port(client, tag)
-    with steps.step("run", container_port=container_port) as info:
-        for stale in client.containers.list(
-            all=True, filters={"label": f"{containers.LABEL_DEPLOYMENT}={deployment.id}"}
-        ):  # left by an earlier attempt of this deployment whose worker died
-            containers.remove(client, stale.id)
-        container, port = start_on_leased_port(
-            client, tag, deployment, job_id, container_port, port, settings
-        )
-        undo.append(lambda: containers.remove(client, container.id))
-        info["port"] = port  # another one if the engine refused the first
-        _update(
-            deployment.id, container_id=container.id, host_port=port, container_port=container_port
-        )
+    container_id, port = _start(attempt, tag, port)
     context.progress(5, STEPS, "started; checking health")
-    host = settings.deploy_health_host or settings.deploy_bind_address
-    check_url = f"http://{host}:{port}{deployment.health_path}"
-    with steps.step("health_check", path=deployment.health_path) as info:
-        healthy, seen = wait_healthy(
-            check_url,
-            settings.deploy_health_timeout,
-            lambda: containers.is_running(client, container.id),
-            check_cancel,
-        )
-        info["result"] = seen
-        if not healthy:
-            tail = containers.logs_tail(client, container.id, 50)
-            save_log(uuid.UUID(job_id), context.attempt, "app", tail, False)
-            last_lines = "\n".join(tail.strip().splitlines()[-10:])
-            raise PermanentJobError(
-                "health_check_failed",
-                f"{deployment.health_path} did not answer 2xx within "
-                f"{settings.deploy_health_timeout:g} s ({seen}). Last lines of the app's log:\n"
-                f"{last_lines}",
-            )
-    url = f"http://{settings.deploy_public_host}:{port}"
-    with steps.step("report", url=url):
-        _update(
-            deployment.id, status=DeploymentStatus.HEALTHY.value, url=url,
-            healthy_at=now(), checked_at=now(), error_code=None, error_message=None,
-        )  # fmt: skip
-        undo.clear()  # from here on the deployment is live; stopping it is a user's call
-        replaced = schedule_retire(deployment, settings)
+    _check_health(attempt, container_id, port)
+    url, replaced = _report(attempt, port)
     context.progress(6, STEPS, "healthy")
     return {
         "deployment_id": str(deployment.id),
@@ -273,6 +213,139 @@ def _pipeline(
         "port": port,
         "replaced": [str(r) for r in replaced],
     }
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """What every step of one attempt uses: the job, the deployment it brings up, the
+    step recorder, the undo list the steps append to, and the engine."""
+
+    context: JobContext
+    deployment: Deployment
+    settings: Settings
+    steps: Steps
+    undo: list[Callable[[], None]]
+    check_cancel: Callable[[], None]
+    client: docker.DockerClient
+
+    @property
+    def job_id(self) -> uuid.UUID:
+        return uuid.UUID(self.context.job_id)
+
+
+def _validate(
+    deployment: Deployment, settings: Settings, steps: Steps
+) -> tuple[Repository, str | None]:
+    """The repository URL (an allowed host) and the ref, checked again at run time."""
+    with steps.step("validate"):
+        try:
+            return (
+                parse_repo_url(deployment.repo_url, settings.deploy_allowed_hosts),
+                check_ref(deployment.ref),
+            )
+        except InvalidRepository as error:
+            raise PermanentJobError(error.code, error.message) from error
+
+
+def _clone(attempt: _Attempt, repo: Repository, ref: str | None, source: Path) -> str:
+    """Clone the ref into `source`; returns the commit, recorded on the deployment."""
+    with attempt.steps.step("clone") as info:
+        commit = git.clone(repo, ref, source, attempt.settings)
+        info["commit"] = commit
+    _update(attempt.deployment.id, commit_sha=commit)
+    return commit
+
+
+def _build(attempt: _Attempt, source: Path, tag: str) -> None:
+    """Build the image `tag` from the checkout; the build log is saved however it ends."""
+    deployment, client = attempt.deployment, attempt.client
+    # Recorded before the build: a starting deployment naming the tag holds it, so the
+    # image-retention sweep cannot remove a tag this build is about to (re)use.
+    _update(deployment.id, image=tag)
+    build_log = BuildLog()
+    with attempt.steps.step("build", image=tag):
+        try:
+            # RUN steps join the owner's network: isolated like the app (networks.py).
+            network = networks.ensure(client, deployment.owner_id, attempt.settings)
+            build(client, source, tag, attempt.settings, build_log, network=network)
+        finally:
+            save_log(
+                attempt.job_id, attempt.context.attempt, "build", build_log.text(),
+                build_log.truncated,
+            )  # fmt: skip
+            attempt.undo.append(lambda: drop_image_unless_used(client, tag, deployment.id))
+
+
+def _allocate_port(attempt: _Attempt) -> int:
+    deployment_id = attempt.deployment.id
+    with attempt.steps.step("allocate_port") as info:
+        port = lease_port(deployment_id, attempt.settings)
+        attempt.undo.append(lambda: release_port(deployment_id))
+        info["port"] = port
+    return port
+
+
+def _start(attempt: _Attempt, tag: str, port: int) -> tuple[str, int]:
+    """Start the app's container; returns its id and the host port it got (another one if
+    the engine refused the leased port)."""
+    deployment, client = attempt.deployment, attempt.client
+    container_port = deployment.container_port or containers.exposed_port(client, tag)
+    with attempt.steps.step("run", container_port=container_port) as info:
+        for stale in client.containers.list(
+            all=True, filters={"label": f"{containers.LABEL_DEPLOYMENT}={deployment.id}"}
+        ):  # left by an earlier attempt of this deployment whose worker died
+            containers.remove(client, stale.id)
+        container, port = start_on_leased_port(
+            client, tag, deployment, str(attempt.context.job_id), container_port, port,
+            attempt.settings,
+        )  # fmt: skip
+        attempt.undo.append(lambda: containers.remove(client, container.id))
+        info["port"] = port  # another one if the engine refused the first
+        _update(
+            deployment.id, container_id=container.id, host_port=port, container_port=container_port
+        )
+    return container.id, port
+
+
+def _check_health(attempt: _Attempt, container_id: str, port: int) -> None:
+    """Wait for the health path to answer 2xx; if it does not in time, the app's last log
+    lines are saved and quoted in the error."""
+    deployment, settings, client = attempt.deployment, attempt.settings, attempt.client
+    host = settings.deploy_health_host or settings.deploy_bind_address
+    check_url = f"http://{host}:{port}{deployment.health_path}"
+    with attempt.steps.step("health_check", path=deployment.health_path) as info:
+        healthy, seen = wait_healthy(
+            check_url,
+            settings.deploy_health_timeout,
+            lambda: containers.is_running(client, container_id),
+            attempt.check_cancel,
+        )
+        info["result"] = seen
+        if not healthy:
+            tail = containers.logs_tail(client, container_id, 50)
+            save_log(attempt.job_id, attempt.context.attempt, "app", tail, False)
+            last_lines = "\n".join(tail.strip().splitlines()[-10:])
+            raise PermanentJobError(
+                "health_check_failed",
+                f"{deployment.health_path} did not answer 2xx within "
+                f"{settings.deploy_health_timeout:g} s ({seen}). Last lines of the app's log:\n"
+                f"{last_lines}",
+            )
+
+
+def _report(attempt: _Attempt, port: int) -> tuple[str, list[uuid.UUID]]:
+    """Mark the deployment healthy at its public URL and schedule the retirement of the
+    ones it replaces; returns the URL and the replaced deployments."""
+    deployment = attempt.deployment
+    url = f"http://{attempt.settings.deploy_public_host}:{port}"
+    with attempt.steps.step("report", url=url):
+        _update(
+            deployment.id, status=DeploymentStatus.HEALTHY.value, url=url,
+            healthy_at=now(), checked_at=now(), error_code=None, error_message=None,
+        )  # fmt: skip
+        attempt.undo.clear()  # from here on the deployment is live; stopping it is a user's call
+        replaced = schedule_retire(deployment, attempt.settings)
+    return url, replaced
 
 
 def _after_outcome(job_id: uuid.UUID, outcome: str, _settings: Settings) -> None:
