@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from flask_jwt_extended import jwt_required
 from sqlalchemy import Select, func, select
 
 from api.auth import require_admin
 from api.errors import not_found
-from api.extensions import publisher
+from api.extensions import publisher, settings
 from api.openapi import doc
 from api.pagination import page, paginate
 from api.schemas import (
@@ -21,38 +21,23 @@ from api.schemas import (
     StatsSchema,
 )
 from api.session import db_session
-from shared import metrics, queues
-from shared.dispatch import Dispatch, publish_job
-from shared.jobs import JobConflict, now, retry_job
+from shared import queues, transitions
+from shared.jobs import JobConflict, now
 from shared.models import DeadLetter, Deployment, Job
 from shared.processors import get_processor
 from shared.status import JobStatus
+from shared.transitions import Effects
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 _BULK_LIMIT = 1000
+DEAD_LETTER_LIST_SCHEMA = DeadLetterListSchema()
 
 
 @bp.before_request
 @jwt_required()
 def _admins_only() -> None:
     require_admin()
-
-
-def dead_letter_to_dict(letter: DeadLetter) -> dict[str, Any]:
-    return {
-        "id": letter.id,
-        "job_id": letter.job_id,
-        "task_name": letter.task_name,
-        "processor": letter.processor,
-        "args": letter.args,
-        "error": {"code": letter.error_code, "message": letter.error_message},
-        "traceback": letter.traceback,
-        "attempts": letter.attempts,
-        "failed_at": letter.failed_at,
-        "requeued_at": letter.requeued_at,
-        "created_at": letter.created_at,
-    }
 
 
 def _filtered(args: dict[str, Any]) -> Select[Any]:
@@ -72,7 +57,7 @@ def _filtered(args: dict[str, Any]) -> Select[Any]:
     return query
 
 
-def _requeue(letter: DeadLetter) -> Dispatch:
+def _requeue(letter: DeadLetter) -> Effects:
     """Queue the dead letter's job again; raises JobConflict if the job moved on already."""
     session = db_session()
     job = session.get(Job, letter.job_id, with_for_update=True)
@@ -81,17 +66,9 @@ def _requeue(letter: DeadLetter) -> Dispatch:
         raise JobConflict("job_gone", "The dead letter's job or processor no longer exists.")
     if letter.requeued_at is not None:
         raise JobConflict("already_requeued", "This dead letter was already requeued.")
-    retry_job(session, job, reason="dead_letter_requeue")
+    effects = transitions.requeue(session, job, processor.task_name, reason="dead_letter_requeue")
     letter.requeued_at = now()
-    return Dispatch.for_job(job, processor.task_name)
-
-
-def _count_requeued(letters: list[DeadLetter]) -> None:
-    redis_url = current_app.config["DOCKYARD_SETTINGS"].redis_url
-    for letter in letters:
-        processor = get_processor(letter.processor)
-        if processor is not None:
-            metrics.job_requeued(redis_url, processor.kind, processor.name, "dead_letter_requeue")
+    return effects
 
 
 @bp.get("/dead-letters")
@@ -108,11 +85,7 @@ def list_dead_letters() -> Response:
         _filtered(args), DeadLetter.created_at, DeadLetter.id, args.get("cursor"), args["limit"]
     )
     rows, next_cursor = page(list(db_session().scalars(query)), args["limit"])
-    return jsonify(
-        DeadLetterListSchema().dump(
-            {"items": [dead_letter_to_dict(r) for r in rows], "next_cursor": next_cursor}
-        )
-    )
+    return jsonify(DEAD_LETTER_LIST_SCHEMA.dump({"items": rows, "next_cursor": next_cursor}))
 
 
 @bp.post("/dead-letters/<uuid:letter_id>/requeue")
@@ -128,10 +101,9 @@ def requeue_dead_letter(letter_id: uuid.UUID) -> tuple[Response, int]:
     letter = session.get(DeadLetter, letter_id, with_for_update=True)
     if letter is None:
         raise not_found("dead letter")
-    dispatch = _requeue(letter)
+    effects = _requeue(letter)
     session.commit()
-    publish_job(dispatch, publisher(), session)
-    _count_requeued([letter])
+    effects.apply(settings().redis_url, publisher(), session)
     return jsonify({"affected": 1, "job_id": str(letter.job_id)}), 202
 
 
@@ -165,22 +137,19 @@ def requeue_dead_letters() -> tuple[Response, int]:
         .limit(_BULK_LIMIT)
         .with_for_update(skip_locked=True)
     ).all()
-    dispatches = []
-    requeued = []
+    requeued: list[Effects] = []
     skipped = 0
     for letter in letters:
         try:
             with session.begin_nested():
-                dispatches.append(_requeue(letter))
-            requeued.append(letter)
+                requeued.append(_requeue(letter))
         except JobConflict:
             skipped += 1
     session.commit()
-    for dispatch in dispatches:
-        publish_job(dispatch, publisher(), session)
-    _count_requeued(requeued)
+    for effects in requeued:
+        effects.apply(settings().redis_url, publisher(), session)
     remaining = session.scalar(select(func.count()).select_from(_filtered(args).subquery()))
-    return jsonify({"affected": len(dispatches), "skipped": skipped, "remaining": remaining}), 202
+    return jsonify({"affected": len(requeued), "skipped": skipped, "remaining": remaining}), 202
 
 
 @bp.delete("/dead-letters")

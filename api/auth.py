@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify
+from flask import Blueprint, Response, g, jsonify
 from flask_jwt_extended import (
     create_access_token,
     create_refresh_token,
@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from api.errors import ApiError, error_response
-from api.extensions import jwt, redis_client
+from api.extensions import jwt, redis_client, settings
 from api.openapi import doc
 from api.quotas import (
     check_login_allowed,
@@ -69,7 +69,7 @@ def issue_tokens(user: User, family: str | None = None) -> dict[str, Any]:
         "access_token": create_access_token(identity=str(user.id), additional_claims=claims),
         "refresh_token": create_refresh_token(identity=str(user.id), additional_claims=claims),
         "token_type": "Bearer",
-        "expires_in": current_app.config["DOCKYARD_SETTINGS"].jwt_access_token_expires,
+        "expires_in": settings().jwt_access_token_expires,
     }
 
 
@@ -84,8 +84,8 @@ def revoke_family(family: str | None) -> None:
     """Refuse every token of one login, for as long as the newest of them can live."""
     if not family:
         return
-    settings = current_app.config["DOCKYARD_SETTINGS"]
-    lifetime = max(settings.jwt_refresh_token_expires, settings.jwt_access_token_expires)
+    config = settings()
+    lifetime = max(config.jwt_refresh_token_expires, config.jwt_access_token_expires)
     redis_client().set(_FAMILY_PREFIX + family, "1", ex=lifetime)
 
 
@@ -205,7 +205,7 @@ def _user_gone(_header: dict[str, Any], _payload: dict[str, Any]) -> Response:
 )
 def register() -> tuple[Response, int]:
     data = RegisterSchema().load(json_body())
-    with password_hashing(current_app.config["DOCKYARD_SETTINGS"]):
+    with password_hashing(settings()):
         password_hash = hash_password(data["password"])
     session = db_session()
     user = User(id=uuid.uuid4(), email=data["email"], password_hash=password_hash, role="user")
@@ -231,17 +231,17 @@ def register() -> tuple[Response, int]:
 def login() -> Response:
     data = LoginSchema().load(json_body())
     email = data["email"].strip().lower()
-    settings = current_app.config["DOCKYARD_SETTINGS"]
-    check_login_allowed(settings, email)
+    config = settings()
+    check_login_allowed(config, email)
     user = db_session().scalar(select(User).where(User.email == email))
-    with password_hashing(settings):
+    with password_hashing(config):
         verified = verify_password(user.password_hash if user else None, data["password"])
     if not verified:
-        record_login_failure(settings, email)
+        record_login_failure(config, email)
         log.info("login refused", extra={"event": "login_failed"})
         raise ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
     assert user is not None
-    clear_login_failures(settings, email)
+    clear_login_failures(config, email)
     g.user_id = str(user.id)
     return jsonify(TokenSchema().dump(issue_tokens(user)))
 

@@ -7,15 +7,15 @@ import logging
 import uuid
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request
 from flask_jwt_extended import jwt_required
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.auth import current_user_id, is_admin
 from api.errors import ApiError, not_found
-from api.extensions import publisher
-from api.jobs import accept_submission, processor_or_422, settings
+from api.extensions import publisher, settings
+from api.jobs import answer_submission, new_submission, processor_or_422
 from api.openapi import doc
 from api.pagination import page, paginate
 from api.schemas import (
@@ -41,41 +41,7 @@ bp = Blueprint("deployments", __name__, url_prefix="/deployments")
 
 SUBMIT_SCHEMA = DeploySubmitSchema()
 DEPLOYMENT_SCHEMA = DeploymentSchema()
-
-
-def deployment_to_dict(deployment: Deployment) -> dict[str, Any]:
-    return {
-        "id": deployment.id,
-        "job_id": deployment.job_id,
-        "owner_id": deployment.owner_id,
-        "repo_url": deployment.repo_url,
-        "ref": deployment.ref,
-        "commit": deployment.commit_sha,
-        "status": deployment.status,
-        "url": deployment.url,
-        "port": deployment.host_port,
-        "container_port": deployment.container_port,
-        "image": deployment.image,
-        "health_path": deployment.health_path,
-        "env_names": deployment.env_names or [],  # names only: values are secrets
-        "error": (
-            {"code": deployment.error_code, "message": deployment.error_message}
-            if deployment.error_code
-            else None
-        ),
-        "replaced_by": deployment.replaced_by,
-        "retire_at": deployment.retire_at,
-        "checked_at": deployment.checked_at,
-        "created_at": deployment.created_at,
-        "healthy_at": deployment.healthy_at,
-        "stopped_at": deployment.stopped_at,
-        "image_released_at": deployment.image_released_at,
-        "links": {
-            "self": url_for("v1.deployments.get_deployment", deployment_id=deployment.id),
-            "job": url_for("v1.jobs.get_job", job_id=deployment.job_id),
-            "logs": url_for("v1.deployments.deployment_logs", deployment_id=deployment.id),
-        },
-    }
+DEPLOYMENT_LIST_SCHEMA = DeploymentListSchema()
 
 
 def _refuse(error: InvalidRepository) -> ApiError:
@@ -151,12 +117,14 @@ def submit_deploy() -> Response:
             )
         )
 
-    return accept_submission(
-        processor,
-        params,
-        data["max_attempts"],
-        with_job=add_deployment,
-        check_quota=lambda session: _check_deployment_quota(session, owner, repo.key),
+    return answer_submission(
+        new_submission(
+            processor,
+            params,
+            data["max_attempts"],
+            with_job=add_deployment,
+            kind_quota=lambda session: _check_deployment_quota(session, owner, repo.key),
+        )
     )
 
 
@@ -184,18 +152,14 @@ def list_deployments() -> Response:
         query = query.where(Deployment.status == args["status"])
     query = paginate(query, Deployment.created_at, Deployment.id, args.get("cursor"), args["limit"])
     rows, next_cursor = page(list(db_session().scalars(query)), args["limit"])
-    return jsonify(
-        DeploymentListSchema().dump(
-            {"items": [deployment_to_dict(d) for d in rows], "next_cursor": next_cursor}
-        )
-    )
+    return jsonify(DEPLOYMENT_LIST_SCHEMA.dump({"items": rows, "next_cursor": next_cursor}))
 
 
 @bp.get("/<uuid:deployment_id>")
 @jwt_required()
 @doc(summary="One deployment", tags=["deployments"], response=DeploymentSchema, errors=(404,))
 def get_deployment(deployment_id: uuid.UUID) -> Response:
-    return jsonify(DEPLOYMENT_SCHEMA.dump(deployment_to_dict(load_deployment(deployment_id))))
+    return jsonify(DEPLOYMENT_SCHEMA.dump(load_deployment(deployment_id)))
 
 
 @bp.get("/<uuid:deployment_id>/logs")
@@ -242,7 +206,7 @@ def stop(deployment_id: uuid.UUID) -> Response:
         )
     if deployment.status in ENDED:
         db_session().commit()
-        return jsonify(DEPLOYMENT_SCHEMA.dump(deployment_to_dict(deployment)))
+        return jsonify(DEPLOYMENT_SCHEMA.dump(deployment))
     set_status(deployment, DeploymentStatus.STOPPING)
     deployment.updated_at = now()
     db_session().commit()
@@ -252,6 +216,6 @@ def stop(deployment_id: uuid.UUID) -> Response:
         )
     except Exception:  # the periodic check finishes stops whose message was lost
         log.warning("stop not sent", exc_info=True, extra={"event": "stop_unsent"})
-    response = jsonify(DEPLOYMENT_SCHEMA.dump(deployment_to_dict(deployment)))
+    response = jsonify(DEPLOYMENT_SCHEMA.dump(deployment))
     response.status_code = 202
     return response

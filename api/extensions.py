@@ -5,9 +5,18 @@ from __future__ import annotations
 from celery import Celery
 from flask import current_app
 from flask_jwt_extended import JWTManager
+from prometheus_client import CollectorRegistry
 from redis import Redis
 
+from shared.config import Settings
+from shared.storage import Storage
+
 jwt = JWTManager()
+
+
+def settings() -> Settings:
+    """The validated settings the app was created with (shared/config.py)."""
+    return current_app.config["DOCKYARD_SETTINGS"]  # type: ignore[no-any-return]
 
 
 def redis_client() -> Redis:
@@ -18,3 +27,13 @@ def redis_client() -> Redis:
 def publisher() -> Celery:
     """The Celery app this API publishes with (its settings' broker)."""
     return current_app.extensions["dockyard_celery"]
+
+
+def storage() -> Storage:
+    """Where uploads and results are kept (S3 or a local directory)."""
+    return current_app.extensions["dockyard_storage"]
+
+
+def metrics_registry() -> CollectorRegistry:
+    """What GET /metrics exposes (bound by `api.metrics.init_metrics`)."""
+    return current_app.extensions["dockyard_metrics"]

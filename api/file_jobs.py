@@ -5,22 +5,24 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, request
+from flask import Blueprint, Response, jsonify, redirect, request
 from flask_jwt_extended import jwt_required
 from sqlalchemy import select
 from werkzeug.datastructures import FileStorage
 
 from api.auth import current_user_id
 from api.errors import ApiError
+from api.extensions import settings, storage
 from api.jobs import (
-    accept_submission,
+    answer_submission,
     idempotency_key,
     load_job,
     load_params,
+    new_submission,
     processor_or_422,
-    settings,
 )
 from api.openapi import doc
 from api.quotas import precheck_submit_quotas
@@ -33,23 +35,17 @@ from api.schemas import (
 )
 from api.session import db_session
 from shared.content_types import SNIFF_BYTES, detect
-from shared.jobs import IDEMPOTENCY_WINDOW, find_by_idempotency_key
-from shared.jobs import now as utcnow
 from shared.models import JobLog
 from shared.processors import Processor
 from shared.processors.files import accepts
 from shared.status import JobStatus
-from shared.storage import Storage
 from shared.storage.base import object_key, safe_filename
+from shared.submission import recent_job
 
 log = logging.getLogger(__name__)
 bp = Blueprint("file_jobs", __name__, url_prefix="/jobs")
 
 _MAX_LOG_ROWS = 50
-
-
-def storage() -> Storage:
-    return current_app.extensions["dockyard_storage"]
 
 
 def _form_error(code: str, message: str, field: str, problem: str) -> ApiError:
@@ -90,11 +86,39 @@ def _refuse_before_reading() -> None:
     A replay of an Idempotency-Key is exempt (it answers the original job, as on POST /jobs)."""
     user_id = current_user_id()
     key = idempotency_key()
-    if key:
-        existing = find_by_idempotency_key(db_session(), user_id, key)
-        if existing is not None and existing.created_at >= utcnow() - IDEMPOTENCY_WINDOW:
-            return
+    if key and recent_job(db_session(), user_id, key) is not None:
+        return
     precheck_submit_quotas(settings(), db_session(), user_id)
+
+
+@dataclass(frozen=True)
+class UploadStager:
+    """Stores the upload under the new job's id (shared.submission's `InputStager`)."""
+
+    upload: FileStorage
+    owner: uuid.UUID
+    filename: str
+    content_type: str
+
+    def stage(self, job_id: uuid.UUID) -> dict[str, Any]:
+        key = object_key(self.owner, job_id, "input", self.filename)
+        stored = storage().put(key, self.upload.stream, self.content_type)
+        return {
+            "key": stored.key,
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "size": stored.size,
+        }
+
+    def discard(self, stored: dict[str, Any]) -> None:
+        try:
+            storage().delete(stored["key"])
+        except Exception:  # the input sweep cannot see it; say so loudly
+            log.error(
+                "could not remove an upload after a failed submit",
+                exc_info=True,
+                extra={"event": "upload_rollback_failed", "key": stored["key"]},
+            )
 
 
 def _sniff(upload: FileStorage) -> tuple[str, bool]:
@@ -138,29 +162,8 @@ def submit_file() -> Response:
             {"detected": content_type, "accepted": list(processor.accepts)},
         )
     filename = safe_filename(upload.filename, default="upload")
-    owner = current_user_id()
-
-    def store(job_id: uuid.UUID) -> dict[str, Any]:
-        key = object_key(owner, job_id, "input", filename)
-        stored = storage().put(key, upload.stream, content_type)
-        return {
-            "key": stored.key,
-            "filename": filename,
-            "content_type": content_type,
-            "size": stored.size,
-        }
-
-    def discard(staged: dict[str, Any]) -> None:
-        try:
-            storage().delete(staged["key"])
-        except Exception:  # the input sweep cannot see it; say so loudly
-            log.error(
-                "could not remove an upload after a failed submit",
-                exc_info=True,
-                extra={"event": "upload_rollback_failed", "key": staged["key"]},
-            )
-
-    return accept_submission(processor, params, max_attempts, stage_input=(store, discard))
+    stager = UploadStager(upload, current_user_id(), filename, content_type)
+    return answer_submission(new_submission(processor, params, max_attempts, stager=stager))
 
 
 @bp.get("/<uuid:job_id>/download")

@@ -10,9 +10,10 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, current_app, request, send_file, stream_with_context
+from flask import Blueprint, Response, request, send_file, stream_with_context
 
 from api.errors import ApiError, not_found
+from api.extensions import storage
 from api.openapi import doc
 from shared.storage.base import ObjectMissing, Storage, StorageError
 from shared.storage.local import LocalStorage
@@ -34,20 +35,20 @@ _REFUSALS = {
     content_type="application/octet-stream",
 )
 def download(key: str) -> Response:
-    storage = current_app.extensions["dockyard_storage"]
-    if storage.api_urls is None:
+    backend = storage()
+    if backend.api_urls is None:
         raise not_found("file")
     filename = request.args.get("filename", "")
-    refusal = storage.api_urls.check(
+    refusal = backend.api_urls.check(
         key, filename, request.args.get("expires", ""), request.args.get("signature", "")
     )
     if refusal is not None:
         raise ApiError(403, *_REFUSALS[refusal])
     mimetype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-    if not isinstance(storage, LocalStorage):
-        return _stream(storage, key, filename, mimetype)
+    if not isinstance(backend, LocalStorage):
+        return _stream(backend, key, filename, mimetype)
     try:
-        path = storage.path_for(key)
+        path = backend.path_for(key)
     except StorageError:
         raise not_found("file") from None
     if not path.is_file():

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
-from api.extensions import redis_client
+from api.extensions import redis_client, settings
 from api.openapi import doc
 from api.schemas import HealthSchema
 from shared.db import get_engine
@@ -35,9 +35,7 @@ def readyz() -> Response | tuple[Response, int]:
     except Exception as error:
         checks["redis"] = f"unavailable: {type(error).__name__}"
     try:
-        with get_engine(
-            current_app.config["DOCKYARD_SETTINGS"].database_url
-        ).connect() as connection:
+        with get_engine(settings().database_url).connect() as connection:
             connection.execute(text("SELECT 1"))
         checks["postgres"] = "ok"
     except Exception as error:

@@ -7,19 +7,19 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
+from flask import Blueprint, Response, g, jsonify, request, url_for
 from flask_jwt_extended import jwt_required
 from marshmallow import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import current_user_id, is_admin
 from api.errors import ApiError, not_found
-from api.extensions import publisher
+from api.extensions import publisher, settings
 from api.middleware import check_json
 from api.openapi import doc
 from api.pagination import page, paginate
-from api.quotas import check_active_jobs, check_submit_rate
+from api.quotas import SubmitQuotas, check_active_jobs, check_submit_rate
 from api.schemas import (
     JobEventListSchema,
     JobListQuerySchema,
@@ -28,21 +28,11 @@ from api.schemas import (
     JobSubmitSchema,
 )
 from api.session import db_session, json_body
-from shared import live, logging_setup, metrics
-from shared.config import Settings
-from shared.dispatch import Dispatch, publish_job, publish_new_job
-from shared.jobs import (
-    IDEMPOTENCY_WINDOW,
-    cancel_job,
-    check_same_request,
-    find_by_idempotency_key,
-    retry_job,
-    submit_job,
-)
-from shared.jobs import now as utcnow
+from shared import transitions
 from shared.models import Job, JobEvent
 from shared.processors import Processor, get_processor, kind_of
 from shared.status import RETRYABLE_BY_USER, JobStatus
+from shared.submission import InputStager, NewJob, Submission, lock_owner, submit_job
 
 log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -51,71 +41,12 @@ _MAX_KEY_LENGTH = 255
 # Schema instances are reusable and thread-safe for load/dump; building one per request
 # costs more than the database insert.
 JOB_SCHEMA = JobSchema()
+JOB_LIST_SCHEMA = JobListSchema()
 SUBMIT_SCHEMA = JobSubmitSchema()
 
 
-def settings() -> Settings:
-    return current_app.config["DOCKYARD_SETTINGS"]
-
-
-def job_to_dict(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "owner_id": job.owner_id,
-        "kind": job.kind,
-        "processor": job.processor,
-        "queue": job.queue,
-        "params": job.params,
-        "status": job.status,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "progress": {
-            "current": job.progress_current,
-            "total": job.progress_total,
-            "message": job.progress_message,
-        },
-        "error": (
-            {"code": job.error_code, "message": job.error_message} if job.error_code else None
-        ),
-        "result": job.result,
-        "input": _file_info(job.input_file, job.input_deleted_at),
-        "output": _file_info(job.result_file, job.result_deleted_at, job.result_expires_at),
-        "idempotency_key": job.idempotency_key,
-        "cancel_requested": job.cancel_requested,
-        "next_attempt_at": job.next_attempt_at,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "links": {
-            "self": url_for("v1.jobs.get_job", job_id=job.id),
-            "events": url_for("v1.jobs.job_events", job_id=job.id),
-            "logs": url_for("v1.file_jobs.job_logs", job_id=job.id),
-            **(
-                {"download": url_for("v1.file_jobs.download", job_id=job.id)}
-                if kind_of(job.kind).downloadable
-                else {}
-            ),
-        },
-    }
-
-
-def _file_info(
-    stored: dict[str, Any] | None, deleted_at: Any, expires_at: Any = None
-) -> dict[str, Any] | None:
-    """What a user may see of a stored file: never its storage key."""
-    if not stored:
-        return None
-    return {
-        "filename": stored.get("filename"),
-        "content_type": stored.get("content_type"),
-        "size": stored.get("size"),
-        "deleted": deleted_at is not None,
-        "expires_at": expires_at,
-    }
-
-
 def job_response(job: Job, status: int) -> Response:
-    response = jsonify(JOB_SCHEMA.dump(job_to_dict(job)))
+    response = jsonify(JOB_SCHEMA.dump(job))
     response.status_code = status
     response.headers["Location"] = url_for("v1.jobs.get_job", job_id=job.id)
     return response
@@ -155,87 +86,40 @@ def resolve_max_attempts(processor: Processor, requested: int | None) -> int:
     return requested or processor.max_attempts or settings().job_max_attempts
 
 
-StageInput = Callable[[uuid.UUID], dict[str, Any]]
-DiscardInput = Callable[[dict[str, Any]], None]
-
-
-def accept_submission(
+def new_submission(
     processor: Processor,
     params: dict[str, Any],
     max_attempts: int | None = None,
+    *,
     queue: str | None = None,
-    stage_input: tuple[StageInput, DiscardInput] | None = None,
-    with_job: Callable[[Session, Any], None] | None = None,
-    check_quota: Callable[[Session], None] | None = None,
-) -> Response:
-    """The submit path every kind of job shares: idempotency, quotas, row, commit, publish.
-
-    `stage_input` (store, discard) runs the upload stage once the request is known to be
-    new and within quota; if a later stage fails, `discard` undoes it, so no object is left
-    without its job and no job is committed without its input. `with_job` adds rows that
-    belong to the new job (a deployment) in the same transaction. `check_quota` is a kind's
-    own quota (active deployments): checked after a replay is answered and under the same
-    per-user lock as the active-jobs quota, so concurrent submits cannot race past it.
-    """
-    user_id = current_user_id()
+    stager: InputStager | None = None,
+    with_job: Callable[[Session, NewJob], None] | None = None,
+    kind_quota: Callable[[Session], None] | None = None,
+) -> Submission:
+    """The submission this request makes: its user, Idempotency-Key and request id, and the
+    user's quotas with the kind's own (`kind_quota`, e.g. active deployments)."""
+    owner = current_user_id()
     key = idempotency_key()
-    session = db_session()
-    if key:
-        existing = find_by_idempotency_key(session, user_id, key)
-        if existing is not None and existing.created_at >= utcnow() - IDEMPOTENCY_WINDOW:
-            # A replay: answer with the original job before any quota is spent.
-            check_same_request(existing, processor, params)
-            return job_response(existing, 200)
-    attempts = resolve_max_attempts(processor, max_attempts)
-    check_submit_rate(settings(), user_id)
-    if settings().quota_active_jobs or check_quota is not None:
-        # Serialise this user's submissions so the active counts cannot be raced past.
-        session.execute(select(func.pg_advisory_xact_lock(_lock_key(user_id))))
-        check_active_jobs(settings(), session, user_id)
-        if check_quota is not None:
-            check_quota(session)
-    job_id = uuid.uuid4()
-    staged = stage_input[0](job_id) if stage_input else None
-    try:
-        result = submit_job(
-            session,
-            owner_id=user_id,
-            processor=processor,
-            params=params,
-            max_attempts=attempts,
-            queue=queue,
-            idempotency_key=key,
-            request_id=g.request_id,
-            job_id=job_id,
-            input_file=staged,
-        )
-        job = result.job
-        if not result.created:
-            session.commit()
-            if stage_input and staged is not None:
-                stage_input[1](staged)  # a concurrent request with this key won
-            return job_response(job, 200)
-        if with_job is not None:
-            with_job(session, job)
-        publish_new_job(session, job, processor.task_name, publisher())
-        session.commit()
-    except BaseException:
-        session.rollback()
-        if stage_input and staged is not None:
-            stage_input[1](staged)
-        raise
-    logging_setup.bind(job_id=str(job.id), user_id=str(user_id))
-    log.info("job submitted", extra={"event": "job_submitted", "processor": processor.name})
-    metrics.job_submitted(settings().redis_url, processor.kind, processor.name)
-    live.broadcast(
-        [
-            live.message(
-                job.submitted_event_id, job.id, "submitted", None, {"processor": processor.name},
-                owner_id=user_id,
-            )
-        ]
-    )  # fmt: skip
-    return job_response(job, 202)
+    return Submission(
+        owner_id=owner,
+        processor=processor,
+        params=params,
+        max_attempts=resolve_max_attempts(processor, max_attempts),
+        queue=queue,
+        idempotency_key=key,
+        request_id=g.request_id,
+        quotas=SubmitQuotas(settings(), owner, kind_quota),
+        stager=stager,
+        with_job=with_job,
+    )
+
+
+def answer_submission(submission: Submission) -> Response:
+    """Submit (shared/submission.py) and answer: 202 with a new job, 200 with a replayed one."""
+    result = submit_job(
+        db_session(), submission, celery=publisher(), redis_url=settings().redis_url
+    )
+    return job_response(result.job, 202 if result.created else 200)
 
 
 def check_retry_quotas(job: Job) -> None:
@@ -245,12 +129,8 @@ def check_retry_quotas(job: Job) -> None:
     as a submit's so the two cannot race past it together."""
     check_submit_rate(settings(), current_user_id())
     if settings().quota_active_jobs:
-        db_session().execute(select(func.pg_advisory_xact_lock(_lock_key(job.owner_id))))
+        lock_owner(db_session(), job.owner_id)
         check_active_jobs(settings(), db_session(), job.owner_id)
-
-
-def _lock_key(user_id: uuid.UUID) -> int:
-    return int.from_bytes(user_id.bytes[:8], "big", signed=True)
 
 
 def processor_or_422(name: str, kind: str | None = None) -> Processor:
@@ -301,7 +181,7 @@ def submit() -> Response:
         )
     params = load_params(processor, data["params"])
     queue = params.get("fleet") if kind.fleet_param else None
-    return accept_submission(processor, params, data["max_attempts"], queue=queue)
+    return answer_submission(new_submission(processor, params, data["max_attempts"], queue=queue))
 
 
 @bp.get("")
@@ -322,18 +202,14 @@ def list_jobs() -> Response:
             query = query.where(getattr(Job, name) == args[name])
     query = paginate(query, Job.created_at, Job.id, args.get("cursor"), args["limit"])
     rows, next_cursor = page(list(db_session().scalars(query)), args["limit"])
-    return jsonify(
-        JobListSchema().dump(
-            {"items": [job_to_dict(job) for job in rows], "next_cursor": next_cursor}
-        )
-    )
+    return jsonify(JOB_LIST_SCHEMA.dump({"items": rows, "next_cursor": next_cursor}))
 
 
 @bp.get("/<uuid:job_id>")
 @jwt_required()
 @doc(summary="One job", tags=["jobs"], response=JobSchema, errors=(404,))
 def get_job(job_id: uuid.UUID) -> Response:
-    return jsonify(JOB_SCHEMA.dump(job_to_dict(load_job(job_id))))
+    return jsonify(JOB_SCHEMA.dump(load_job(job_id)))
 
 
 @bp.get("/<uuid:job_id>/events")
@@ -366,10 +242,9 @@ def job_events(job_id: uuid.UUID) -> Response:
 )
 def cancel(job_id: uuid.UUID) -> Response:
     job = load_job(job_id, for_update=True)
-    done = cancel_job(db_session(), job)
+    done, effects = transitions.cancel(db_session(), job)
     db_session().commit()
-    if done:
-        metrics.job_ended(settings().redis_url, job.kind, job.processor, "cancelled")
+    effects.apply(settings().redis_url, publisher(), db_session())
     log.info(
         "job cancel %s",
         "done" if done else "requested",
@@ -390,10 +265,9 @@ def cancel(job_id: uuid.UUID) -> Response:
 def retry(job_id: uuid.UUID) -> Response:
     job = load_job(job_id, for_update=True)
     processor = processor_or_422(job.processor)
-    if JobStatus(job.status) in RETRYABLE_BY_USER:  # else retry_job answers 409
+    if JobStatus(job.status) in RETRYABLE_BY_USER:  # else the requeue answers 409
         check_retry_quotas(job)
-    retry_job(db_session(), job, reason="user_retry")
+    effects = transitions.requeue(db_session(), job, processor.task_name, reason="user_retry")
     db_session().commit()
-    publish_job(Dispatch.for_job(job, processor.task_name), publisher(), db_session())
-    metrics.job_requeued(settings().redis_url, processor.kind, processor.name, "user_retry")
+    effects.apply(settings().redis_url, publisher(), db_session())
     return job_response(job, 202)

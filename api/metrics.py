@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -29,6 +29,7 @@ from redis import Redis
 from sqlalchemy import func, select
 
 from api.errors import ApiError
+from api.extensions import metrics_registry, settings
 from shared import metrics, queues
 from shared import redis as shared_redis
 from shared.config import Settings
@@ -177,10 +178,10 @@ def init_metrics(app: Flask, settings: Settings) -> None:
 
 @bp.get("/metrics")
 def scrape() -> Response:
-    token = current_app.config["DOCKYARD_SETTINGS"].metrics_token
+    token = settings().metrics_token
     if token:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise ApiError(401, "invalid_metrics_token", "A valid metrics token is required.")
-    body: Any = generate_latest(current_app.extensions["dockyard_metrics"])
+    body: Any = generate_latest(metrics_registry())
     return Response(body, content_type=CONTENT_TYPE)

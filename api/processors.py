@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 from flask_jwt_extended import jwt_required
 
+from api.extensions import settings
 from api.openapi import doc, params_json_schema
 from api.schemas import ProcessorListSchema
 from shared.processors import all_processors, kind_of
@@ -22,8 +23,8 @@ bp = Blueprint("processors", __name__, url_prefix="/processors")
     response=ProcessorListSchema,
 )
 def list_processors() -> Response:
-    settings = current_app.config["DOCKYARD_SETTINGS"]
-    default_attempts = settings.job_max_attempts
+    config = settings()
+    default_attempts = config.job_max_attempts
     items = [
         {
             "name": p.name,
@@ -35,7 +36,7 @@ def list_processors() -> Response:
             "max_attempts": p.max_attempts or default_attempts,
             "params": params_json_schema(p.params_schema),
             "image": (
-                (p.image or settings.processor_image) if kind_of(p.kind).runs_in_image else None
+                (p.image or config.processor_image) if kind_of(p.kind).runs_in_image else None
             ),
             "limits": dataclasses.asdict(p.limits) if p.limits else None,
         }

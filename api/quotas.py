@@ -14,17 +14,18 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app, request
+from flask import request
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
-from api.extensions import redis_client
+from api.extensions import redis_client, settings
 from shared.config import Settings
 from shared.jobs import count_active_jobs
 
@@ -101,6 +102,28 @@ def precheck_submit_quotas(settings: Settings, session: Session, user_id: uuid.U
     (under the per-user lock), after the body is stored."""
     check_submit_rate(settings, user_id, count=False)
     check_active_jobs(settings, session, user_id)
+
+
+@dataclass(frozen=True)
+class SubmitQuotas:
+    """A submit's quotas, as shared.submission asks them (its `Quotas`): the user's
+    submissions per minute, then, under the per-user lock, their active jobs and the kind's
+    own quota (`kind_quota`: active deployments)."""
+
+    settings: Settings
+    user_id: uuid.UUID
+    kind_quota: Callable[[Session], None] | None = None
+
+    def count_submission(self) -> None:
+        check_submit_rate(self.settings, self.user_id)
+
+    def checks_active_work(self) -> bool:
+        return bool(self.settings.quota_active_jobs) or self.kind_quota is not None
+
+    def check_active_work(self, session: Session) -> None:
+        check_active_jobs(self.settings, session, self.user_id)
+        if self.kind_quota is not None:
+            self.kind_quota(session)
 
 
 # --- Password hashing: per client address, and per process -------------------------------
@@ -194,8 +217,8 @@ def limit_request_body() -> None:
     anything is read, and (chunked, no length) cut off with 413 once it passes the limit."""
     if request.endpoint in UPLOAD_ENDPOINTS:
         return
-    settings: Settings = current_app.config["DOCKYARD_SETTINGS"]
-    limit = min(settings.max_json_bytes, settings.max_content_length)
+    config = settings()
+    limit = min(config.max_json_bytes, config.max_content_length)
     length = request.content_length
     if length is not None and length > limit:
         raise ApiError(

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
+from api.extensions import settings
 from shared.db import new_session
 
 
 def db_session() -> Session:
     """One session per request, closed (rolled back if uncommitted) at teardown."""
     if "db" not in g:
-        g.db = new_session(current_app.config["DOCKYARD_SETTINGS"].database_url)
+        g.db = new_session(settings().database_url)
     return g.db
 
 

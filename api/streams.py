@@ -37,8 +37,8 @@ from sqlalchemy import select
 
 from api.auth import current_user_id, token_revoked
 from api.errors import ApiError
-from api.extensions import redis_client
-from api.jobs import load_job, settings
+from api.extensions import redis_client, settings
+from api.jobs import load_job
 from api.openapi import doc
 from api.quotas import StreamSlot
 from shared import events, live
