@@ -16,13 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from shared import broker_marks, fast_publish
+from shared import broker_marks, fast_publish, locks
 from shared.celery_app import app as celery_app
 from shared.db import session_scope
-from shared.jobs import job_lock_key
 from shared.models import Job
 
 log = logging.getLogger(__name__)
@@ -132,7 +131,7 @@ def publish_new_job(session: Session, job: Any, task_name: str, celery: Celery |
 
 def wait_for_uncommitted_job(session: Session, job_id: uuid.UUID) -> None:
     """Block until a submit that may still be inserting this job has ended (see above)."""
-    session.execute(select(func.pg_advisory_xact_lock(job_lock_key(job_id))))
+    locks.lock(session, job_id)
 
 
 def delivered(dispatch_id: uuid.UUID, celery: Celery | None = None) -> None:
