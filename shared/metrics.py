@@ -45,7 +45,8 @@ def job_requeued(url: str, kind: str, processor: str, reason: str) -> None:
 
 
 def worker_lost(url: str, kind: str, processor: str) -> None:
-    """The heartbeat sweep found a running job whose worker stopped responding."""
+    """A running job's worker died: its heartbeat stopped (the sweep) or its pool process
+    is gone (the redelivery)."""
     _increment(url, "worker_lost", kind, processor)
 
 

@@ -29,16 +29,16 @@ from typing import Any
 from redis import Redis
 from sqlalchemy import select, tuple_
 
-from shared import broker_marks, events, fast_publish, metrics
+from shared import broker_marks, fast_publish, transitions
 from shared import redis as shared_redis
 from shared.celery_app import app as celery_app
 from shared.config import Settings
 from shared.db import session_scope
-from shared.dispatch import Dispatch, publish_job
 from shared.jobs import now
 from shared.models import Job
 from shared.processors import get_processor
 from shared.status import JobStatus
+from shared.transitions import Effects
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _write_cursor(state: Redis, position: tuple[datetime, uuid.UUID] | None) -> 
 def redispatch(settings: Settings, lost: list[Lost]) -> int:
     """New dispatch ids and events, committed; then the messages (a refused publish leaves
     the row unpublished for the outbox and retry sweeps)."""
-    dispatches: list[tuple[Dispatch, str, str, str]] = []
+    effects: list[Effects] = []
     superseded: list[uuid.UUID] = []
     by_id = {item.job_id: item for item in lost}
     with session_scope() as session:
@@ -174,36 +174,20 @@ def redispatch(settings: Settings, lost: list[Lost]) -> int:
             processor = get_processor(job.processor)
             if processor is None:
                 continue
-            delay = 0.0
-            if job.status == JobStatus.RETRYING.value and job.next_attempt_at is not None:
-                delay = max(0.0, (job.next_attempt_at - now()).total_seconds())
-            previous = job.dispatch_id
-            superseded.append(previous)
-            job.dispatch_id = uuid.uuid4()
-            job.published_at = None
-            if job.status == JobStatus.RETRYING.value:
-                # Due from now on: the stale-retry sweep must not take it for lost again.
-                job.next_attempt_at = now() + timedelta(seconds=delay)
-            events.record(
-                session,
-                job.id,
-                events.REDISPATCHED,
-                attempt=job.attempts,
-                reason=seen.reason,
-                status=job.status,
-                previous_dispatch_id=str(previous),
-                delay=round(delay, 3),
-            )
-            dispatch = Dispatch.for_job(job, processor.task_name, countdown=delay or None)
-            dispatches.append((dispatch, job.kind, job.processor, seen.reason))
+            superseded.append(job.dispatch_id)
+            effects.append(transitions.redispatch(session, job, processor.task_name, seen.reason))
     broker = fast_publish.broker_client(celery_app)
     for previous in superseded:
         broker_marks.unmark(broker, previous)  # nothing will claim that dispatch now
-    for dispatch, kind, processor_name, reason in dispatches:
-        publish_job(dispatch)
-        metrics.job_requeued(settings.redis_url, kind, processor_name, reason)
+    for effect in effects:
+        effect.apply(settings.redis_url)
+        assert effect.dispatch is not None
         log.warning(
             "job message lost; published again",
-            extra={"event": "redispatched", "job_id": str(dispatch.job_id), "reason": reason},
+            extra={
+                "event": "redispatched",
+                "job_id": str(effect.dispatch.job_id),
+                "reason": effect.requeued,
+            },
         )
-    return len(dispatches)
+    return len(effects)

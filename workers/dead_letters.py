@@ -1,4 +1,5 @@
-"""Dead letters: the message sent when a job exhausted its attempts, and how it is recorded."""
+"""Dead letters, the consumer side: recording the message a dead job sent (shared/dead_letters.py
+builds and sends it)."""
 
 from __future__ import annotations
 
@@ -10,45 +11,9 @@ from typing import Any
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from shared import queues
-from shared.celery_app import app as celery_app
 from shared.models import DeadLetter, Job
 
 log = logging.getLogger(__name__)
-
-
-def dead_letter_payload(
-    job: Job, task_name: str, traceback_text: str | None, failed_at: datetime
-) -> dict[str, Any]:
-    return {
-        "job_id": str(job.id),
-        "dispatch_id": str(job.dispatch_id),
-        "task_name": task_name,
-        "processor": job.processor,
-        "args": {"job_id": str(job.id), "params": job.params, "queue": job.queue},
-        "error_code": job.error_code,
-        "error_message": job.error_message,
-        "traceback": traceback_text,
-        "attempts": job.attempts,
-        "failed_at": failed_at.isoformat(),
-    }
-
-
-def send_dead_letter(payload: dict[str, Any]) -> bool:
-    """Route the payload to the dead-letter queue; False if the broker refused (the sweep
-    re-sends dead jobs that have no dead letter)."""
-    try:
-        celery_app.send_task(
-            queues.TASK_DEAD_LETTER, kwargs={"payload": payload}, queue=queues.DEAD_LETTER
-        )
-    except Exception:
-        log.warning(
-            "dead letter publish failed",
-            exc_info=True,
-            extra={"event": "dead_letter_publish_failed", "job_id": payload["job_id"]},
-        )
-        return False
-    return True
 
 
 def record_dead_letter(session: Session, payload: dict[str, Any]) -> bool:

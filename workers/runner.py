@@ -14,26 +14,24 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from shared import events, metrics
-from shared.backoff import retry_delay
+from shared import events, transitions
 from shared.config import Settings
 from shared.db import session_scope
-from shared.dispatch import Dispatch, delivered, publish_job
+from shared.dispatch import delivered
 from shared.errors import JobCancelled, JobError, RetryableJobError
-from shared.jobs import now, set_status
+from shared.fast_transitions import try_start, try_succeed
+from shared.jobs import now
 from shared.models import Job
 from shared.processors import Processor, get_processor
 from shared.status import JobStatus
+from shared.transitions import Effects
 from workers import families  # noqa: F401  (registers the executors of every job family)
-from workers.dead_letters import dead_letter_payload, send_dead_letter
 from workers.executors import executor_for
-from workers.fast_path import try_claim, try_succeed
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +59,6 @@ class Claim:
     waited: float | None = None  # seconds from submit to this claim
 
 
-@dataclass
-class AfterCommit:
-    """Messages to send once the transaction that decided them has committed."""
-
-    dispatch: Dispatch | None = None
-    dead_letter: dict[str, Any] | None = None
-
-    def send(self) -> None:
-        if self.dispatch is not None:
-            publish_job(self.dispatch)
-        if self.dead_letter is not None:
-            send_dead_letter(self.dead_letter)
-
-
 def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -93,15 +77,24 @@ def _locked_job(session: Session, job_id: uuid.UUID) -> Job | None:
 
 def claim(delivery: Delivery, settings: Settings) -> Claim | None:
     """Mark the job running for this delivery, or return None when it must be dropped."""
-    fast = try_claim(delivery.job_id, delivery.dispatch_id, delivery.hostname, delivery.pid)
+    fast = try_start(delivery.job_id, delivery.dispatch_id, delivery.hostname, delivery.pid)
     if fast is not None:
         processor, params, attempt, waited = fast
         return Claim(
             delivery.job_id, delivery.dispatch_id, processor, dict(params), attempt, waited
         )
-    after = AfterCommit()
+    claimed, effects = _claim_locked(delivery)
+    if effects is not None:
+        effects.send()
+        effects.count(settings.redis_url)
+    return claimed
+
+
+def _claim_locked(delivery: Delivery) -> tuple[Claim | None, Effects | None]:
+    """The general path: lock the row and decide, for whatever the fast path did not match
+    (a redelivery after a pool process died, a cancel asked before the start)."""
     with session_scope() as session:
-        # try_claim already waited for any in-flight submit of this job to commit.
+        # try_start already waited for any in-flight submit of this job to commit.
         job = _locked_job(session, delivery.job_id)
         reason = _drop_reason(job, delivery)
         if reason is not None:
@@ -114,56 +107,25 @@ def claim(delivery: Delivery, settings: Settings) -> Claim | None:
                     "dispatch_id": str(delivery.dispatch_id),
                 },
             )
-            return None
+            return None, None
         assert job is not None
+        lost: Effects | None = None
         if job.status == JobStatus.RUNNING.value:
             # Same worker node, and the pool process that held this delivery is gone: the
             # broker gave the message back (task_reject_on_worker_lost). That attempt is over.
-            events.record(
-                session,
-                job.id,
-                events.WORKER_LOST,
-                attempt=job.attempts,
-                worker=job.worker_host,
-                pid=job.worker_pid,
+            outcome, lost = transitions.worker_lost(
+                session, job, delivery.task_name, pid=job.worker_pid
             )
-            if job.cancel_requested:
-                finish_cancelled(session, job)
-                return None
-            if job.attempts >= job.max_attempts:
-                job.error_code, job.error_message = (
-                    "worker_lost",
-                    "The worker running the job died.",
-                )
-                after = dead_letter_job(session, job, delivery.task_name, None)
+            if outcome != "again":
+                return None, lost
         elif job.cancel_requested:
-            finish_cancelled(session, job)
-            return None
-        if after.dead_letter is None:
-            set_status(job, JobStatus.RUNNING)
-            job.attempts += 1
-            job.started_at = job.started_at or now()
-            job.heartbeat_at = now()
-            job.next_attempt_at = None
-            job.worker_host = delivery.hostname
-            job.worker_pid = delivery.pid
-            job.progress_current = job.progress_total = None
-            job.progress_message = None
-            events.record(
-                session, job.id, events.STARTED, attempt=job.attempts, worker=delivery.hostname
-            )
-            result = Claim(
-                job.id,
-                delivery.dispatch_id,
-                job.processor,
-                dict(job.params),
-                job.attempts,
-                (now() - job.created_at).total_seconds(),
-            )
-    if after.dead_letter is not None:
-        after.send()
-        return None
-    return result
+            return None, transitions.finish_cancelled(session, job)
+        transitions.start(session, job, delivery.hostname, delivery.pid)
+        waited = (now() - job.created_at).total_seconds()
+        claimed = Claim(
+            job.id, delivery.dispatch_id, job.processor, dict(job.params), job.attempts, waited
+        )
+    return claimed, lost
 
 
 def _drop_reason(job: Job | None, delivery: Delivery) -> str | None:
@@ -273,25 +235,13 @@ def run_delivery(delivery: Delivery, settings: Settings) -> dict[str, Any]:
     delivered(delivery.dispatch_id)
     processor = get_processor(claimed.processor)
     started = time.monotonic()
-    summary = _run_claimed(delivery, claimed, processor, settings)
+    summary, effects = _run_claimed(delivery, claimed, processor, settings)
     if processor is not None:
         after_outcome(processor.kind, claimed.job_id, summary["outcome"], settings)
-        _count(processor, claimed, summary["outcome"], time.monotonic() - started, settings)
+    if effects is not None:
+        waited = claimed.waited if claimed.attempt == 1 else None
+        effects.count(settings.redis_url, time.monotonic() - started, waited)
     return summary
-
-
-def _count(
-    processor: Processor, claimed: Claim, outcome: str, seconds: float, settings: Settings
-) -> None:
-    waited = claimed.waited if claimed.attempt == 1 else None
-    if outcome in ("succeeded", "failed", "dead", "cancelled"):
-        metrics.job_ended(
-            settings.redis_url, processor.kind, processor.name, outcome, seconds, waited
-        )
-    elif outcome == "retrying":
-        metrics.attempt_observed(
-            settings.redis_url, processor.kind, processor.name, seconds, waited
-        )
 
 
 def after_outcome(kind: str, job_id: uuid.UUID, outcome: str, settings: Settings) -> None:
@@ -300,9 +250,12 @@ def after_outcome(kind: str, job_id: uuid.UUID, outcome: str, settings: Settings
     executor_for(kind).after_outcome(job_id, outcome, settings)
 
 
+Summary = dict[str, Any]
+
+
 def _run_claimed(
     delivery: Delivery, claimed: Claim, processor: Processor | None, settings: Settings
-) -> dict[str, Any]:
+) -> tuple[Summary, Effects | None]:
     context = RunningJob(claimed)
     try:
         with Heartbeat(claimed, settings.heartbeat_interval):
@@ -312,7 +265,7 @@ def _run_claimed(
             "delivery superseded while running; outcome discarded",
             extra={"event": "delivery_superseded"},
         )
-        return {"job_id": str(delivery.job_id), "outcome": "superseded"}
+        return {"job_id": str(delivery.job_id), "outcome": "superseded"}, None
     except JobCancelled:
         return _record(delivery, claimed, settings, cancelled=True)
     except JobError as error:
@@ -333,133 +286,41 @@ def _record(
     error: JobError | None = None,
     tb: str | None = None,
     cancelled: bool = False,
-) -> dict[str, Any]:
-    if (
-        not cancelled
-        and error is None
-        and try_succeed(claimed.job_id, claimed.dispatch_id, result or {})
-    ):
-        log.info(
-            "job attempt ended: succeeded",
-            extra={"event": "attempt_ended", "outcome": "succeeded", "attempt": claimed.attempt},
-        )
-        return {"job_id": str(claimed.job_id), "outcome": "succeeded", "attempt": claimed.attempt}
-    after = AfterCommit()
-    with session_scope() as session:
-        job = _locked_job(session, claimed.job_id)
-        if (
-            job is None
-            or job.dispatch_id != claimed.dispatch_id
-            or job.status != JobStatus.RUNNING.value
-        ):
-            log.info(
-                "outcome discarded: the delivery was superseded",
-                extra={"event": "delivery_superseded"},
-            )
-            return {"job_id": str(claimed.job_id), "outcome": "superseded"}
-        if cancelled:
-            finish_cancelled(session, job)
-            outcome = "cancelled"
-        elif error is None:
-            set_status(job, JobStatus.SUCCEEDED)
-            job.result = result or {}
-            job.error_code = job.error_message = None
-            job.finished_at = now()
-            events.record(session, job.id, events.SUCCEEDED, attempt=job.attempts)
-            outcome = "succeeded"
-        else:
-            outcome, after = _failed_attempt(session, job, error, tb, delivery.task_name, settings)
-    after.send()
+) -> tuple[Summary, Effects | None]:
+    """Write the attempt's outcome (the fast statement for a plain success), then send what
+    it leaves to send. Metrics are the caller's: it knows how long the attempt took."""
+    summary = {"job_id": str(claimed.job_id), "outcome": "superseded", "attempt": claimed.attempt}
+    effects: Effects | None = None
+    if not cancelled and error is None:
+        effects = try_succeed(claimed.job_id, claimed.dispatch_id, result or {})
+    if effects is None:
+        with session_scope() as session:
+            job = _locked_job(session, claimed.job_id)
+            if (
+                job is None
+                or job.dispatch_id != claimed.dispatch_id
+                or job.status != JobStatus.RUNNING.value
+            ):
+                log.info(
+                    "outcome discarded: the delivery was superseded",
+                    extra={"event": "delivery_superseded"},
+                )
+                return summary, None
+            if cancelled:
+                effects = transitions.finish_cancelled(session, job)
+            elif error is None:
+                effects = transitions.succeed(session, job, result or {})
+            else:
+                _, effects = transitions.attempt_failed(
+                    session, job, error, delivery.task_name, settings, tb
+                )
+            summary["outcome"] = job.status
+        effects.send()
+    else:
+        summary["outcome"] = JobStatus.SUCCEEDED.value
     log.info(
         "job attempt ended: %s",
-        outcome,
-        extra={"event": "attempt_ended", "outcome": outcome, "attempt": claimed.attempt},
+        summary["outcome"],
+        extra={"event": "attempt_ended", "outcome": summary["outcome"], "attempt": claimed.attempt},
     )
-    return {"job_id": str(claimed.job_id), "outcome": outcome, "attempt": claimed.attempt}
-
-
-def _failed_attempt(
-    session: Session,
-    job: Job,
-    error: JobError,
-    tb: str | None,
-    task_name: str,
-    settings: Settings,
-) -> tuple[str, AfterCommit]:
-    job.error_code, job.error_message = error.code, error.message
-    events.record(
-        session,
-        job.id,
-        events.ATTEMPT_FAILED,
-        attempt=job.attempts,
-        error={"code": error.code, "message": error.message},
-        retryable=error.retryable,
-    )
-    if not error.retryable:
-        set_status(job, JobStatus.FAILED)
-        job.finished_at = now()
-        events.record(
-            session,
-            job.id,
-            events.FAILED,
-            attempt=job.attempts,
-            error={"code": error.code, "message": error.message},
-        )
-        return "failed", AfterCommit()
-    if job.attempts < job.max_attempts:
-        return "retrying", schedule_retry(session, job, task_name, settings)
-    return "dead", dead_letter_job(session, job, task_name, tb)
-
-
-def schedule_retry(
-    session: Session,
-    job: Job,
-    task_name: str,
-    settings: Settings,
-    delay: float | None = None,
-    reason: str = "retryable_error",
-) -> AfterCommit:
-    """Move the job to `retrying` under a new dispatch id; the message follows the commit,
-    published to the job's own queue (never Celery's default queue)."""
-    if delay is None:
-        delay = retry_delay(
-            job.attempts,
-            settings.retry_backoff_base,
-            settings.retry_backoff_max,
-            settings.retry_jitter,
-        )
-    set_status(job, JobStatus.RETRYING)
-    job.dispatch_id = uuid.uuid4()
-    job.published_at = None
-    job.next_attempt_at = now() + timedelta(seconds=delay)
-    events.record(
-        session,
-        job.id,
-        events.RETRY_SCHEDULED,
-        attempt=job.attempts,
-        delay=round(delay, 3),
-        next_attempt=job.attempts + 1,
-        queue=job.queue,
-        reason=reason,
-    )
-    return AfterCommit(dispatch=Dispatch.for_job(job, task_name, countdown=delay or None))
-
-
-def dead_letter_job(session: Session, job: Job, task_name: str, tb: str | None) -> AfterCommit:
-    set_status(job, JobStatus.DEAD)
-    job.finished_at = now()
-    events.record(
-        session,
-        job.id,
-        events.DEAD_LETTERED,
-        attempt=job.attempts,
-        error={"code": job.error_code, "message": job.error_message},
-    )
-    return AfterCommit(dead_letter=dead_letter_payload(job, task_name, tb, job.finished_at))
-
-
-def finish_cancelled(session: Session, job: Job) -> None:
-    set_status(job, JobStatus.CANCELLED)
-    job.finished_at = now()
-    job.result = None
-    events.record(session, job.id, events.CANCELLED, attempt=job.attempts)
+    return summary, effects

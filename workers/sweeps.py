@@ -13,18 +13,19 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, or_, select
+from sqlalchemy.orm import Session
 
-from shared import events, metrics
+from shared import transitions
 from shared.config import Settings
 from shared.db import session_scope
+from shared.dead_letters import dead_letter_payload, send_dead_letter
 from shared.dispatch import Dispatch, publish_job
 from shared.jobs import now
 from shared.models import DeadLetter, Job
 from shared.processors import get_processor
 from shared.status import JobStatus
+from shared.transitions import Effects
 from workers.broker_recovery import recover_lost_messages
-from workers.dead_letters import dead_letter_payload, send_dead_letter
-from workers.runner import AfterCommit, dead_letter_job, finish_cancelled, schedule_retry
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,7 @@ def recover_stale_jobs(settings: Settings) -> int:
     """Re-dispatch running jobs whose heartbeat stopped (their whole worker died) and retries
     whose delayed message never ran (the worker holding it died)."""
     stale = now() - timedelta(seconds=settings.heartbeat_stale_after)
-    afters: list[AfterCommit] = []
-    lost: list[tuple[str, str, str | None]] = []  # (kind, processor, how the job ended)
+    effects: list[Effects] = []
     with session_scope() as session:
         jobs = session.scalars(
             select(Job)
@@ -86,49 +86,31 @@ def recover_stale_jobs(settings: Settings) -> int:
             .with_for_update(skip_locked=True)
         ).all()
         for job in jobs:
-            task_name = _task_name(job)
-            if job.status == JobStatus.RETRYING.value:
-                afters.append(
-                    schedule_retry(
-                        session, job, task_name, settings, delay=0.0, reason="retry_message_lost"
-                    )
-                )
-                continue
-            events.record(
-                session,
-                job.id,
-                events.WORKER_LOST,
-                attempt=job.attempts,
-                worker=job.worker_host,
-                heartbeat_at=job.heartbeat_at.isoformat(),
-            )
-            log.warning(
-                "job heartbeat stale; worker presumed dead",
-                extra={"event": "worker_lost", "job_id": str(job.id), "worker": job.worker_host},
-            )
-            if job.cancel_requested:
-                finish_cancelled(session, job)
-                lost.append((job.kind, job.processor, JobStatus.CANCELLED.value))
-                continue
-            job.error_code = "worker_lost"
-            job.error_message = "The worker running the job stopped responding."
-            if job.attempts < job.max_attempts:
-                afters.append(
-                    schedule_retry(
-                        session, job, task_name, settings, delay=0.0, reason="worker_lost"
-                    )
-                )
-                lost.append((job.kind, job.processor, None))
-            else:
-                afters.append(dead_letter_job(session, job, task_name, None))
-                lost.append((job.kind, job.processor, JobStatus.DEAD.value))
-    for after in afters:
-        after.send()
-    for kind, processor, ended in lost:
-        metrics.worker_lost(settings.redis_url, kind, processor)
-        if ended is not None:
-            metrics.job_ended(settings.redis_url, kind, processor, ended)
+            effects.append(_recover(session, job, settings))
+    for effect in effects:
+        effect.apply(settings.redis_url)
     return len(jobs)
+
+
+def _recover(session: Session, job: Job, settings: Settings) -> Effects:
+    task_name = _task_name(job)
+    if job.status == JobStatus.RETRYING.value:
+        return transitions.schedule_retry(
+            session, job, task_name, settings, delay=0.0, reason="retry_message_lost"
+        )
+    log.warning(
+        "job heartbeat stale; worker presumed dead",
+        extra={"event": "worker_lost", "job_id": str(job.id), "worker": job.worker_host},
+    )
+    heartbeat_at = job.heartbeat_at.isoformat() if job.heartbeat_at else None
+    outcome, lost = transitions.worker_lost(session, job, task_name, heartbeat_at=heartbeat_at)
+    if outcome != "again":
+        return lost
+    retry = transitions.schedule_retry(
+        session, job, task_name, settings, delay=0.0, reason="worker_lost"
+    )
+    retry.worker_lost = True
+    return retry
 
 
 def resend_missing_dead_letters(settings: Settings) -> int:

@@ -1,10 +1,12 @@
-"""Single-statement versions of the two transitions every job makes: claim and succeed.
+"""Single-statement twins of the two transitions every job makes: start and succeed
+(shared/transitions.py has the general versions and the field lists both use).
 
 A job's common path is queued -> running -> succeeded. Done with the ORM, each step costs a
 locking SELECT, an UPDATE and an event INSERT; here each is one guarded UPDATE with its event
 written by the same statement (a data-modifying CTE), which triples a worker's throughput.
 Anything unusual (a redelivery, a cancel, a superseded dispatch) matches no row and falls
-back to the general, row-locking path in `workers.runner`.
+back to the general, row-locking path (`workers.runner` calling `shared.transitions`).
+tests/integration/test_transition_twins.py checks that both write the same row and events.
 """
 
 from __future__ import annotations
@@ -18,17 +20,24 @@ from shared import live
 from shared.db import session_scope
 from shared.dispatch import wait_for_uncommitted_job
 from shared.status import JobStatus, can_transition
+from shared.transitions import CLEARED_ON_START, CLEARED_ON_SUCCESS, Effects
 
 _CLAIMABLE = (JobStatus.QUEUED.value, JobStatus.RETRYING.value)
 assert all(can_transition(s, JobStatus.RUNNING) for s in _CLAIMABLE)
 assert can_transition(JobStatus.RUNNING, JobStatus.SUCCEEDED)
 
-_CLAIM = text("""
+
+def _nulls(names: tuple[str, ...]) -> str:
+    """SET items from shared.transitions' own column-name constants (no input reaches SQL)."""
+    return ", ".join(f"{name} = NULL" for name in names)
+
+
+_CLAIM = text(
+    """
 WITH claimed AS (
     UPDATE jobs SET status = 'running', attempts = attempts + 1,
-        started_at = COALESCE(started_at, now()), heartbeat_at = now(), next_attempt_at = NULL,
-        worker_host = :host, worker_pid = :pid, progress_current = NULL,
-        progress_total = NULL, progress_message = NULL, updated_at = now()
+        started_at = COALESCE(started_at, now()), heartbeat_at = now(),
+        worker_host = :host, worker_pid = :pid, {cleared}, updated_at = now()
     WHERE id = :job_id AND dispatch_id = :dispatch_id AND status IN ('queued', 'retrying')
         AND NOT cancel_requested
     RETURNING id, owner_id, processor, params, attempts,
@@ -41,26 +50,29 @@ WITH claimed AS (
 )
 SELECT owner_id, processor, params, attempts, waited, (SELECT id FROM event) AS event_id
 FROM claimed
-""")
+""".replace("{cleared}", _nulls(CLEARED_ON_START))
+)
 
-_SUCCEED = text("""
+_SUCCEED = text(
+    """
 WITH done AS (
-    UPDATE jobs SET status = 'succeeded', result = CAST(:result AS jsonb), error_code = NULL,
-        error_message = NULL, finished_at = now(), updated_at = now()
+    UPDATE jobs SET status = 'succeeded', result = CAST(:result AS jsonb),
+        {cleared}, finished_at = now(), updated_at = now()
     WHERE id = :job_id AND dispatch_id = :dispatch_id AND status = 'running'
-    RETURNING id, owner_id, attempts
+    RETURNING id, owner_id, attempts, kind, processor
 ), event AS (
     INSERT INTO job_events (job_id, type, attempt, data, created_at)
     SELECT id, 'succeeded', attempts, '{}'::jsonb, now() FROM done
     RETURNING id
 )
-SELECT owner_id, attempts, (SELECT id FROM event) AS event_id FROM done
-""")
+SELECT owner_id, attempts, kind, processor, (SELECT id FROM event) AS event_id FROM done
+""".replace("{cleared}", _nulls(CLEARED_ON_SUCCESS))
+)
 
 
-def try_claim(
+def try_start(
     job_id: Any, dispatch_id: Any, host: str, pid: int
-) -> tuple[str, dict, int, float] | None:
+) -> tuple[str, dict[str, Any], int, float] | None:
     """(processor, params, attempt, seconds since submit) if the job was claimed; None to
     take the general path."""
     values = {"job_id": job_id, "dispatch_id": dispatch_id, "host": host, "pid": pid}
@@ -83,16 +95,17 @@ def try_claim(
     return row.processor, row.params, row.attempts, float(row.waited)
 
 
-def try_succeed(job_id: Any, dispatch_id: Any, result: dict[str, Any]) -> bool:
-    """Record success if this delivery still owns the running job."""
+def try_succeed(job_id: Any, dispatch_id: Any, result: dict[str, Any]) -> Effects | None:
+    """Record success if this delivery still owns the running job (its metric is left to
+    count, as shared.transitions.succeed leaves it); None to take the general path."""
     with session_scope() as session:
         row = session.execute(
             _SUCCEED,
             {"job_id": job_id, "dispatch_id": dispatch_id, "result": json.dumps(result or {})},
         ).first()
     if row is None:
-        return False
+        return None
     live.broadcast(
         [live.message(row.event_id, job_id, "succeeded", row.attempts, {}, row.owner_id)]
     )
-    return True
+    return Effects(kind=row.kind, processor=row.processor, ended=JobStatus.SUCCEEDED.value)
