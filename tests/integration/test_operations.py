@@ -228,4 +228,4 @@ def test_logs_are_json_lines_with_context_and_no_secrets(app, job_worker) -> Non
         assert secret not in text
     traced = [r for r in records if r.get("request_id") == "trace-1"]
     loggers = {r["logger"] for r in traced if r.get("job_id") == job["id"]}
-    assert {"api.jobs", "workers.runner"} <= loggers  # one id across the API and the worker
+    assert {"shared.submission", "workers.runner"} <= loggers  # one id, API to worker
