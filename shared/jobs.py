@@ -1,8 +1,6 @@
-"""Job operations shared by the API and the maintenance tasks: cancel, retry. (Submitting a
-job is `shared/submission.py`.)
+"""Small job helpers both sides use: the clock, the 409 error, the active-jobs count.
 
-Each function works inside the caller's session and leaves committing and publishing
-to the caller, so one request is one transaction.
+Submitting is `shared/submission.py`; every status change is `shared/transitions.py`.
 """
 
 from __future__ import annotations
