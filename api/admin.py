@@ -21,7 +21,7 @@ from api.schemas import (
     StatsSchema,
 )
 from api.session import db_session
-from shared import queues, transitions
+from shared import priorities, queues, transitions
 from shared.jobs import JobConflict, now
 from shared.models import DeadLetter, Deployment, Job
 from shared.processors import get_processor
@@ -190,7 +190,7 @@ def stats() -> Response:
     celery = publisher()
     with celery.connection_for_write() as connection:
         client = connection.default_channel.client
-        depths = {queue: int(client.llen(queue)) for queue in queues.ALL_QUEUES}
+        depths = {queue: priorities.depth(client, queue) for queue in queues.ALL_QUEUES}
     try:
         replies = celery.control.ping(timeout=1.0) or []
     except Exception:  # the broker is down: say so instead of failing the whole page

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from api.auth import current_user_id, is_admin
 from api.errors import ApiError, not_found
 from api.extensions import publisher, settings
+from api.job_options import job_options
 from api.jobs import answer_submission, new_submission, processor_or_422
 from api.openapi import doc
 from api.pagination import page, paginate
@@ -124,6 +125,7 @@ def submit_deploy() -> Response:
             data["max_attempts"],
             with_job=add_deployment,
             kind_quota=lambda session: _check_deployment_quota(session, owner, repo.key),
+            options=job_options(data),
         )
     )
 

@@ -16,6 +16,7 @@ from werkzeug.datastructures import FileStorage
 from api.auth import current_user_id
 from api.errors import ApiError
 from api.extensions import settings, storage
+from api.job_options import form_job_options
 from api.jobs import (
     answer_submission,
     idempotency_key,
@@ -151,6 +152,7 @@ def submit_file() -> Response:
         raise _form_error("missing_file", "Attach the file as `file`.", "file", "Missing.")
     params = _form_params(processor)
     max_attempts = _form_max_attempts()
+    options = form_job_options()
     content_type, empty = _sniff(upload)
     if empty:
         raise _form_error("empty_file", "The uploaded file is empty.", "file", "Empty file.")
@@ -163,7 +165,9 @@ def submit_file() -> Response:
         )
     filename = safe_filename(upload.filename, default="upload")
     stager = UploadStager(upload, current_user_id(), filename, content_type)
-    return answer_submission(new_submission(processor, params, max_attempts, stager=stager))
+    return answer_submission(
+        new_submission(processor, params, max_attempts, stager=stager, options=options)
+    )
 
 
 @bp.get("/<uuid:job_id>/download")

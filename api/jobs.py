@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from api.auth import current_user_id, is_admin
 from api.errors import ApiError, not_found
 from api.extensions import publisher, settings
+from api.job_options import JobOptions, job_options
 from api.middleware import check_json
 from api.openapi import doc
 from api.pagination import page, paginate
@@ -95,6 +96,7 @@ def new_submission(
     stager: InputStager | None = None,
     with_job: Callable[[Session, NewJob], None] | None = None,
     kind_quota: Callable[[Session], None] | None = None,
+    options: JobOptions | None = None,
 ) -> Submission:
     """The submission this request makes: its user, Idempotency-Key and request id, and the
     user's quotas with the kind's own (`kind_quota`, e.g. active deployments)."""
@@ -111,6 +113,7 @@ def new_submission(
         quotas=SubmitQuotas(settings(), owner, kind_quota),
         stager=stager,
         with_job=with_job,
+        **(options or JobOptions()).submission_fields(),
     )
 
 
@@ -181,7 +184,10 @@ def submit() -> Response:
         )
     params = load_params(processor, data["params"])
     queue = params.get("fleet") if kind.fleet_param else None
-    return answer_submission(new_submission(processor, params, data["max_attempts"], queue=queue))
+    options = job_options(data)
+    return answer_submission(
+        new_submission(processor, params, data["max_attempts"], queue=queue, options=options)
+    )
 
 
 @bp.get("")

@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 
 from api.errors import ApiError
 from api.extensions import metrics_registry, settings
-from shared import metrics, queues
+from shared import metrics, priorities, queues
 from shared import redis as shared_redis
 from shared.config import Settings
 from shared.db import session_scope
@@ -128,7 +128,7 @@ class PlatformCollector(Collector):
     def _queues(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("dockyard_queue_depth", "Messages waiting.", labels=["queue"])
         for queue in queues.ALL_QUEUES:
-            depth.add_metric([queue], float(self.broker.llen(queue)))
+            depth.add_metric([queue], float(priorities.depth(self.broker, queue)))
         yield depth
 
     def _deployments(self) -> Iterator[Metric]:

@@ -11,6 +11,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_lo
 from marshmallow.utils import missing
 
 from shared.deployment_status import DeploymentStatus
+from shared.priorities import Priority
 from shared.processors import all_processors, kind_of
 from shared.status import JobStatus
 
@@ -163,7 +164,47 @@ class AccessTokenSchema(Schema):
     expires_in = fields.Integer(required=True)
 
 
-class JobSubmitSchema(Schema):
+LABEL_KEY = r"^[a-z0-9_.-]{1,63}$"
+MAX_LABELS = 16
+PRIORITIES = [p.value for p in Priority]
+
+
+def _labels_field(**kwargs: Any) -> fields.Dict:
+    return fields.Dict(
+        keys=fields.String(
+            validate=validate.Regexp(LABEL_KEY, error="Keys are [a-z0-9_.-]{1,63}.")
+        ),
+        values=fields.String(validate=validate.Length(max=256)),
+        validate=validate.Length(max=MAX_LABELS, error=f"At most {MAX_LABELS} labels."),
+        metadata={
+            "description": f"Up to {MAX_LABELS} key/value pairs; filter with GET /jobs?label=k:v.",
+            "example": {"team": "data"},
+        },
+        **kwargs,
+    )
+
+
+class JobOptionsSchema(Schema):
+    """What every submit may add to its job: priority, labels, and when it runs."""
+
+    priority = fields.String(
+        load_default=Priority.NORMAL.value,
+        validate=validate.OneOf(PRIORITIES),
+        metadata={"description": "Within a fleet, high before normal before low."},
+    )
+    labels = _labels_field(load_default=dict)
+    run_at = fields.AwareDateTime(
+        load_default=None,
+        metadata={"description": "RFC 3339 with offset; the job waits as `scheduled`."},
+    )
+    delay_seconds = fields.Integer(
+        load_default=None,
+        validate=validate.Range(min=0),
+        metadata={"description": "Run this many seconds from now (not with run_at)."},
+    )
+
+
+class JobSubmitSchema(JobOptionsSchema):
     class Meta:
         unknown = EXCLUDE
 
@@ -222,6 +263,10 @@ class JobSchema(Schema):
     idempotency_key = fields.String(allow_none=True)
     cancel_requested = fields.Boolean()
     next_attempt_at = fields.DateTime(allow_none=True)
+    priority = fields.String(validate=validate.OneOf(PRIORITIES))
+    labels = fields.Dict(keys=fields.String(), values=fields.String())
+    run_at = fields.DateTime(allow_none=True)
+    schedule_id = fields.UUID(allow_none=True)
     created_at = fields.DateTime()
     started_at = fields.DateTime(allow_none=True)
     finished_at = fields.DateTime(allow_none=True)
@@ -247,6 +292,10 @@ class FileSubmitSchema(Schema):
         metadata={"description": "The parameters as a JSON object.", "example": "{}"}
     )
     max_attempts = fields.Integer(validate=validate.Range(min=1))
+    priority = fields.String(validate=validate.OneOf(PRIORITIES))
+    labels = fields.String(metadata={"description": "Labels as a JSON object.", "example": "{}"})
+    run_at = fields.String(metadata={"description": "RFC 3339 with offset.", "format": "date-time"})
+    delay_seconds = fields.Integer(validate=validate.Range(min=0))
 
 
 class DownloadSchema(Schema):
@@ -386,7 +435,7 @@ class HealthSchema(Schema):
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
-class DeploySubmitSchema(Schema):
+class DeploySubmitSchema(JobOptionsSchema):
     class Meta:
         unknown = RAISE
 

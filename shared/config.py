@@ -256,6 +256,17 @@ class Settings:
     # means "api" for the API and "worker" for Celery processes.
     service_name: str = ""
     metrics_token: str = ""
+    # Job control (README, Job control). A delayed job may wait at most this long; waiting
+    # (scheduled) jobs and recurring schedules are capped per user; a batch holds at most
+    # BATCH_MAX_JOBS jobs.
+    max_delay_seconds: int = 30 * 24 * 3600
+    quota_scheduled_jobs: int = 1000
+    quota_schedules: int = 20
+    batch_max_jobs: int = 500
+    # How often beat asks for due scheduled jobs to be released and for schedules to run;
+    # a release also waits inside its tick for jobs due before the next one (README).
+    release_interval: float = 0.5
+    schedule_tick_interval: float = 1.0
 
     @property
     def is_production(self) -> bool:
@@ -336,6 +347,12 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("log_json", "LOG_JSON", _bool),
     ("service_name", "DOCKYARD_SERVICE", _text),
     ("metrics_token", "METRICS_TOKEN", lambda _n, raw: raw),
+    ("max_delay_seconds", "MAX_DELAY_SECONDS", _int(1)),
+    ("quota_scheduled_jobs", "QUOTA_SCHEDULED_JOBS", _int(0)),
+    ("quota_schedules", "QUOTA_SCHEDULES", _int(0)),
+    ("batch_max_jobs", "BATCH_MAX_JOBS", _int(1, 10000)),
+    ("release_interval", "RELEASE_INTERVAL", _float(0.1)),
+    ("schedule_tick_interval", "SCHEDULE_TICK_INTERVAL", _float(0.1)),
 )
 
 

@@ -19,7 +19,7 @@ from celery import Celery
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from shared import broker_marks, fast_publish, locks
+from shared import broker_marks, fast_publish, locks, priorities
 from shared.celery_app import app as celery_app
 from shared.db import session_scope
 from shared.models import Job
@@ -37,11 +37,20 @@ class Dispatch:
     task_name: str
     request_id: str | None = None
     countdown: float | None = None
+    priority: str = priorities.DEFAULT.value  # every delivery of a job keeps its priority
 
     @classmethod
     def for_job(cls, job: Any, task_name: str, countdown: float | None = None) -> Dispatch:
         assert job.dispatch_id is not None, "a job is dispatched only with a dispatch id"
-        return cls(job.id, job.dispatch_id, job.queue, task_name, job.request_id, countdown)
+        return cls(
+            job.id,
+            job.dispatch_id,
+            job.queue,
+            task_name,
+            job.request_id,
+            countdown,
+            job.priority or priorities.DEFAULT.value,
+        )
 
 
 def send(dispatch: Dispatch, celery: Celery | None = None) -> None:
@@ -61,6 +70,7 @@ def send(dispatch: Dispatch, celery: Celery | None = None) -> None:
             kwargs,
             dispatch.queue,
             kwargsrepr,
+            dispatch.priority,
         )
         return
     celery.send_task(
@@ -69,6 +79,7 @@ def send(dispatch: Dispatch, celery: Celery | None = None) -> None:
         queue=dispatch.queue,
         task_id=str(dispatch.dispatch_id),
         countdown=dispatch.countdown,
+        priority=priorities.step_of(dispatch.priority),
         # Given ready-made, Celery skips building safe reprs of the arguments.
         argsrepr="()",
         kwargsrepr=kwargsrepr,

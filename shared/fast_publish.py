@@ -19,7 +19,7 @@ from typing import Any
 from celery import Celery
 from redis import Redis
 
-from shared import broker_marks
+from shared import broker_marks, priorities
 from shared import redis as shared_redis
 
 
@@ -34,6 +34,7 @@ def task_message(
     kwargs: dict[str, Any],
     queue: str,
     kwargsrepr: str,
+    priority: str | None = None,
 ) -> dict[str, Any]:
     """Celery protocol v2 in kombu's Redis envelope (what `send_task` would LPUSH)."""
     body = json.dumps(
@@ -69,7 +70,7 @@ def task_message(
             "reply_to": celery.thread_oid,
             "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue},
-            "priority": 0,
+            "priority": priorities.step_of(priority),
             "body_encoding": "base64",
             "delivery_tag": str(uuid.uuid4()),
         },
@@ -83,12 +84,13 @@ def push_task_message(
     kwargs: dict[str, Any],
     queue: str,
     kwargsrepr: str,
+    priority: str | None = None,
 ) -> None:
     """LPUSH the message onto the queue's list, with its broker mark in the same transaction
     (see shared.broker_marks); raises redis errors like send_task would."""
-    message = task_message(celery, task_name, task_id, kwargs, queue, kwargsrepr)
+    message = task_message(celery, task_name, task_id, kwargs, queue, kwargsrepr, priority)
     pipe = broker_client(celery).pipeline(transaction=True)
-    pipe.lpush(queue, json.dumps(message))
+    pipe.lpush(priorities.list_name(queue, priority), json.dumps(message))
     broker_marks.mark(pipe, task_id)
     pipe.execute()
 

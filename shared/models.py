@@ -1,4 +1,5 @@
-"""SQLAlchemy 2 models: users, jobs, job events and dead letters."""
+"""SQLAlchemy 2 models: users, jobs, job events, dead letters, deployments, schedules,
+batches and queue states."""
 
 from __future__ import annotations
 
@@ -85,6 +86,24 @@ class Job(Base):
             "result_expires_at",
             postgresql_where="result_file IS NOT NULL AND result_deleted_at IS NULL",
         ),
+        # Exactly one job per occurrence of a schedule, whichever beat process makes it.
+        UniqueConstraint("schedule_id", "scheduled_for", name="uq_jobs_schedule_occurrence"),
+        Index(
+            "ix_jobs_labels",
+            "labels",
+            postgresql_using="gin",
+            postgresql_ops={"labels": "jsonb_path_ops"},
+        ),
+        Index("ix_jobs_due", "run_at", "id", postgresql_where="status = 'scheduled'"),
+        Index("ix_jobs_schedule_created", "schedule_id", "created_at", "id"),
+        Index("ix_jobs_batch", "batch_id"),
+        Index(
+            "ix_jobs_waiting_by_queue",
+            "queue",
+            "priority",
+            "created_at",
+            postgresql_where="status = 'queued'",
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
@@ -127,8 +146,98 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )
+    # Job control: `high`/`normal`/`low` (shared/priorities.py); a `scheduled` job waits for
+    # `run_at`; labels are user key/value pairs; jobs made by a schedule name it and the
+    # occurrence they are for; jobs of one batch share its id.
+    priority: Mapped[str] = mapped_column(String(8), nullable=False, default="normal")
+    run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    labels: Mapped[dict[str, str]] = mapped_column(JsonType, nullable=False, default=dict)
+    schedule_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("schedules.id", ondelete="SET NULL")
+    )
+    scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("job_batches.id", ondelete="SET NULL")
+    )
 
     owner: Mapped[User] = relationship(lazy="raise")
+
+
+class Schedule(Base):
+    """A recurring job: `cron` (five fields, in `timezone`) or `every_seconds`.
+
+    `next_run_at` is the next occurrence the schedule tick will make a job for; the job
+    carries `scheduled_for` = that occurrence, unique per schedule, so two ticks racing (two
+    beat processes, a restart mid-tick) make it once.
+    """
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "name", name="uq_schedules_owner_name"),
+        Index("ix_schedules_owner_created", "owner_id", "created_at", "id"),
+        Index("ix_schedules_created", "created_at", "id"),
+        Index("ix_schedules_due", "next_run_at", postgresql_where="enabled"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    owner_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    processor: Mapped[str] = mapped_column(String(64), nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JsonType, nullable=False, default=dict)
+    cron: Mapped[str | None] = mapped_column(String(200))
+    every_seconds: Mapped[int | None] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False, default="UTC")
+    priority: Mapped[str] = mapped_column(String(8), nullable=False, default="normal")
+    labels: Mapped[dict[str, str]] = mapped_column(JsonType, nullable=False, default=dict)
+    max_attempts: Mapped[int | None] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    overlap: Mapped[str] = mapped_column(String(8), nullable=False, default="skip")
+    misfire: Mapped[str] = mapped_column(String(16), nullable=False, default="run_once")
+    next_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+    )
+
+
+class JobBatch(Base):
+    """An accepted `POST /jobs/batch`: its Idempotency-Key covers the whole batch."""
+
+    __tablename__ = "job_batches"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "idempotency_key", name="uq_job_batches_owner_key"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    owner_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class QueueState(Base):
+    """An operator's pause of a queue, stored so every worker, even one started later,
+    obeys it (no row: the queue runs)."""
+
+    __tablename__ = "queue_states"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    changed_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+    )
 
 
 class JobEvent(Base):

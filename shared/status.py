@@ -9,6 +9,7 @@ log = logging.getLogger(__name__)
 
 
 class JobStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"  # waits for its `run_at`; published when due
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
@@ -21,8 +22,10 @@ class JobStatus(enum.StrEnum):
 S = JobStatus
 
 #: Every legal move. `running -> retrying` also covers a worker lost mid-job;
-#: `failed/dead/cancelled -> queued` is an explicit user or operator retry.
+#: `failed/dead/cancelled -> queued` is an explicit user or operator retry;
+#: `scheduled -> queued` is the release of a delayed job when it is due.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    S.SCHEDULED: frozenset({S.QUEUED, S.CANCELLED}),
     S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),
     S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.RETRYING, S.DEAD, S.CANCELLED, S.RUNNING}),
     S.RETRYING: frozenset({S.RUNNING, S.CANCELLED, S.RETRYING}),
@@ -32,7 +35,11 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.CANCELLED: frozenset({S.QUEUED}),
 }
 
+#: Work that holds a place in a fleet: what QUOTA_ACTIVE_JOBS counts. A scheduled job is
+#: not active until it is released (QUOTA_SCHEDULED_JOBS caps those).
 ACTIVE = frozenset({S.QUEUED, S.RUNNING, S.RETRYING})
+#: Not started and not ended: what a cancel ends at once.
+WAITING = frozenset({S.SCHEDULED, S.QUEUED, S.RETRYING})
 TERMINAL = frozenset({S.SUCCEEDED, S.FAILED, S.DEAD, S.CANCELLED})
 RETRYABLE_BY_USER = frozenset({S.FAILED, S.DEAD, S.CANCELLED})
 

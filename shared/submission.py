@@ -25,8 +25,8 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ from shared import live, locks, logging_setup, metrics
 from shared.dispatch import publish_new_job
 from shared.jobs import JobConflict, now
 from shared.models import Job
+from shared.priorities import Priority
 from shared.processors import Processor
 from shared.status import JobStatus
 
@@ -93,6 +94,17 @@ class Submission:
     quotas: Quotas | None = None
     stager: InputStager | None = None
     with_job: Callable[[Session, NewJob], None] | None = None  # adds rows the job owns
+    priority: str = Priority.NORMAL.value
+    labels: dict[str, str] = field(default_factory=dict)
+    run_at: datetime | None = None  # later than now: the job waits as `scheduled`
+    schedule_id: uuid.UUID | None = None  # made by this schedule...
+    scheduled_for: datetime | None = None  # ...for this occurrence (unique per schedule)
+    batch_id: uuid.UUID | None = None
+
+    @property
+    def waits(self) -> bool:
+        """Whether the job is held back as `scheduled` until its `run_at`."""
+        return self.run_at is not None and self.run_at > now()
 
 
 def submit_job(
@@ -128,7 +140,8 @@ def submit_job(
             return SubmitResult(winner, created=False)
         if submission.with_job is not None:
             submission.with_job(session, job)
-        publish_new_job(session, job, submission.processor.task_name, celery)
+        if job.status == JobStatus.QUEUED.value:  # a scheduled job is published when due
+            publish_new_job(session, job, submission.processor.task_name, celery)
         session.commit()
     except BaseException:
         session.rollback()
@@ -201,10 +214,12 @@ WITH lock AS (SELECT pg_advisory_xact_lock(:lock_key)),
 job AS (
     INSERT INTO jobs (id, owner_id, kind, processor, queue, params, status, attempts,
         max_attempts, idempotency_key, request_id, dispatch_id, cancel_requested,
-        input_file, published_at, created_at, updated_at)
-    SELECT :id, :owner_id, :kind, :processor, :queue, CAST(:params AS jsonb), 'queued', 0,
+        input_file, published_at, priority, run_at, labels, schedule_id, scheduled_for,
+        batch_id, created_at, updated_at)
+    SELECT :id, :owner_id, :kind, :processor, :queue, CAST(:params AS jsonb), :status, 0,
         :max_attempts, :idempotency_key, :request_id, :dispatch_id, false,
-        CAST(:input_file AS jsonb), now(), now(), now()
+        CAST(:input_file AS jsonb), CASE WHEN :status = 'queued' THEN now() END, :priority,
+        :run_at, CAST(:labels AS jsonb), :schedule_id, :scheduled_for, :batch_id, now(), now()
     FROM lock
     ON CONFLICT ON CONSTRAINT uq_jobs_owner_idempotency_key DO NOTHING
     RETURNING id, created_at, updated_at, published_at
@@ -226,7 +241,6 @@ FROM job
 # timestamps above come from the database. Returning and parsing every column instead
 # cost about a tenth of a submit's CPU.
 _NEW_JOB_DEFAULTS: dict[str, Any] = {
-    "status": JobStatus.QUEUED.value,
     "attempts": 0,
     "progress_current": None,
     "progress_total": None,
@@ -275,11 +289,19 @@ def insert_job(
         "request_id": submission.request_id,
         "dispatch_id": uuid.uuid4(),
         "input_file": input_file,
+        "status": (JobStatus.SCHEDULED if submission.waits else JobStatus.QUEUED).value,
+        "priority": submission.priority,
+        "run_at": submission.run_at,
+        "labels": submission.labels,
+        "schedule_id": submission.schedule_id,
+        "scheduled_for": submission.scheduled_for,
+        "batch_id": submission.batch_id,
     }
     values = {
         **inserted,
         "lock_key": locks.lock_key(job_id),
         "params": json.dumps(submission.params),
+        "labels": json.dumps(submission.labels),
         "input_file": json.dumps(input_file) if input_file is not None else None,
         "event": json.dumps(
             {
@@ -287,6 +309,8 @@ def insert_job(
                 "queue": queue,
                 "max_attempts": submission.max_attempts,
                 "request_id": submission.request_id,
+                "priority": submission.priority,
+                **({"run_at": submission.run_at.isoformat()} if submission.run_at else {}),
             }
         ),
     }

@@ -31,7 +31,7 @@ from shared.dispatch import Dispatch, publish_job
 from shared.errors import JobError
 from shared.jobs import JobConflict, now
 from shared.models import Job
-from shared.status import RETRYABLE_BY_USER, JobStatus, check_transition
+from shared.status import RETRYABLE_BY_USER, WAITING, JobStatus, check_transition
 
 # -- field lists shared with the single-statement twins ------------------------------------
 #: Cleared when an attempt starts: what the previous attempt reported no longer applies.
@@ -296,7 +296,7 @@ def cancel(session: Session, job: Job) -> tuple[bool, Effects]:
     """Cancel now if the job is not running (True); else flag it for its worker (False),
     which stops at its next progress report (finish_cancelled)."""
     status = JobStatus(job.status)
-    if status in (JobStatus.QUEUED, JobStatus.RETRYING):
+    if status in WAITING:
         set_status(job, JobStatus.CANCELLED)
         job.finished_at = now()
         job.dispatch_id = None  # any message still in flight is now stale and dropped

@@ -16,12 +16,14 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from shared import broker_marks
+from shared import broker_marks, priorities
 from shared.db import session_scope
 from shared.models import Job, JobEvent
 from tests.helpers import wait_for
 from tests.integration.stack import Api, PrivateRedis, api_server, scratch_database
 from tests.integration.workers import celery_beat, celery_worker
+
+NORMAL_DEPLOY = priorities.list_name("deploy", "normal")  # where normal deploy jobs wait
 
 
 @pytest.fixture
@@ -241,9 +243,9 @@ def test_a_long_healthy_backlog_is_never_duplicated_and_a_lost_tail_is_found(app
         tail = sorted(jobs.values(), key=lambda job: (job.published_at, job.id))[-5:]
         for job in tail:
             broker.delete(broker_marks.key(job.dispatch_id))
-        for raw in broker.lrange("deploy", 0, -1):
+        for raw in broker.lrange(NORMAL_DEPLOY, 0, -1):
             if any(str(job.dispatch_id) in raw.decode() for job in tail):
-                broker.lrem("deploy", 1, raw)
+                broker.lrem(NORMAL_DEPLOY, 1, raw)
         assert not _queued_once(broker, ids)
 
         # The walk reaches the tail within a few runs; there, passes of two jobs
@@ -264,13 +266,13 @@ def test_a_long_healthy_backlog_is_never_duplicated_and_a_lost_tail_is_found(app
     finally:
         for job_id in ids:
             user.post(f"/api/v1/jobs/{job_id}/cancel")
-        broker.delete("deploy")
+        broker.delete(*priorities.list_names("deploy").values())
 
 
 def _queued_once(broker, ids: list[str]) -> bool:  # noqa: ANN001
     """Each job's current dispatch has exactly one message in the deploy queue."""
     current = {str(job.dispatch_id) for job in _jobs([uuid.UUID(i) for i in ids]).values()}
-    seen = [json.loads(raw)["headers"]["id"] for raw in broker.lrange("deploy", 0, -1)]
+    seen = [json.loads(raw)["headers"]["id"] for raw in broker.lrange(NORMAL_DEPLOY, 0, -1)]
     return all(seen.count(dispatch) == 1 for dispatch in current)
 
 

@@ -26,6 +26,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared import priorities
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -315,7 +316,8 @@ def _flower_tasks(stack: Stack) -> dict[str, dict]:
 def _queued(redis_container: str, job_ids: list[str]) -> set[str]:
     """The job ids found in the messages waiting in the `files` queue."""
     done = subprocess.run(
-        ["docker", "exec", redis_container, "redis-cli", "--raw", "lrange", "files", "0", "-1"],
+        ["docker", "exec", redis_container, "redis-cli", "--raw", "lrange",
+         priorities.list_name("files", "normal"), "0", "-1"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     return {job_id for job_id in job_ids if job_id in done.stdout}

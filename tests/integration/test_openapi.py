@@ -25,6 +25,7 @@ def test_schemas_come_from_marshmallow(client) -> None:
     assert set(register["required"]) == {"email", "password"}
     job = schemas["Job"]["properties"]
     assert job["status"]["enum"] == [
+        "scheduled",
         "queued",
         "running",
         "retrying",
@@ -33,6 +34,7 @@ def test_schemas_come_from_marshmallow(client) -> None:
         "dead",
         "cancelled",
     ]
+    assert job["priority"]["enum"] == ["high", "normal", "low"]
     submit = spec["paths"]["/api/v1/jobs"]["post"]
     assert set(submit["responses"]) >= {"202", "401", "422", "429"}
     assert submit["security"] == [{"bearerAuth": []}]

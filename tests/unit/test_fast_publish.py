@@ -26,10 +26,11 @@ def test_message_matches_celerys_own() -> None:
             connection=connection,
             argsrepr="()",
             kwargsrepr="{}",
+            priority=3,
         )
         theirs = connection.default_channel._get(queues.DIAGNOSTICS)
     ours = fast_publish.task_message(
-        celery, queues.TASK_DIAGNOSTIC, task_id, kwargs, queues.DIAGNOSTICS, "{}"
+        celery, queues.TASK_DIAGNOSTIC, task_id, kwargs, queues.DIAGNOSTICS, "{}", "normal"
     )
     assert json.loads(base64.b64decode(ours["body"])) == json.loads(
         base64.b64decode(theirs["body"])
