@@ -83,6 +83,8 @@ task_routes = {
     queues.TASK_DEAD_LETTER: {"queue": queues.DEAD_LETTER},
     queues.TASK_SWEEP: {"queue": queues.MAINTENANCE},
     queues.TASK_FILE_SWEEP: {"queue": queues.MAINTENANCE},
+    queues.TASK_SCHEDULE_TICK: {"queue": queues.MAINTENANCE},
+    queues.TASK_RELEASE_DUE: {"queue": queues.MAINTENANCE},
     # The reaper needs the Docker engine, which only the files fleet is given.
     queues.TASK_REAP_CONTAINERS: {"queue": queues.FILES},
     # Deployments live on the deploy fleet's Docker engine: only its workers may touch them.
@@ -124,5 +126,21 @@ beat_schedule = {
         "task": queues.TASK_REAP_CONTAINERS,
         "schedule": _settings.reaper_interval,
         "options": {"queue": queues.FILES, "expires": _settings.reaper_interval * 3},
+    },
+    # Delayed jobs (workers/release.py): each tick also releases the jobs that come due before
+    # the next one, so lateness stays well under a second. A tick that waited past the next
+    # one is dropped (expires): the next tick does the same work.
+    "dockyard-release-due": {
+        "task": queues.TASK_RELEASE_DUE,
+        "schedule": _settings.release_interval,
+        "options": {"queue": queues.MAINTENANCE, "expires": _settings.release_interval * 2},
+    },
+    # Recurring schedules (workers/schedules.py): each tick makes the jobs of due occurrences;
+    # two beats (or a restarted one) make each occurrence once. A tick that waited past the
+    # next one is dropped (expires): the next tick does the same work.
+    "dockyard-schedule-tick": {
+        "task": queues.TASK_SCHEDULE_TICK,
+        "schedule": _settings.schedule_tick_interval,
+        "options": {"queue": queues.MAINTENANCE, "expires": _settings.schedule_tick_interval * 2},
     },
 }

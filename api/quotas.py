@@ -22,12 +22,14 @@ from typing import Any
 from flask import request
 from redis import Redis
 from redis.exceptions import RedisError
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
 from api.extensions import redis_client, settings
 from shared.config import Settings
-from shared.jobs import count_active_jobs
+from shared.jobs import count_active_jobs, count_scheduled_jobs
+from shared.models import Schedule
 
 log = logging.getLogger(__name__)
 _WINDOW = 60
@@ -39,8 +41,8 @@ def _redis_unavailable(what: str) -> ApiError:
     )
 
 
-def _count_in_window(key: str, *, count: bool = True) -> tuple[int, int]:
-    """(requests in the current minute including this one, seconds until the next minute).
+def _count_in_window(key: str, *, count: bool = True, by: int = 1) -> tuple[int, int]:
+    """(requests in the current minute including these `by`, seconds until the next minute).
 
     With count=False the window is only read: a pre-check that must not spend the quota.
     """
@@ -49,11 +51,11 @@ def _count_in_window(key: str, *, count: bool = True) -> tuple[int, int]:
     try:
         if count:
             pipe = redis_client().pipeline()
-            pipe.incr(f"{key}:{window}")
+            pipe.incrby(f"{key}:{window}", by)
             pipe.expire(f"{key}:{window}", _WINDOW + 5)
             value, _ = pipe.execute()
         else:
-            value = int(redis_client().get(f"{key}:{window}") or 0) + 1
+            value = int(redis_client().get(f"{key}:{window}") or 0) + by
     except RedisError as error:
         raise _redis_unavailable("Quotas") from error
     return int(value), max(1, int((window + 1) * _WINDOW - now) + 1)
@@ -69,29 +71,54 @@ def _rate_limited(limit: int, retry_after: int) -> ApiError:
     )
 
 
-def check_submit_rate(settings: Settings, user_id: uuid.UUID, *, count: bool = True) -> None:
+def check_submit_rate(
+    settings: Settings, user_id: uuid.UUID, *, count: bool = True, jobs: int = 1
+) -> None:
     """Count this submission in the user's current minute; 429 with Retry-After past the limit.
 
-    A retry (POST /jobs/{id}/retry) counts like a submit."""
+    A retry (POST /jobs/{id}/retry) counts like a submit; a batch counts each of its `jobs`."""
     limit = settings.quota_submits_per_minute
     if limit == 0:
         return
-    used, retry_after = _count_in_window(f"dockyard:quota:submits:{user_id}", count=count)
+    used, retry_after = _count_in_window(f"dockyard:quota:submits:{user_id}", count=count, by=jobs)
     if used > limit:
         raise _rate_limited(limit, retry_after)
 
 
-def check_active_jobs(settings: Settings, session: Session, user_id: uuid.UUID) -> None:
+def check_active_jobs(
+    settings: Settings, session: Session, user_id: uuid.UUID, jobs: int = 1
+) -> None:
+    """Refuse (429) if `jobs` more active jobs would pass QUOTA_ACTIVE_JOBS: a batch is
+    refused whole."""
     limit = settings.quota_active_jobs
     if limit == 0:
         return
     active = count_active_jobs(session, user_id)
-    if active >= limit:
+    if active + jobs > limit:
         raise ApiError(
             429,
             "too_many_active_jobs",
             f"You already have {active} active jobs (limit {limit}); wait for some to finish.",
             {"limit": limit, "active": active},
+        )
+
+
+def check_scheduled_jobs(
+    settings: Settings, session: Session, user_id: uuid.UUID, jobs: int = 1
+) -> None:
+    """Refuse (429) if `jobs` more delayed jobs would pass QUOTA_SCHEDULED_JOBS: waiting jobs
+    cost nothing to run but each is a row every release looks past, so they are capped."""
+    limit = settings.quota_scheduled_jobs
+    if limit == 0:
+        return
+    scheduled = count_scheduled_jobs(session, user_id)
+    if scheduled + jobs > limit:
+        raise ApiError(
+            429,
+            "too_many_scheduled_jobs",
+            f"You already have {scheduled} scheduled jobs (limit {limit}); wait for some to "
+            "run or cancel them.",
+            {"limit": limit, "scheduled": scheduled},
         )
 
 
@@ -114,14 +141,21 @@ class SubmitQuotas:
     user_id: uuid.UUID
     kind_quota: Callable[[Session], None] | None = None
 
-    def count_submission(self) -> None:
-        check_submit_rate(self.settings, self.user_id)
+    def count_submission(self, jobs: int = 1) -> None:
+        check_submit_rate(self.settings, self.user_id, jobs=jobs)
 
-    def checks_active_work(self) -> bool:
-        return bool(self.settings.quota_active_jobs) or self.kind_quota is not None
+    def checks_active_work(self, scheduled: int = 0) -> bool:
+        return (
+            bool(self.settings.quota_active_jobs)
+            or self.kind_quota is not None
+            or bool(scheduled and self.settings.quota_scheduled_jobs)
+        )
 
-    def check_active_work(self, session: Session) -> None:
-        check_active_jobs(self.settings, session, self.user_id)
+    def check_active_work(self, session: Session, jobs: int = 1, scheduled: int = 0) -> None:
+        if jobs:
+            check_active_jobs(self.settings, session, self.user_id, jobs)
+        if scheduled:
+            check_scheduled_jobs(self.settings, session, self.user_id, scheduled)
         if self.kind_quota is not None:
             self.kind_quota(session)
 
@@ -359,3 +393,26 @@ def record_login_failure(settings: Settings, email: str) -> None:
 def clear_login_failures(settings: Settings, email: str) -> None:
     if settings.login_max_failures:
         redis_client().delete(_login_key(email))
+
+
+# --- Recurring schedules -------------------------------------------------------------------
+
+
+def check_schedules(settings: Settings, session: Session, user_id: uuid.UUID) -> None:
+    """Refuse (429) a new schedule past QUOTA_SCHEDULES. Run under the per-user lock
+    (shared.submission.lock_owner) so concurrent creates cannot pass the limit together."""
+    limit = settings.quota_schedules
+    if limit == 0:
+        return
+    count = count_schedules(session, user_id)
+    if count >= limit:
+        raise ApiError(
+            429,
+            "too_many_schedules",
+            f"You already have {count} schedules (limit {limit}); delete one first.",
+            {"limit": limit, "schedules": count},
+        )
+
+
+def count_schedules(session: Session, user_id: uuid.UUID) -> int:
+    return session.scalar(select(func.count()).where(Schedule.owner_id == user_id)) or 0

@@ -3,7 +3,8 @@
 New jobs (`publish_new_job`): the message is sent while the INSERT is still uncommitted,
 guarded by an advisory lock a fast worker waits on, and the row commits marked published.
 Existing rows (`publish_job`: retries, requeues, the sweep): the state change commits first, the
-message follows, and the row is marked published. Whenever the broker refuses, the row stays
+message follows, and the row is marked published (`publish_jobs`: many rows, one broker round
+trip, as delayed jobs are released). Whenever the broker refuses, the row stays
 unpublished and the maintenance sweep sends it: a job the API accepted is never lost.
 """
 
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import update
+from sqlalchemy import tuple_, update
 from sqlalchemy.orm import Session
 
 from shared import broker_marks, fast_publish, locks, priorities
@@ -53,15 +55,21 @@ class Dispatch:
         )
 
 
-def send(dispatch: Dispatch, celery: Celery | None = None) -> None:
-    """Publish the task message; raises on broker errors."""
-    celery = celery or celery_app
+def _arguments(dispatch: Dispatch) -> tuple[dict[str, Any], str]:
+    """The task's kwargs and their ready-made repr."""
     kwargs = {
         "job_id": str(dispatch.job_id),
         "dispatch_id": str(dispatch.dispatch_id),
         "request_id": dispatch.request_id,
     }
     kwargsrepr = f"{{'job_id': '{dispatch.job_id}', 'dispatch_id': '{dispatch.dispatch_id}'}}"
+    return kwargs, kwargsrepr
+
+
+def send(dispatch: Dispatch, celery: Celery | None = None) -> None:
+    """Publish the task message; raises on broker errors."""
+    celery = celery or celery_app
+    kwargs, kwargsrepr = _arguments(dispatch)
     if dispatch.countdown is None and fast_publish.supports(celery):
         fast_publish.push_task_message(
             celery,
@@ -87,6 +95,21 @@ def send(dispatch: Dispatch, celery: Celery | None = None) -> None:
     if fast_publish.supports(celery):
         # After the message: a mark never claims a message the broker did not take.
         broker_marks.mark(fast_publish.broker_client(celery), dispatch.dispatch_id)
+
+
+def send_many(dispatches: Sequence[Dispatch], celery: Celery) -> None:
+    """Publish immediate messages, with their marks, in one Redis transaction (a Redis
+    broker only): one round trip, all or none; raises on broker errors."""
+    messages = []
+    for dispatch in dispatches:
+        assert dispatch.countdown is None, "only immediate messages are sent together"
+        kwargs, kwargsrepr = _arguments(dispatch)
+        message = fast_publish.task_message(
+            celery, dispatch.task_name, str(dispatch.dispatch_id), kwargs, dispatch.queue,
+            kwargsrepr, dispatch.priority,
+        )  # fmt: skip
+        messages.append((dispatch.queue, dispatch.priority, message))
+    fast_publish.push_task_messages(celery, messages)
 
 
 def publish_job(
@@ -117,6 +140,35 @@ def publish_job(
     return True
 
 
+def publish_jobs(dispatches: Sequence[Dispatch], celery: Celery | None = None) -> int:
+    """Send immediate messages for existing rows in one broker round trip (one Redis
+    transaction), then mark the rows published in one UPDATE; how many were sent. All or none
+    on a Redis broker: if it refuses, 0, logged, and the rows stay unpublished for the sweep."""
+    celery = celery or celery_app
+    if not dispatches:
+        return 0
+    if not fast_publish.supports(celery):
+        return sum(1 for dispatch in dispatches if publish_job(dispatch, celery))
+    try:
+        send_many(dispatches, celery)
+    except Exception:
+        log.warning(
+            "publish of %d jobs failed; the outbox sweep will retry",
+            len(dispatches),
+            exc_info=True,
+            extra={"event": "publish_failed", "jobs": len(dispatches)},
+        )
+        return 0
+    sent = [(dispatch.job_id, dispatch.dispatch_id) for dispatch in dispatches]
+    with session_scope() as session:
+        session.execute(
+            update(Job)
+            .where(tuple_(Job.id, Job.dispatch_id).in_(sent))
+            .values(published_at=datetime.now(UTC))
+        )
+    return len(dispatches)
+
+
 def publish_new_job(session: Session, job: Any, task_name: str, celery: Celery | None) -> bool:
     """Publish a job whose INSERT is not committed yet, so a submit costs one commit.
 
@@ -136,6 +188,40 @@ def publish_new_job(session: Session, job: Any, task_name: str, celery: Celery |
             extra={"event": "publish_failed", "job_id": str(job.id)},
         )
         session.execute(update(Job).where(Job.id == job.id).values(published_at=None))
+        return False
+    return True
+
+
+def publish_new_jobs(
+    session: Session, dispatches: Sequence[Dispatch], celery: Celery | None
+) -> bool:
+    """`publish_new_job` for a batch of uncommitted rows: every message (with its mark) in
+    one Redis transaction, so one broker round trip, all or none. If the broker refuses,
+    every row's `published_at` is cleared and they commit unpublished for the outbox sweep."""
+    celery = celery or celery_app
+    try:
+        if fast_publish.supports(celery):
+            messages = []
+            for dispatch in dispatches:
+                kwargs, kwargsrepr = _arguments(dispatch)
+                message = fast_publish.task_message(
+                    celery, dispatch.task_name, str(dispatch.dispatch_id), kwargs,
+                    dispatch.queue, kwargsrepr, dispatch.priority,
+                )  # fmt: skip
+                messages.append((dispatch.queue, dispatch.priority, message))
+            fast_publish.push_task_messages(celery, messages)
+        else:
+            for dispatch in dispatches:
+                send(dispatch, celery)
+    except Exception:
+        log.warning(
+            "publish of %d new jobs failed; the outbox sweep will retry",
+            len(dispatches),
+            exc_info=True,
+            extra={"event": "publish_failed", "jobs": len(dispatches)},
+        )
+        ids = [dispatch.job_id for dispatch in dispatches]
+        session.execute(update(Job).where(Job.id.in_(ids)).values(published_at=None))
         return False
     return True
 

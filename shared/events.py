@@ -24,6 +24,10 @@ CANCELLED = "cancelled"
 REQUEUED = "requeued"
 #: The broker lost the job's message (or a dead worker took it): published again.
 REDISPATCHED = "redispatched"
+#: A delayed (`scheduled`) job came due and was queued for its fleet.
+RELEASED = "released"
+#: A delivery reached a worker while the job's queue was paused: the job waits unpublished.
+HELD = "held"
 
 
 def record(

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
@@ -89,9 +90,18 @@ def push_task_message(
     """LPUSH the message onto the queue's list, with its broker mark in the same transaction
     (see shared.broker_marks); raises redis errors like send_task would."""
     message = task_message(celery, task_name, task_id, kwargs, queue, kwargsrepr, priority)
+    push_task_messages(celery, [(queue, priority, message)])
+
+
+def push_task_messages(
+    celery: Celery, messages: Iterable[tuple[str, str | None, dict[str, Any]]]
+) -> None:
+    """(queue, priority, `task_message`) each, every message with its broker mark, in one
+    MULTI transaction: one broker round trip for many jobs, all pushed or none."""
     pipe = broker_client(celery).pipeline(transaction=True)
-    pipe.lpush(priorities.list_name(queue, priority), json.dumps(message))
-    broker_marks.mark(pipe, task_id)
+    for queue, priority, message in messages:
+        pipe.lpush(priorities.list_name(queue, priority), json.dumps(message))
+        broker_marks.mark(pipe, message["headers"]["id"])
     pipe.execute()
 
 

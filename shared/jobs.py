@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.models import Job
-from shared.status import ACTIVE
+from shared.status import ACTIVE, JobStatus
 
 
 class JobConflict(Exception):
@@ -34,6 +34,18 @@ def count_active_jobs(session: Session, owner_id: uuid.UUID) -> int:
             select(func.count())
             .select_from(Job)
             .where(Job.owner_id == owner_id, Job.status.in_([s.value for s in ACTIVE]))
+        )
+        or 0
+    )
+
+
+def count_scheduled_jobs(session: Session, owner_id: uuid.UUID) -> int:
+    """The owner's delayed jobs still waiting for their `run_at` (QUOTA_SCHEDULED_JOBS)."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.owner_id == owner_id, Job.status == JobStatus.SCHEDULED.value)
         )
         or 0
     )

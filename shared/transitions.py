@@ -27,7 +27,7 @@ from shared import events, metrics
 from shared.backoff import retry_delay
 from shared.config import Settings
 from shared.dead_letters import dead_letter_payload, send_dead_letter
-from shared.dispatch import Dispatch, publish_job
+from shared.dispatch import Dispatch, delivered, publish_job
 from shared.errors import JobError
 from shared.jobs import JobConflict, now
 from shared.models import Job
@@ -73,9 +73,12 @@ class Effects:
     ended: str | None = None  # the status the job ended in, for dockyard_jobs_ended_total
     requeued: str | None = None  # why it was published again, for ..._requeued_total
     worker_lost: bool = False
+    unmark: uuid.UUID | None = None  # a dispatch dropped unrun: its broker mark is done
 
     def send(self, celery: Celery | None = None, session: Session | None = None) -> None:
         """Send the messages; `celery`/`session` as shared.dispatch.publish_job takes them."""
+        if self.unmark is not None:
+            delivered(self.unmark, celery)
         if self.dispatch is not None:
             publish_job(self.dispatch, celery, session)
         if self.dead_letter is not None:
@@ -264,6 +267,21 @@ def worker_lost(
     return "again", _effects(job, worker_lost=True)
 
 
+def hold(session: Session, job: Job, reason: str = "queue_paused") -> Effects:
+    """queued/retrying, delivered while its queue is paused -> queued and unpublished
+    (shared/queue_states.py): the message is dropped unrun and its mark removed; the job
+    waits in PostgreSQL, and resume publishes it again with the same dispatch id and
+    priority. A retry whose backoff is over waits as `queued`, like any job due to run."""
+    if job.status != JobStatus.QUEUED.value:
+        set_status(job, JobStatus.QUEUED)
+    job.published_at = None
+    job.next_attempt_at = None
+    events.record(
+        session, job.id, events.HELD, attempt=job.attempts, reason=reason, queue=job.queue
+    )
+    return _effects(job, unmark=job.dispatch_id)
+
+
 def redispatch(session: Session, job: Job, task_name: str, reason: str) -> Effects:
     """queued/retrying, whose message the broker lost -> the same status under a new
     dispatch id. A retry keeps what is left of its backoff, counted from now, so the
@@ -287,6 +305,23 @@ def redispatch(session: Session, job: Job, task_name: str, reason: str) -> Effec
     )
     dispatch = Dispatch.for_job(job, task_name, countdown=delay or None)
     return _effects(job, dispatch=dispatch, requeued=reason)
+
+
+def release(session: Session, job: Job, task_name: str) -> Effects:
+    """scheduled -> queued: a delayed job is due (workers/release.py). It keeps the dispatch
+    id it was submitted with; its message follows the commit, and until the row is marked
+    published the outbox sweep would send it. The event says how late the release was."""
+    set_status(job, JobStatus.QUEUED)
+    job.published_at = None
+    assert job.run_at is not None, "only a job with a run_at is scheduled"
+    events.record(
+        session,
+        job.id,
+        events.RELEASED,
+        run_at=job.run_at.isoformat(),
+        late=round((now() - job.run_at).total_seconds(), 3),
+    )
+    return _effects(job, dispatch=Dispatch.for_job(job, task_name))
 
 
 # -- user and operator side ----------------------------------------------------------------

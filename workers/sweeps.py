@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import Session
 
-from shared import transitions
+from shared import queue_states, transitions
 from shared.config import Settings
 from shared.db import session_scope
 from shared.dead_letters import dead_letter_payload, send_dead_letter
@@ -40,7 +40,9 @@ def _task_name(job: Job) -> str:
 def publish_unpublished(settings: Settings) -> int:
     """Publish queued jobs whose message never left (the API died or the broker was down).
 
-    Rows younger than OUTBOX_GRACE are left to the API request that is still publishing them.
+    Rows changed less than OUTBOX_GRACE ago are left to whoever is still publishing them (the
+    API request, a requeue, the release of a delayed job: those commit first, then publish):
+    judged by `updated_at`, since a released job was created long before it was queued.
     """
     cutoff = now() - timedelta(seconds=settings.outbox_grace)
     with session_scope() as session:
@@ -49,7 +51,8 @@ def publish_unpublished(settings: Settings) -> int:
             .where(
                 Job.status == JobStatus.QUEUED.value,
                 Job.published_at.is_(None),
-                Job.created_at <= cutoff,
+                Job.updated_at <= cutoff,
+                queue_states.not_paused(Job.queue),  # held until resumed
             )
             .order_by(Job.created_at)
             .limit(settings.sweep_batch_size)
@@ -78,7 +81,12 @@ def recover_stale_jobs(settings: Settings) -> int:
             .where(
                 or_(
                     and_(Job.status == JobStatus.RUNNING.value, Job.heartbeat_at < stale),
-                    and_(Job.status == JobStatus.RETRYING.value, Job.next_attempt_at < stale),
+                    and_(
+                        Job.status == JobStatus.RETRYING.value,
+                        Job.next_attempt_at < stale,
+                        # its message waits in the paused queue's list, not lost
+                        queue_states.not_paused(Job.queue),
+                    ),
                 )
             )
             .order_by(Job.updated_at)

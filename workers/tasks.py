@@ -25,7 +25,9 @@ from workers.dead_letters import record_dead_letter
 from workers.deploy import lifecycle as deploy_lifecycle
 from workers.file_sweeps import run_file_sweeps
 from workers.reaper import reap_containers
+from workers.release import release_tick
 from workers.runner import Delivery, run_delivery
+from workers.schedules import run_schedule_tick
 from workers.sweeps import run_sweeps
 
 
@@ -64,6 +66,9 @@ def _clear_log_context(**_: Any) -> None:
     logging_setup.clear()
 
 
+# Job tasks keep no Celery result row (ignore_result): the job row is the result store, and
+# Flower shows each task's outcome from its task events. The result backend stays configured
+# for the other tasks (dead letters, deployment stops).
 def _deliver(task: Task, job_id: str, dispatch_id: str) -> dict[str, Any]:
     delivery = Delivery(
         job_id=uuid.UUID(job_id),
@@ -80,7 +85,7 @@ def _deliver(task: Task, job_id: str, dispatch_id: str) -> dict[str, Any]:
         raise task.retry(exc=error, countdown=5, max_retries=None, queue=queue) from error
 
 
-@app.task(name=queues.TASK_DIAGNOSTIC, bind=True)
+@app.task(name=queues.TASK_DIAGNOSTIC, bind=True, ignore_result=True)
 def run_diagnostic(
     self: Task, job_id: str, dispatch_id: str, request_id: str | None = None
 ) -> dict[str, Any]:
@@ -88,7 +93,7 @@ def run_diagnostic(
     return _deliver(self, job_id, dispatch_id)
 
 
-@app.task(name=queues.TASK_FILE, bind=True)
+@app.task(name=queues.TASK_FILE, bind=True, ignore_result=True)
 def run_file(
     self: Task, job_id: str, dispatch_id: str, request_id: str | None = None
 ) -> dict[str, Any]:
@@ -108,6 +113,18 @@ def record_dead_letter_task(payload: dict[str, Any]) -> dict[str, Any]:
 def sweep() -> dict[str, Any]:
     """Outbox, stale-heartbeat and dead-letter sweeps (bounded per run)."""
     return run_sweeps(get_settings())
+
+
+@app.task(name=queues.TASK_RELEASE_DUE, ignore_result=True)
+def release_due_jobs() -> dict[str, Any]:
+    """Release delayed jobs that are due, and those due before the next tick (bounded)."""
+    return {"released": release_tick(get_settings().release_interval)}
+
+
+@app.task(name=queues.TASK_SCHEDULE_TICK, ignore_result=True)
+def schedule_tick() -> dict[str, Any]:
+    """Make the jobs of due schedule occurrences (bounded per run)."""
+    return run_schedule_tick(get_settings())
 
 
 @app.task(name=queues.TASK_FILE_SWEEP, ignore_result=True)
@@ -131,7 +148,7 @@ def reap_processor_containers() -> dict[str, Any]:
         return {"removed": 0}
 
 
-@app.task(name=queues.TASK_DEPLOY, bind=True)
+@app.task(name=queues.TASK_DEPLOY, bind=True, ignore_result=True)
 def run_deploy(
     self: Task, job_id: str, dispatch_id: str, request_id: str | None = None
 ) -> dict[str, Any]:

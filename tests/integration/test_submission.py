@@ -40,13 +40,13 @@ class RecordingQuotas:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def count_submission(self) -> None:
+    def count_submission(self, jobs: int = 1) -> None:
         self.calls.append("count")
 
-    def checks_active_work(self) -> bool:
+    def checks_active_work(self, scheduled: int = 0) -> bool:
         return True
 
-    def check_active_work(self, session: Any) -> None:
+    def check_active_work(self, session: Any, jobs: int = 1, scheduled: int = 0) -> None:
         self.calls.append("active")
 
 
