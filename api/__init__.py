@@ -10,6 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from api import (
     admin,
     auth,
+    batches,
     deployments,
     docs,
     file_jobs,
@@ -18,6 +19,7 @@ from api import (
     jobs,
     metrics,
     processors,
+    schedules,
     streams,
 )
 from api.cli import register_cli
@@ -74,8 +76,11 @@ def create_app(config: Settings | None = None) -> Flask:
     register_cli(app)
 
     v1 = Blueprint("v1", __name__, url_prefix=API_PREFIX)
-    for module in (auth, jobs, file_jobs, streams, processors, admin, files, deployments):
+    for module in (
+        auth, jobs, file_jobs, streams, processors, admin, files, deployments, schedules,
+    ):  # fmt: skip
         v1.register_blueprint(module.bp)
+    v1.register_blueprint(batches.bp)
     v1.register_blueprint(deployments.submit_bp)
     v1.register_blueprint(health.bp, name="v1_health")
     v1.register_blueprint(docs.bp)

@@ -10,7 +10,8 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request, url_for
 from flask_jwt_extended import jwt_required
 from marshmallow import ValidationError
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, false, select, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from api.auth import current_user_id, is_admin
@@ -173,6 +174,17 @@ def load_params(processor: Processor, raw: dict[str, Any]) -> dict[str, Any]:
 )
 def submit() -> Response:
     data = SUBMIT_SCHEMA.load(json_body())
+    processor, params, queue = plain_job(data)
+    options = job_options(data)
+    return answer_submission(
+        new_submission(processor, params, data["max_attempts"], queue=queue, options=options)
+    )
+
+
+def plain_job(data: dict[str, Any]) -> tuple[Processor, dict[str, Any], str | None]:
+    """A loaded JobSubmitSchema's processor (one that needs no upload: 422 `wrong_endpoint`
+    otherwise), its loaded params and the queue they pick (POST /jobs and each job of
+    POST /jobs/batch)."""
     processor = processor_or_422(data["processor"])
     kind = kind_of(processor.kind)
     if processor.input != "none":
@@ -183,11 +195,7 @@ def submit() -> Response:
             {"endpoint": f"/api/v1{kind.submit_path}"},
         )
     params = load_params(processor, data["params"])
-    queue = params.get("fleet") if kind.fleet_param else None
-    options = job_options(data)
-    return answer_submission(
-        new_submission(processor, params, data["max_attempts"], queue=queue, options=options)
-    )
+    return processor, params, params.get("fleet") if kind.fleet_param else None
 
 
 @bp.get("")
@@ -199,16 +207,38 @@ def submit() -> Response:
     response=JobListSchema,
 )
 def list_jobs() -> Response:
-    args = JobListQuerySchema().load(request.args)
+    args = JobListQuerySchema().load(list_query_args())
     query = select(Job)
     if not is_admin():
         query = query.where(Job.owner_id == current_user_id())
     for name in ("status", "kind", "processor"):
         if args.get(name):
             query = query.where(getattr(Job, name) == args[name])
+    if args.get("label"):
+        query = query.where(labels_match(args["label"]))
     query = paginate(query, Job.created_at, Job.id, args.get("cursor"), args["limit"])
     rows, next_cursor = page(list(db_session().scalars(query)), args["limit"])
     return jsonify(JOB_LIST_SCHEMA.dump({"items": rows, "next_cursor": next_cursor}))
+
+
+def list_query_args() -> dict[str, Any]:
+    """The query string as JobListQuerySchema loads it: `label` may repeat."""
+    args: dict[str, Any] = request.args.to_dict()
+    if "label" in request.args:
+        args["label"] = request.args.getlist("label")
+    return args
+
+
+def labels_match(filters: list[str]) -> ColumnElement[bool]:
+    """Jobs carrying every `key:value` label: one `labels @> {...}` containment, which the
+    GIN index ix_jobs_labels (jsonb_path_ops) answers. The same key asked with two values
+    matches nothing."""
+    wanted: dict[str, str] = {}
+    for item in filters:
+        key, value = item.split(":", 1)
+        if wanted.setdefault(key, value) != value:
+            return false()
+    return type_coerce(Job.labels, JSONB).contains(wanted)
 
 
 @bp.get("/<uuid:job_id>")

@@ -45,6 +45,7 @@ _OTHER_SUCCESS = {
     "v1.jobs.submit": (200,),
     "v1.file_jobs.submit_file": (200,),
     "v1.deploy_jobs.submit_deploy": (200,),
+    "v1.batches.submit": (200,),
     "v1.jobs.cancel": (202,),
     "v1.deployments.stop": (200,),
     "v1.file_jobs.download": (302,),
@@ -77,6 +78,7 @@ _OPERATION_HEADERS = {
     "v1.jobs.submit": ("Idempotency-Key",),
     "v1.file_jobs.submit_file": ("Idempotency-Key",),
     "v1.deploy_jobs.submit_deploy": ("Idempotency-Key",),
+    "v1.batches.submit": ("Idempotency-Key",),
     "v1.streams.job_stream": ("Last-Event-ID",),
     "v1.streams.my_stream": ("Last-Event-ID",),
 }
@@ -121,6 +123,7 @@ _LINKS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
     "v1.jobs.cancel": {"RetryJob": _JOB_LINKS["RetryJob"], "GetJob": _JOB_LINKS["GetJob"]},
     "v1.jobs.retry": {"CancelJob": _JOB_LINKS["CancelJob"], "GetJob": _JOB_LINKS["GetJob"]},
     "v1.jobs.list_jobs": {"GetFirstJob": ("v1.jobs.get_job", {"job_id": _FIRST_ITEM})},
+    "v1.batches.submit": {"GetFirstJob": ("v1.jobs.get_job", {"job_id": _FIRST_ITEM})},
     "v1.deploy_jobs.submit_deploy": {
         **_JOB_LINKS,
         "GetDeployment": ("v1.deployments.get_deployment", {"deployment_id": _DEPLOYMENT_ID}),

@@ -10,6 +10,7 @@ from flask import url_for
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 from marshmallow.utils import missing
 
+from shared import schedules
 from shared.deployment_status import DeploymentStatus
 from shared.priorities import Priority
 from shared.processors import all_processors, kind_of
@@ -166,13 +167,17 @@ class AccessTokenSchema(Schema):
 
 LABEL_KEY = r"^[a-z0-9_.-]{1,63}$"
 MAX_LABELS = 16
+# A label filter: key:value, the key as above and the value as a label's (up to 256).
+LABEL_FILTER = r"(?s)^[a-z0-9_.-]{1,63}:.{0,256}$"
+LABEL_FILTER_ERROR = "A label filter is key:value: a label key, a value of up to 256."
 PRIORITIES = [p.value for p in Priority]
 
 
 def _labels_field(**kwargs: Any) -> fields.Dict:
     return fields.Dict(
+        # Regexp's error is a format string: the braces are doubled.
         keys=fields.String(
-            validate=validate.Regexp(LABEL_KEY, error="Keys are [a-z0-9_.-]{1,63}.")
+            validate=validate.Regexp(LABEL_KEY, error="Keys are [a-z0-9_.-]{{1,63}}.")
         ),
         values=fields.String(validate=validate.Length(max=256)),
         validate=validate.Length(max=MAX_LABELS, error=f"At most {MAX_LABELS} labels."),
@@ -225,6 +230,18 @@ class JobSubmitSchema(JobOptionsSchema):
         load_default=None,
         validate=validate.Range(min=1),
         metadata={"description": "Attempt budget; defaults to the processor's, bounded."},
+    )
+
+
+class BatchSubmitSchema(Schema):
+    """POST /jobs/batch (documentation: the view validates each job on its own, so that
+    every invalid one is reported with its index)."""
+
+    jobs = fields.List(
+        fields.Nested(JobSubmitSchema),
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={"description": "At most BATCH_MAX_JOBS (default 500) jobs, all or none."},
     )
 
 
@@ -333,6 +350,14 @@ class JobListQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     kind = fields.String(validate=validate.Length(max=32))
     processor = fields.String(validate=validate.Length(max=64))
+    label = fields.List(
+        fields.String(validate=validate.Regexp(LABEL_FILTER, error=LABEL_FILTER_ERROR)),
+        validate=validate.Length(max=MAX_LABELS, error=f"At most {MAX_LABELS} label filters."),
+        metadata={
+            "description": "key:value (repeatable): only jobs with every one of these labels.",
+            "example": ["team:data"],
+        },
+    )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = fields.String(validate=validate.Length(max=200))
 
@@ -340,6 +365,14 @@ class JobListQuerySchema(Schema):
 class JobListSchema(Schema):
     items = fields.List(fields.Nested(JobSchema), required=True)
     next_cursor = fields.String(allow_none=True)
+
+
+class BatchSchema(Schema):
+    items = fields.List(
+        fields.Nested(JobSchema),
+        required=True,
+        metadata={"description": "The batch's jobs, in submission order."},
+    )
 
 
 class JobEventSchema(Schema):
@@ -523,3 +556,154 @@ class StatsSchema(Schema):
     workers_online = fields.List(fields.String())
     workers_online_count = fields.Integer()
     dead_letters_waiting = fields.Integer()
+    paused_queues = fields.List(
+        fields.String(), metadata={"description": "Job queues an operator paused."}
+    )
+
+
+# --- Recurring schedules ------------------------------------------------------------------
+
+
+def _schedule_links(schedule: Any) -> dict[str, str]:
+    return {
+        "self": url_for("v1.schedules.get_schedule", schedule_id=schedule.id),
+        "runs": url_for("v1.schedules.schedule_runs", schedule_id=schedule.id),
+        "trigger": url_for("v1.schedules.trigger", schedule_id=schedule.id),
+    }
+
+
+OVERLAPS = [o.value for o in schedules.Overlap]
+MISFIRES = [m.value for m in schedules.Misfire]
+_SCHEDULE_DOCS: dict[str, dict[str, Any]] = {
+    "processor": {"enum": PLAIN_PROCESSORS, "example": "debug.echo"},
+    "params": {"example": {"message": "hello"}},
+    "cron": {
+        "description": "Five fields (minute hour day-of-month month day-of-week), read in "
+        "`timezone`; not with every_seconds.",
+        "example": "0 3 * * *",
+    },
+    "every_seconds": {
+        "description": f"Period, {schedules.MIN_EVERY_SECONDS} to "
+        f"{schedules.MAX_EVERY_SECONDS} seconds; not with cron.",
+    },
+    "timezone": {"description": "IANA time zone name the cron is read in.", "example": "UTC"},
+    "overlap": {"description": "skip: no new run while the previous one has not ended."},
+    "misfire": {"description": "run_once: after downtime one catch-up run; skip: none."},
+}
+
+
+def _schedule_fields(create: bool) -> dict[str, fields.Field]:
+    """The fields POST /schedules takes (required ones and defaults) or PATCH does (any
+    subset, no defaults): one definition for both."""
+
+    def default(value: Any) -> dict[str, Any]:
+        return {"load_default": value} if create else {}
+
+    docs = _SCHEDULE_DOCS
+    return {
+        "name": fields.String(required=create, validate=validate.Length(min=1, max=100)),
+        "processor": fields.String(
+            required=create, validate=validate.Length(min=1, max=64), metadata=docs["processor"]
+        ),
+        "params": fields.Dict(keys=fields.String(), metadata=docs["params"], **default(dict)),
+        "cron": fields.String(
+            allow_none=True,
+            validate=validate.Length(max=200),
+            metadata=docs["cron"],
+            **default(None),
+        ),
+        "every_seconds": fields.Integer(
+            allow_none=True, metadata=docs["every_seconds"], **default(None)
+        ),
+        "timezone": fields.String(
+            validate=validate.Length(min=1, max=64), metadata=docs["timezone"], **default("UTC")
+        ),
+        "priority": fields.String(
+            validate=validate.OneOf(PRIORITIES), **default(Priority.NORMAL.value)
+        ),
+        "labels": _labels_field(**default(dict)),
+        "enabled": fields.Boolean(**default(True)),
+        "overlap": fields.String(
+            validate=validate.OneOf(OVERLAPS),
+            metadata=docs["overlap"],
+            **default(schedules.Overlap.SKIP.value),
+        ),
+        "misfire": fields.String(
+            validate=validate.OneOf(MISFIRES),
+            metadata=docs["misfire"],
+            **default(schedules.Misfire.RUN_ONCE.value),
+        ),
+        "max_attempts": fields.Integer(
+            allow_none=True, validate=validate.Range(min=1), **default(None)
+        ),
+    }
+
+
+#: POST /schedules. (Unknown fields are refused: marshmallow's default, RAISE.)
+ScheduleCreateSchema = Schema.from_dict(_schedule_fields(create=True), name="ScheduleCreateSchema")
+#: PATCH /schedules/{id}: any subset of the fields POST takes. Giving `cron` or
+#: `every_seconds` replaces the recurrence (the other is cleared).
+SchedulePatchSchema = Schema.from_dict(_schedule_fields(create=False), name="SchedulePatchSchema")
+
+
+class ScheduleSchema(Schema):
+    """Dumps a Schedule row."""
+
+    id = fields.UUID(required=True)
+    owner_id = fields.UUID()
+    name = fields.String()
+    processor = fields.String()
+    params = fields.Dict()
+    cron = fields.String(allow_none=True)
+    every_seconds = fields.Integer(allow_none=True)
+    timezone = fields.String()
+    priority = fields.String(validate=validate.OneOf(PRIORITIES))
+    labels = fields.Dict(keys=fields.String(), values=fields.String())
+    enabled = fields.Boolean()
+    overlap = fields.String(validate=validate.OneOf(OVERLAPS))
+    misfire = fields.String(validate=validate.OneOf(MISFIRES))
+    max_attempts = fields.Integer(allow_none=True)
+    next_run_at = fields.DateTime(allow_none=True)
+    last_run_at = fields.DateTime(allow_none=True)
+    last_job_id = fields.UUID(allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+    links = ComputedDict(keys=fields.String(), values=fields.String(), compute=_schedule_links)
+
+
+class ScheduleListQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(validate=validate.Length(max=200))
+
+
+class ScheduleListSchema(Schema):
+    items = fields.List(fields.Nested(ScheduleSchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
+class QueueDepthSchema(Schema):
+    """Waiting jobs per priority: messages in the broker plus jobs held unpublished."""
+
+    high = fields.Integer()
+    normal = fields.Integer()
+    low = fields.Integer()
+
+
+class QueueSchema(Schema):
+    name = fields.String()
+    depth = fields.Nested(QueueDepthSchema)
+    paused = fields.Boolean()
+    workers = fields.List(
+        fields.String(),
+        metadata={"description": "Live worker nodes of its fleet (idle for it while paused)."},
+    )
+    oldest_waiting_seconds = fields.Float(
+        allow_none=True, metadata={"description": "Age of its oldest queued job; null if none."}
+    )
+
+
+class QueueListSchema(Schema):
+    items = fields.List(fields.Nested(QueueSchema), required=True)

@@ -31,12 +31,13 @@ def _observe(pipe: Pipeline, key: str, labels: str, seconds: float) -> None:
     pipe.hincrbyfloat(key, f"{labels}{SEP}sum", seconds)
 
 
-def _increment(url: str, *field: str) -> None:
-    _safely(url, lambda pipe: pipe.hincrby(COUNTERS, SEP.join(field), 1))
+def _increment(url: str, *field: str, by: int = 1) -> None:
+    _safely(url, lambda pipe: pipe.hincrby(COUNTERS, SEP.join(field), by))
 
 
-def job_submitted(url: str, kind: str, processor: str) -> None:
-    _increment(url, "submitted", kind, processor)
+def job_submitted(url: str, kind: str, processor: str, count: int = 1) -> None:
+    """`count` jobs submitted (a batch counts each of its jobs)."""
+    _increment(url, "submitted", kind, processor, by=count)
 
 
 def job_requeued(url: str, kind: str, processor: str, reason: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from shared import events, transitions
+from shared import events, queue_states, transitions
 from shared.config import Settings
 from shared.db import session_scope
 from shared.dispatch import delivered
@@ -92,11 +92,19 @@ def claim(delivery: Delivery, settings: Settings) -> Claim | None:
 
 def _claim_locked(delivery: Delivery) -> tuple[Claim | None, Effects | None]:
     """The general path: lock the row and decide, for whatever the fast path did not match
-    (a redelivery after a pool process died, a cancel asked before the start)."""
+    (a redelivery after a pool process died, a cancel asked before the start, a job whose
+    queue is paused)."""
     with session_scope() as session:
         # try_start already waited for any in-flight submit of this job to commit.
         job = _locked_job(session, delivery.job_id)
         reason = _drop_reason(job, delivery)
+        if reason is None and _held_back(session, job):
+            assert job is not None
+            log.info(
+                "delivery held: the job's queue is paused",
+                extra={"event": "delivery_held", "queue": job.queue},
+            )
+            return None, transitions.hold(session, job)
         if reason is not None:
             log.info(
                 "delivery dropped: %s",
@@ -126,6 +134,16 @@ def _claim_locked(delivery: Delivery) -> tuple[Claim | None, Effects | None]:
             job.id, delivery.dispatch_id, job.processor, dict(job.params), job.attempts, waited
         )
     return claimed, lost
+
+
+def _held_back(session: Session, job: Job | None) -> bool:
+    """A job not started yet whose queue is paused: it waits, unpublished, for the resume
+    (shared/queue_states.py); a running job's redelivery still finishes its attempt."""
+    return (
+        job is not None
+        and job.status in (JobStatus.QUEUED.value, JobStatus.RETRYING.value)
+        and queue_states.is_paused(session, job.queue)
+    )
 
 
 def _drop_reason(job: Job | None, delivery: Delivery) -> str | None:
@@ -228,7 +246,8 @@ def execute(
 
 
 def run_delivery(delivery: Delivery, settings: Settings) -> dict[str, Any]:
-    """Claim, run and record one delivery. Returns a small summary for the result backend."""
+    """Claim, run and record one delivery. Returns a small summary (no result row is kept
+    for job tasks; Flower shows it from the task-succeeded event)."""
     claimed = claim(delivery, settings)
     if claimed is None:
         return {"job_id": str(delivery.job_id), "outcome": "dropped"}

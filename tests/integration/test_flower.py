@@ -53,3 +53,6 @@ def test_flower_requires_basic_auth_and_lists_named_tasks(client, tmp_path) -> N
         task = wait_for(finished_task, timeout=30, message="flower to show the finished task")
         assert task["name"] == "dockyard.diagnostic.run"
         assert task["worker"] == "flowered@localhost"
+        # Job tasks keep no result row; Flower has the task's summary from its
+        # task-succeeded event.
+        assert "'outcome': 'succeeded'" in str(task.get("result"))
