@@ -1,15 +1,19 @@
-"""Operator endpoints: dead letters (inspect, requeue, delete; one by one or in bulk)."""
+"""Operator endpoints: dead letters (inspect, requeue, delete; one by one or in bulk), the
+platform's stats, and job queues (list, pause, resume: shared/queue_states.py)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from flask_jwt_extended import jwt_required
+from redis import Redis
 from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
 
-from api.auth import require_admin
+from api.auth import current_user_id, require_admin
 from api.errors import not_found
 from api.extensions import publisher, settings
 from api.openapi import doc
@@ -18,16 +22,19 @@ from api.schemas import (
     AffectedSchema,
     DeadLetterListSchema,
     DeadLetterQuerySchema,
+    QueueListSchema,
+    QueueSchema,
     StatsSchema,
 )
 from api.session import db_session
-from shared import priorities, queues, transitions
+from shared import fast_publish, priorities, queue_states, queue_workers, queues, transitions
 from shared.jobs import JobConflict, now
 from shared.models import DeadLetter, Deployment, Job
 from shared.processors import get_processor
 from shared.status import JobStatus
 from shared.transitions import Effects
 
+log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 _BULK_LIMIT = 1000
@@ -205,6 +212,82 @@ def stats() -> Response:
                 "workers_online": workers,
                 "workers_online_count": len(workers),
                 "dead_letters_waiting": waiting or 0,
+                "paused_queues": sorted(queue_states.paused_names(session)),
             }
         )
     )
+
+
+#: Held jobs a resume publishes before it answers; the outbox sweep publishes the rest.
+_RELEASE_LIMIT = 1000
+
+
+def _queue(session: Session, broker: Redis, name: str, paused: bool) -> dict[str, Any]:
+    """A job queue as operators see it: its true depth is the messages waiting in the broker
+    plus the jobs waiting unpublished in PostgreSQL (held by a pause, or not yet sent)."""
+    in_broker = priorities.depths(broker, name)
+    held = queue_states.held_depths(session, name)
+    oldest = queue_states.oldest_waiting(session, name)
+    return {
+        "name": name,
+        "depth": {level.value: in_broker[level] + held[level.value] for level in in_broker},
+        "paused": paused,
+        "workers": queue_workers.live(broker, name),
+        "oldest_waiting_seconds": (now() - oldest).total_seconds() if oldest else None,
+    }
+
+
+@bp.get("/queues")
+@doc(
+    summary="Job queues: depth per priority, paused, live workers, oldest waiting job",
+    tags=["admin"],
+    response=QueueListSchema,
+    errors=(403,),
+)
+def list_queues() -> Response:
+    session = db_session()
+    paused = queue_states.paused_names(session)
+    broker = fast_publish.broker_client(publisher())
+    items = [_queue(session, broker, name, name in paused) for name in queue_states.PAUSABLE]
+    return jsonify(QueueListSchema().dump({"items": items}))
+
+
+def _set_paused(name: str, paused: bool) -> Response:
+    """Store the state (the workers' source of truth), then tell the workers at once."""
+    if name not in queue_states.PAUSABLE:
+        raise not_found("queue")
+    session = db_session()
+    queue_states.set_paused(session, name, paused, current_user_id())
+    session.commit()
+    queue_states.announce(publisher(), name, paused)
+    released = 0 if paused else queue_states.release_held(name, _RELEASE_LIMIT)
+    log.info(
+        "queue %s %s",
+        name,
+        "paused" if paused else "resumed",
+        extra={"event": "queue_state", "queue": name, "paused": paused, "released": released},
+    )
+    broker = fast_publish.broker_client(publisher())
+    return jsonify(QueueSchema().dump(_queue(session, broker, name, paused)))
+
+
+@bp.post("/queues/<name>/pause")
+@doc(
+    summary="Pause a job queue: its workers start no new work; submissions wait",
+    tags=["admin"],
+    response=QueueSchema,
+    errors=(403, 404),
+)
+def pause_queue(name: str) -> Response:
+    return _set_paused(name, True)
+
+
+@bp.post("/queues/<name>/resume")
+@doc(
+    summary="Resume a paused job queue: its workers take the waiting jobs again",
+    tags=["admin"],
+    response=QueueSchema,
+    errors=(403, 404),
+)
+def resume_queue(name: str) -> Response:
+    return _set_paused(name, False)

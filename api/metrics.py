@@ -1,9 +1,9 @@
 """Prometheus metrics at GET /metrics (outside /api/v1; optionally behind METRICS_TOKEN).
 
 Job counters and histograms come from Redis, where every API process and worker adds to
-them (shared/metrics.py); queue depths from the broker; deployments from PostgreSQL; request
-latency from this process (or, under gunicorn with PROMETHEUS_MULTIPROC_DIR set, from all of
-its worker processes).
+them (shared/metrics.py); queue depths from the broker; paused queues and deployments from
+PostgreSQL; request latency from this process (or, under gunicorn with
+PROMETHEUS_MULTIPROC_DIR set, from all of its worker processes).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 
 from api.errors import ApiError
 from api.extensions import metrics_registry, settings
-from shared import metrics, priorities, queues
+from shared import metrics, priorities, queue_states, queues
 from shared import redis as shared_redis
 from shared.config import Settings
 from shared.db import session_scope
@@ -74,7 +74,7 @@ class PlatformCollector(Collector):
         return iter(())
 
     def collect(self) -> Iterator[Metric]:
-        for part in (self._jobs, self._queues, self._deployments):
+        for part in (self._jobs, self._queues, self._paused, self._deployments):
             try:
                 yield from part()
             except Exception:  # one source down: the others are still reported
@@ -130,6 +130,18 @@ class PlatformCollector(Collector):
         for queue in queues.ALL_QUEUES:
             depth.add_metric([queue], float(priorities.depth(self.broker, queue)))
         yield depth
+
+    def _paused(self) -> Iterator[Metric]:
+        paused = GaugeMetricFamily(
+            "dockyard_queue_paused",
+            "1 while an operator has paused the job queue (its workers start no new work).",
+            labels=["queue"],
+        )
+        with session_scope() as session:
+            names = queue_states.paused_names(session)
+        for queue in queue_states.PAUSABLE:
+            paused.add_metric([queue], 1.0 if queue in names else 0.0)
+        yield paused
 
     def _deployments(self) -> Iterator[Metric]:
         deployments = GaugeMetricFamily(

@@ -5,7 +5,8 @@ A job's common path is queued -> running -> succeeded. Done with the ORM, each s
 locking SELECT, an UPDATE and an event INSERT; here each is one guarded UPDATE with its event
 written by the same statement (a data-modifying CTE), which triples a worker's throughput.
 Anything unusual (a redelivery, a cancel, a superseded dispatch) matches no row and falls
-back to the general, row-locking path (`workers.runner` calling `shared.transitions`).
+back to the general, row-locking path (`workers.runner` calling `shared.transitions`), and
+so does a job whose queue is paused (the general path holds it: shared/queue_states.py).
 tests/integration/test_transition_twins.py checks that both write the same row and events.
 """
 
@@ -40,6 +41,7 @@ WITH claimed AS (
         worker_host = :host, worker_pid = :pid, {cleared}, updated_at = now()
     WHERE id = :job_id AND dispatch_id = :dispatch_id AND status IN ('queued', 'retrying')
         AND NOT cancel_requested
+        AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.name = jobs.queue AND q.paused)
     RETURNING id, owner_id, processor, params, attempts,
         EXTRACT(EPOCH FROM clock_timestamp() - created_at) AS waited
 ), event AS (

@@ -23,12 +23,13 @@ S = JobStatus
 
 #: Every legal move. `running -> retrying` also covers a worker lost mid-job;
 #: `failed/dead/cancelled -> queued` is an explicit user or operator retry;
-#: `scheduled -> queued` is the release of a delayed job when it is due.
+#: `scheduled -> queued` is the release of a delayed job when it is due;
+#: `retrying -> queued` a due retry held back by a paused queue (shared/queue_states.py).
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.SCHEDULED: frozenset({S.QUEUED, S.CANCELLED}),
     S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),
     S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.RETRYING, S.DEAD, S.CANCELLED, S.RUNNING}),
-    S.RETRYING: frozenset({S.RUNNING, S.CANCELLED, S.RETRYING}),
+    S.RETRYING: frozenset({S.RUNNING, S.CANCELLED, S.RETRYING, S.QUEUED}),
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset({S.QUEUED}),
     S.DEAD: frozenset({S.QUEUED}),

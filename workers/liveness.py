@@ -3,7 +3,8 @@ message held by a live worker from one taken by a worker that died before claimi
 (shared/broker_marks.py explains the marks).
 
 All of it runs in the worker's main process, which receives the messages: a liveness key per
-node, refreshed every `HEARTBEAT_INTERVAL` and expiring after `HEARTBEAT_STALE_AFTER`; the
+node, refreshed every `HEARTBEAT_INTERVAL` and expiring after `HEARTBEAT_STALE_AFTER` (with
+the queues it serves and its check of paused queues: workers/queue_pause.py); the
 node's name written into a job message's mark as the message arrives; and, at a warm
 shutdown, the marks of messages it held without running them set back to waiting, because
 kombu puts those messages back in their queue.
@@ -21,6 +22,7 @@ from celery.worker import state as worker_state
 from shared import broker_marks, fast_publish
 from shared.celery_app import app
 from shared.config import get_settings
+from workers import queue_pause
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -40,6 +42,10 @@ def _keep_alive(node: str) -> None:
             broker_marks.node_alive(broker, node, settings.heartbeat_stale_after)
         except Exception:
             log.warning("node liveness not written", exc_info=True, extra={"event": "liveness"})
+        try:
+            queue_pause.refresh(broker, node, settings.heartbeat_stale_after)
+        except Exception:
+            log.warning("queue states not checked", exc_info=True, extra={"event": "liveness"})
         if _stop.wait(settings.heartbeat_interval):
             return
 
