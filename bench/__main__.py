@@ -28,6 +28,7 @@ BENCHES: dict[str, str] = {
     "files": "bench.files",
     "deploy": "bench.deploy",
     "live": "bench.live",
+    "release": "bench.release",
 }
 RESULTS = env.LOG_DIR / "results.json"
 
