@@ -201,15 +201,7 @@ def publish_new_jobs(
     celery = celery or celery_app
     try:
         if fast_publish.supports(celery):
-            messages = []
-            for dispatch in dispatches:
-                kwargs, kwargsrepr = _arguments(dispatch)
-                message = fast_publish.task_message(
-                    celery, dispatch.task_name, str(dispatch.dispatch_id), kwargs,
-                    dispatch.queue, kwargsrepr, dispatch.priority,
-                )  # fmt: skip
-                messages.append((dispatch.queue, dispatch.priority, message))
-            fast_publish.push_task_messages(celery, messages)
+            send_many(dispatches, celery)
         else:
             for dispatch in dispatches:
                 send(dispatch, celery)
