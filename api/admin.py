@@ -260,7 +260,7 @@ def _set_paused(name: str, paused: bool) -> Response:
     queue_states.set_paused(session, name, paused, current_user_id())
     session.commit()
     queue_states.announce(publisher(), name, paused)
-    released = 0 if paused else queue_states.release_held(name, _RELEASE_LIMIT)
+    released = 0 if paused else queue_states.release_held(name, _RELEASE_LIMIT, publisher())
     log.info(
         "queue %s %s",
         name,

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from shared import priorities, queues
 from shared.db import session_scope
-from shared.dispatch import Dispatch, publish_job
+from shared.dispatch import Dispatch, publish_jobs
 from shared.models import Job, QueueState
 from shared.processors import get_processor
 from shared.status import JobStatus
@@ -98,7 +98,7 @@ def oldest_waiting(session: Session, name: str) -> datetime | None:
     )
 
 
-def release_held(name: str, limit: int, batch: int = 200) -> int:
+def release_held(name: str, limit: int, celery: Celery | None = None, batch: int = 200) -> int:
     """Publish up to `limit` held jobs of a resumed queue, `batch` rows per transaction
     (rows locked with SKIP LOCKED, so the outbox sweep never sends the same batch). What
     is left, or refused by the broker, the outbox sweep publishes on its next runs."""
@@ -124,7 +124,7 @@ def release_held(name: str, limit: int, batch: int = 200) -> int:
             ]
         if not jobs:
             break
-        published = sum(1 for dispatch in dispatches if publish_job(dispatch))
+        published = publish_jobs(dispatches, celery)  # one broker round trip per batch
         released += len(jobs)
         if published < len(jobs):
             break  # the broker refuses (or a processor is gone): left to the sweep

@@ -104,17 +104,22 @@ def test_pause_holds_new_work_even_for_a_worker_started_later(client, tmp_path) 
 
 
 def test_a_delivery_that_slips_past_the_pause_is_held_and_runs_on_resume(client, tmp_path) -> None:
-    """The pause stored without its broadcast (as if the broker lost it): the worker still
-    consumes, so the claim holds the job back (queued, unpublished, `held` event); the
-    worker's periodic check then stops consuming; resume publishes the held job."""
+    """A retry's countdown message is already inside the worker when the queue is paused, and
+    the pause is stored without its broadcast (as if the broker lost it): when the countdown
+    ends the claim holds the job back (queued, unpublished, `held` event, priority kept)
+    instead of running it; the worker's periodic check stops it consuming; resume publishes
+    the job again."""
     admin, user = User(client, "admin"), User(client)
-    with celery_worker(tmp_path, "pause-missed", QUEUE) as worker:
+    slow_retry = {"RETRY_BACKOFF_BASE": "3", "RETRY_JITTER": "0"}  # the countdown: 3 s
+    with celery_worker(tmp_path, "pause-missed", QUEUE, env=slow_retry) as worker:
+        job = user.submit("debug.fail", {"fail_times": 1, "fleet": QUEUE}, priority="high")
+        user.wait_status(job["id"], "retrying")
         with session_scope() as session:
             queue_states.set_paused(session, QUEUE, True, None)
-        job = user.submit("debug.echo", {"message": "slipped", "fleet": QUEUE}, priority="high")
         wait_for(
             lambda: "held" in [e["type"] for e in user.events(job["id"])],
-            message="the delivery to be held",
+            timeout=10,
+            message="the due retry to be held",
         )
         with session_scope() as session:
             row = session.scalar(select(Job).where(Job.id == uuid.UUID(job["id"])))
@@ -126,7 +131,7 @@ def test_a_delivery_that_slips_past_the_pause_is_held_and_runs_on_resume(client,
 
         assert admin.post(f"/api/v1/admin/queues/{QUEUE}/resume").status_code == 200
         done = user.wait_status(job["id"], "succeeded", timeout=10)
-    assert done["attempts"] == 1
+    assert done["attempts"] == 2
 
 
 def test_unknown_queue_is_404_and_only_admins_may_pause(client) -> None:
