@@ -273,3 +273,14 @@ def test_the_release_query_is_served_by_the_partial_index(client) -> None:
             )
         )
     assert "ix_jobs_due" in plan and "Sort" not in plan, plan
+
+
+def test_an_upload_can_wait_too(client) -> None:
+    """POST /jobs/files takes the same options as form fields; a cancel ends it at once."""
+    user = User(client)
+    job = user.submit_file("file.checksum", b"later", {}, filename="a.txt", delay_seconds=60)
+    assert job["status"] == "scheduled" and job["run_at"] is not None
+    both = user.upload("file.checksum", b"x", {}, delay_seconds=60, run_at=_at(60))
+    assert both.status_code == 422 and both.get_json()["error"]["code"] == "invalid_params"
+    cancelled = user.post(f"/api/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
