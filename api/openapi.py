@@ -115,6 +115,16 @@ _JOB_LINKS = {
     "RetryJob": ("v1.jobs.retry", {"job_id": _ID}),
 }
 _DEPLOYMENT_ID = "$response.body#/params/deployment_id"
+_SCHEDULE_LINKS = {
+    name: (f"v1.schedules.{endpoint}", {"schedule_id": _ID})
+    for name, endpoint in (
+        ("GetSchedule", "get_schedule"),
+        ("PatchSchedule", "patch_schedule"),
+        ("TriggerSchedule", "trigger"),
+        ("GetScheduleRuns", "schedule_runs"),
+        ("DeleteSchedule", "delete_schedule"),
+    )
+}
 _FIRST_ITEM = "$response.body#/items/0/id"
 _LINKS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
     "v1.jobs.submit": _JOB_LINKS,
@@ -149,6 +159,12 @@ _LINKS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
     },
     "v1.admin.requeue_dead_letter": {
         "GetRequeuedJob": ("v1.jobs.get_job", {"job_id": "$response.body#/job_id"}),
+    },
+    "v1.schedules.create_schedule": _SCHEDULE_LINKS,
+    "v1.schedules.get_schedule": _SCHEDULE_LINKS,
+    "v1.schedules.trigger": _JOB_LINKS,
+    "v1.schedules.list_schedules": {
+        "GetFirstSchedule": ("v1.schedules.get_schedule", {"schedule_id": _FIRST_ITEM}),
     },
 }
 

@@ -168,7 +168,7 @@ class AccessTokenSchema(Schema):
 LABEL_KEY = r"^[a-z0-9_.-]{1,63}$"
 MAX_LABELS = 16
 # A label filter: key:value, the key as above and the value as a label's (up to 256).
-LABEL_FILTER = r"(?s)^[a-z0-9_.-]{1,63}:.{0,256}$"
+LABEL_FILTER = r"^[a-z0-9_.-]{1,63}:[\s\S]{0,256}$"  # no inline flags: ECMA regex too
 LABEL_FILTER_ERROR = "A label filter is key:value: a label key, a value of up to 256."
 PRIORITIES = [p.value for p in Priority]
 
