@@ -53,6 +53,12 @@ class ApiClient:
         job = dict(ECHO_JOB, params={"message": message})
         return self._call("POST", f"{API}/jobs", 202, json=job)["id"]
 
+    def submit_echo_batch(self, messages: list[str]) -> list[str]:
+        """One POST /jobs/batch of debug.echo jobs; their ids in order."""
+        jobs = [dict(ECHO_JOB, params={"message": message}) for message in messages]
+        body = self._call("POST", f"{API}/jobs/batch", 202, json={"jobs": jobs})
+        return [job["id"] for job in body["items"]]
+
     def submit_file(self, processor: str, data: bytes, params: dict[str, Any]) -> str:
         form = {"processor": processor, "params": json.dumps(params)}
         files = {"file": ("sample.txt", data)}

@@ -167,7 +167,8 @@ def celery_worker(name: str, app: str, queue: str, node: str) -> AbstractContext
     """A prefork worker on `queue`, ready when it answers a control ping.
 
     A ping proves the consumer is connected to the broker, which a log line does not (and at
-    --loglevel=WARNING there is none to wait for).
+    --loglevel=WARNING there is none to wait for). Task events on (`-E`), as Flower needs
+    them: the platform's configuration turns them on anyway, raw Celery pays for them too.
     """
     nodename = f"{node}@{socket.gethostname()}"
     control = Celery("bench_control", broker=BROKER_URL)
@@ -189,6 +190,7 @@ def celery_worker(name: str, app: str, queue: str, node: str) -> AbstractContext
             queue,
             "-c",
             str(WORKER_CONCURRENCY),
+            "-E",
             "-n",
             f"{node}@%h",
             "--loglevel=WARNING",

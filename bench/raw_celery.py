@@ -1,8 +1,9 @@
 """Raw Celery on the platform's parts: the floor a job platform built on them stands on.
 
 Same Redis broker, Celery's stock PostgreSQL database result backend in the same database,
-late acks, prefetch 1, JSON: what the platform's reliability settings cost on their own, with
-none of the platform's bookkeeping. Run by `celery -A bench.raw_celery worker -Q bench_raw`.
+late acks, prefetch 1, JSON, task events on (the bench starts every worker with `-E`, as
+Flower needs): plain Celery as a team would run it for the same work, with none of the
+platform's bookkeeping. Run by `celery -A bench.raw_celery worker -E -Q bench_raw`.
 """
 
 from __future__ import annotations
