@@ -98,6 +98,8 @@ def test_pause_holds_new_work_even_for_a_worker_started_later(client, tmp_path) 
         for job in waiting:
             user.wait_status(job["id"], "succeeded", timeout=10)
             assert started_by(user, job) == ["pause-after@localhost"]
+            # Neither worker even took its message while paused (no claim had to hold it).
+            assert "held" not in [e["type"] for e in user.events(job["id"])]
         view = queue_view(admin)
     assert view["depth"] == {"high": 0, "normal": 0, "low": 0}
     assert view["oldest_waiting_seconds"] is None
