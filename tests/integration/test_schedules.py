@@ -5,11 +5,12 @@ restart)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from shared.db import session_scope
 from shared.jobs import now
@@ -20,6 +21,15 @@ from tests.integration.workers import celery_beat, celery_worker
 # Jobs parked on the deploy fleet: no worker consumes it in these tests, so they stay queued
 # (an unfinished previous run for `overlap: skip`).
 PARKED = {"message": "tick", "fleet": "deploy"}
+
+
+@pytest.fixture(autouse=True)
+def _no_schedules_left() -> Iterator[None]:
+    """Each test's schedules end with it: a due one would otherwise make jobs in whatever
+    test runs a beat next (and the tick tests count what one tick makes)."""
+    yield
+    with session_scope() as session:
+        session.execute(delete(Schedule))
 
 
 def error(response) -> dict:
@@ -295,6 +305,19 @@ def test_misfire_run_once_makes_one_catch_up_job_and_skip_makes_none(client, set
     assert occurrences(skip["id"]) == []
     assert schedule_row(skip["id"]).next_run_at > now()
     assert tick(settings) == {}  # nothing due any more
+
+
+def test_an_on_time_occurrence_runs_under_misfire_skip_and_a_disabled_one_never(
+    client, settings
+) -> None:
+    user = User(client)
+    skip = create(user, every_seconds=10, misfire="skip")
+    disabled = create(user, every_seconds=10, enabled=False)
+    for schedule in (skip, disabled):
+        set_next_run(schedule["id"], now() - timedelta(seconds=1))  # within the grace
+    tick(settings)
+    assert len(occurrences(skip["id"])) == 1
+    assert occurrences(disabled["id"]) == []
 
 
 def test_an_occurrence_that_already_has_its_job_makes_no_second_one(client, settings) -> None:
