@@ -52,7 +52,9 @@ def _start_unpaused_only(sender: Any = None, **_: Any) -> None:
     try:
         paused = _stored_pauses()
     except Exception:  # the database is down: the claim still holds paused jobs back
-        log.warning("queue states not read at start", exc_info=True, extra={"event": "liveness"})
+        log.warning(
+            "queue states not read at start", exc_info=True, extra={"event": "queue_states"}
+        )
         return
     for queue in _home:
         if queue in paused:
