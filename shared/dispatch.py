@@ -140,17 +140,15 @@ def publish_job(
     return True
 
 
-def publish_jobs(dispatches: Sequence[Dispatch], celery: Celery | None = None) -> int:
-    """Send immediate messages for existing rows in one broker round trip (one Redis
-    transaction), then mark the rows published in one UPDATE; how many were sent. All or none
-    on a Redis broker: if it refuses, 0, logged, and the rows stay unpublished for the sweep."""
-    celery = celery or celery_app
-    if not dispatches:
-        return 0
-    if not fast_publish.supports(celery):
-        return sum(1 for dispatch in dispatches if publish_job(dispatch, celery))
+def _send_all(dispatches: Sequence[Dispatch], celery: Celery) -> bool:
+    """Send every message, in one Redis transaction on a Redis broker (one round trip, all or
+    none); False, logged, if the broker refused."""
     try:
-        send_many(dispatches, celery)
+        if fast_publish.supports(celery):
+            send_many(dispatches, celery)
+        else:
+            for dispatch in dispatches:
+                send(dispatch, celery)
     except Exception:
         log.warning(
             "publish of %d jobs failed; the outbox sweep will retry",
@@ -158,6 +156,15 @@ def publish_jobs(dispatches: Sequence[Dispatch], celery: Celery | None = None) -
             exc_info=True,
             extra={"event": "publish_failed", "jobs": len(dispatches)},
         )
+        return False
+    return True
+
+
+def publish_jobs(dispatches: Sequence[Dispatch], celery: Celery | None = None) -> int:
+    """Send immediate messages for existing, committed rows together, then mark the rows
+    published in one UPDATE; how many were sent (0 if the broker refused: the rows stay
+    unpublished for the outbox sweep)."""
+    if not dispatches or not _send_all(dispatches, celery or celery_app):
         return 0
     sent = [(dispatch.job_id, dispatch.dispatch_id) for dispatch in dispatches]
     with session_scope() as session:
@@ -198,24 +205,11 @@ def publish_new_jobs(
     """`publish_new_job` for a batch of uncommitted rows: every message (with its mark) in
     one Redis transaction, so one broker round trip, all or none. If the broker refuses,
     every row's `published_at` is cleared and they commit unpublished for the outbox sweep."""
-    celery = celery or celery_app
-    try:
-        if fast_publish.supports(celery):
-            send_many(dispatches, celery)
-        else:
-            for dispatch in dispatches:
-                send(dispatch, celery)
-    except Exception:
-        log.warning(
-            "publish of %d new jobs failed; the outbox sweep will retry",
-            len(dispatches),
-            exc_info=True,
-            extra={"event": "publish_failed", "jobs": len(dispatches)},
-        )
-        ids = [dispatch.job_id for dispatch in dispatches]
-        session.execute(update(Job).where(Job.id.in_(ids)).values(published_at=None))
-        return False
-    return True
+    if _send_all(dispatches, celery or celery_app):
+        return True
+    ids = [dispatch.job_id for dispatch in dispatches]
+    session.execute(update(Job).where(Job.id.in_(ids)).values(published_at=None))
+    return False
 
 
 def wait_for_uncommitted_job(session: Session, job_id: uuid.UUID) -> None:
