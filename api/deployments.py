@@ -9,8 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from flask_jwt_extended import jwt_required
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from api.auth import current_user_id, is_admin
 from api.errors import ApiError, not_found
@@ -29,12 +28,12 @@ from api.schemas import (
 )
 from api.session import db_session, json_body
 from shared import queues
-from shared.crypto import encrypt_env
-from shared.deployment_status import COUNTS_FOR_QUOTA, ENDED, INITIAL, DeploymentStatus, set_status
+from shared.deploy_jobs import DeployRequest, deploy_job
+from shared.deployment_status import ENDED, DeploymentStatus, set_status
 from shared.jobs import now
 from shared.models import Deployment, JobLog
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
-from shared.repo_urls import InvalidRepository, check_ref, parse_repo_url
+from shared.repo_urls import InvalidRepository
 
 log = logging.getLogger(__name__)
 submit_bp = Blueprint("deploy_jobs", __name__, url_prefix="/jobs")
@@ -45,31 +44,29 @@ DEPLOYMENT_SCHEMA = DeploymentSchema()
 DEPLOYMENT_LIST_SCHEMA = DeploymentListSchema()
 
 
-def _refuse(error: InvalidRepository) -> ApiError:
-    return ApiError(422, error.code, error.message, {"fields": {error.field: [error.message]}})
-
-
-def _check_deployment_quota(session: Session, owner: uuid.UUID, repo_key: str) -> None:
-    limit = settings().quota_active_deployments
-    if not limit:
-        return
-    active = session.scalar(
-        select(func.count())
-        .select_from(Deployment)
-        .where(
-            Deployment.owner_id == owner,
-            Deployment.status.in_(COUNTS_FOR_QUOTA),
-            Deployment.repo_key != repo_key,  # a redeploy replaces its predecessor
-            Deployment.replaced_by.is_(None),
-        )
+def refuse_repository(error: InvalidRepository, within: str | None = None) -> ApiError:
+    """422 with the refusal's own code; `within` nests the field (a schedule's `params`)."""
+    fields: dict[str, Any] = {error.field: [error.message]}
+    return ApiError(
+        422, error.code, error.message, {"fields": {within: fields} if within else fields}
     )
-    if (active or 0) >= limit:
-        raise ApiError(
-            429,
-            "too_many_deployments",
-            f"You already have {active} active deployments (limit {limit}); stop one first.",
-            {"limit": limit, "active": active},
+
+
+def deploy_request(data: dict[str, Any], within: str | None = None) -> DeployRequest:
+    """The validated request of a deploy body (`DeploySubmitSchema` fields): a refused URL or
+    ref answers 422 with its own code (invalid_repo_url, ...). A deploy schedule's params
+    are checked here too (`within="params"`), so both refuse the same way."""
+    try:
+        return DeployRequest.parse(
+            settings(),
+            repo_url=data["repo_url"],
+            ref=data["ref"],
+            container_port=data["container_port"],
+            health_path=data["health_path"],
+            env=data["env"],
         )
+    except InvalidRepository as error:
+        raise refuse_repository(error, within) from None
 
 
 @submit_bp.post("/deploy")
@@ -85,46 +82,14 @@ def _check_deployment_quota(session: Session, owner: uuid.UUID, repo_key: str) -
 def submit_deploy() -> Response:
     data = SUBMIT_SCHEMA.load(json_body())
     processor = processor_or_422(DEPLOY_PROCESSOR)
-    try:
-        repo = parse_repo_url(data["repo_url"], settings().deploy_allowed_hosts)
-        ref = check_ref(data["ref"])
-    except InvalidRepository as error:
-        raise _refuse(error) from None
-    owner = current_user_id()
-    deployment_id = uuid.uuid4()
-    params = {
-        "repo_url": repo.url,
-        "ref": ref,
-        "container_port": data["container_port"],
-        "health_path": data["health_path"],
-        "env_names": sorted(data["env"]),
-        "deployment_id": str(deployment_id),
-    }
-
-    def add_deployment(session: Session, job: Any) -> None:
-        session.add(
-            Deployment(
-                id=deployment_id,
-                owner_id=owner,
-                job_id=job.id,
-                repo_url=repo.url,
-                repo_key=repo.key,
-                ref=ref,
-                container_port=data["container_port"],
-                health_path=data["health_path"],
-                env=encrypt_env(data["env"], settings()),  # encrypted at rest
-                env_names=sorted(data["env"]),
-                status=INITIAL.value,
-            )
-        )
-
+    job = deploy_job(settings(), current_user_id(), deploy_request(data))
     return answer_submission(
         new_submission(
             processor,
-            params,
+            job.params,
             data["max_attempts"],
-            with_job=add_deployment,
-            kind_quota=lambda session: _check_deployment_quota(session, owner, repo.key),
+            with_job=job.with_job,
+            kind_quota=job.kind_quota,
             options=job_options(data),
         )
     )

@@ -17,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from shared.deploy_jobs import TooManyDeployments
 from shared.jobs import JobConflict
 from shared.status import IllegalTransition
 from shared.storage.base import StorageError
@@ -103,6 +104,10 @@ def register_error_handlers(app: Flask) -> None:
             return error_response(409, error.code, error.message)
         if isinstance(error, IllegalTransition):
             return error_response(409, "illegal_transition", str(error))
+        if isinstance(error, TooManyDeployments):
+            return error_response(
+                429, error.code, error.message, {"limit": error.limit, "active": error.active}
+            )
         if (
             isinstance(error, DBAPIError)
             and error.connection_invalidated

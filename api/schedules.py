@@ -2,22 +2,26 @@
 
 The rules of a recurrence and the job an occurrence makes are shared/schedules.py; the jobs
 themselves are made by the schedule tick (workers/schedules.py), or here by a trigger.
-Schedules run processors that take no input (diagnostics): a deploy job also needs its
-deployment row, which only the deploy endpoint builds (api/deployments.py), so deploy
-processors are refused for now.
+Schedules run processors that take no input: diagnostics, and deploy (a nightly redeploy
+of a branch). A deploy schedule's params are a POST /jobs/deploy body, checked the same way
+(api/deployments.py); its env is stored encrypted (shared/deploy_jobs.py) and only its
+names are shown.
 """
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
 from flask_jwt_extended import jwt_required
+from marshmallow import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.auth import current_user_id, is_admin
+from api.deployments import deploy_request, refuse_repository
 from api.errors import ApiError, not_found
 from api.extensions import publisher, settings
 from api.jobs import (
@@ -31,6 +35,7 @@ from api.openapi import doc
 from api.pagination import page, paginate
 from api.quotas import SubmitQuotas, check_schedules
 from api.schemas import (
+    DeploySubmitSchema,
     JobListSchema,
     JobSchema,
     ScheduleCreateSchema,
@@ -44,6 +49,8 @@ from shared import schedules
 from shared.jobs import now
 from shared.models import Job, Schedule
 from shared.processors import Processor
+from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
+from shared.repo_urls import InvalidRepository
 from shared.submission import lock_owner, submit_job
 
 bp = Blueprint("schedules", __name__, url_prefix="/schedules")
@@ -53,6 +60,10 @@ SCHEDULE_LIST_SCHEMA = ScheduleListSchema()
 CREATE_SCHEMA = ScheduleCreateSchema()
 PATCH_SCHEMA = SchedulePatchSchema()
 LIST_QUERY_SCHEMA = ScheduleListQuerySchema()
+#: A deploy schedule's params: the fields of a POST /jobs/deploy body that say what to deploy.
+DEPLOY_PARAMS_SCHEMA = DeploySubmitSchema(
+    only=("repo_url", "ref", "container_port", "health_path", "env")
+)
 #: Fields a PATCH copies as they are (the others are checked together below).
 _PLAIN_FIELDS = ("name", "priority", "labels", "enabled", "overlap", "misfire")
 
@@ -63,13 +74,25 @@ def _invalid(field: str, reason: str) -> ApiError:
 
 def _processor(name: str) -> Processor:
     processor = processor_or_422(name)
-    if processor.input != "none":
+    if processor.input != "none" and processor.name != DEPLOY_PROCESSOR:
         raise _invalid(
             "processor",
             f"{processor.name} takes {processor.input} input; schedules run processors that "
-            "take none (diagnostics).",
+            "take none (diagnostics) and deploy.",
         )
     return processor
+
+
+def _params(processor: Processor, raw: dict[str, Any]) -> dict[str, Any]:
+    """The params to store. A deploy schedule's are checked like a POST /jobs/deploy body
+    (same error codes, under `params`) and keep the env only as its encrypted token."""
+    if processor.name != DEPLOY_PROCESSOR:
+        return load_params(processor, raw)
+    try:
+        data = DEPLOY_PARAMS_SCHEMA.load(raw)
+    except ValidationError as error:
+        raise ValidationError({"params": error.normalized_messages()}) from None
+    return deploy_request(data, within="params").stored_params()
 
 
 def _recurrence(cron: str | None, every_seconds: int | None, timezone: str) -> schedules.Recurrence:
@@ -128,7 +151,7 @@ def schedule_response(schedule: Schedule, status: int = 200) -> Response:
 def create_schedule() -> Response:
     data = CREATE_SCHEMA.load(json_body())
     processor = _processor(data["processor"])
-    params = load_params(processor, data["params"])
+    params = _params(processor, data["params"])
     recurrence = _recurrence(data["cron"], data["every_seconds"], data["timezone"])
     owner = current_user_id()
     session = db_session()
@@ -190,8 +213,8 @@ def patch_schedule(schedule_id: uuid.UUID) -> Response:
     data = PATCH_SCHEMA.load(json_body())
     schedule = load_schedule(schedule_id, for_update=True)
     processor = _processor(data.get("processor", schedule.processor))
-    if "processor" in data or "params" in data:
-        schedule.params = load_params(processor, data.get("params", schedule.params))
+    if "params" in data or processor.name != schedule.processor:
+        schedule.params = _params(processor, data.get("params", schedule.params))
         schedule.processor = processor.name
     if "max_attempts" in data:
         schedule.max_attempts = _max_attempts(processor, data["max_attempts"])
@@ -246,14 +269,17 @@ def delete_schedule(schedule_id: uuid.UUID) -> Response:
 def trigger(schedule_id: uuid.UUID) -> Response:
     schedule = load_schedule(schedule_id, for_update=True)
     processor = processor_or_422(schedule.processor)
-    submission = schedules.submission(
-        schedule,
-        processor,
-        now(),
-        default_max_attempts=settings().job_max_attempts,
-        quotas=SubmitQuotas(settings(), schedule.owner_id),
-        request_id=g.request_id,
-    )
+    try:
+        submission = schedules.submission(
+            schedule,
+            processor,
+            now(),
+            settings=settings(),
+            quotas=SubmitQuotas(settings(), schedule.owner_id),
+            request_id=g.request_id,
+        )
+    except InvalidRepository as error:  # its host is no longer in DEPLOY_ALLOWED_HOSTS
+        raise refuse_repository(error, "params") from None
     result = submit_job(
         db_session(), submission, celery=publisher(), redis_url=settings().redis_url
     )

@@ -11,6 +11,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_lo
 from marshmallow.utils import missing
 
 from shared import schedules
+from shared.deploy_jobs import public_params
 from shared.deployment_status import DeploymentStatus
 from shared.priorities import Priority
 from shared.processors import all_processors, kind_of
@@ -165,7 +166,7 @@ class AccessTokenSchema(Schema):
     expires_in = fields.Integer(required=True)
 
 
-LABEL_KEY = r"^[a-z0-9_.-]{1,63}$"
+LABEL_KEY = r"^[a-z0-9_.-]{1,63}\Z"  # \Z: `$` would let a trailing newline in
 MAX_LABELS = 16
 # A label filter: key:value, the key as above and the value as a label's (up to 256).
 LABEL_FILTER = r"^[a-z0-9_.-]{1,63}:[\s\S]{0,256}$"  # no inline flags: ECMA regex too
@@ -572,6 +573,11 @@ def _schedule_links(schedule: Any) -> dict[str, str]:
     }
 
 
+def _schedule_params(schedule: Any) -> dict[str, Any]:
+    """Never the encrypted env a deploy schedule keeps."""
+    return public_params(schedule.params)
+
+
 OVERLAPS = [o.value for o in schedules.Overlap]
 MISFIRES = [m.value for m in schedules.Misfire]
 _SCHEDULE_DOCS: dict[str, dict[str, Any]] = {
@@ -653,7 +659,10 @@ class ScheduleSchema(Schema):
     owner_id = fields.UUID()
     name = fields.String()
     processor = fields.String()
-    params = fields.Dict()
+    params = ComputedDict(
+        compute=_schedule_params,
+        metadata={"description": "A deploy schedule's env shows as env_names only."},
+    )
     cron = fields.String(allow_none=True)
     every_seconds = fields.Integer(allow_none=True)
     timezone = fields.String()

@@ -15,14 +15,18 @@ from __future__ import annotations
 import enum
 import functools
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 from sqlalchemy.orm import Session
 
+from shared.config import Settings
+from shared.deploy_jobs import DeployRequest, deploy_job
 from shared.models import Schedule
 from shared.processors import Processor, kind_of
+from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
 from shared.status import ACTIVE, WAITING, JobStatus
 from shared.submission import NewJob, Quotas, Submission
 
@@ -139,16 +143,31 @@ def submission(
     processor: Processor,
     occurrence: datetime,
     *,
-    default_max_attempts: int,
+    settings: Settings,
     quotas: Quotas | None = None,
     request_id: str | None = None,
 ) -> Submission:
     """The submission of one run of `schedule`: its job carries `schedule_id` and
     `scheduled_for` = `occurrence` (unique per schedule: a second insert of the same
     occurrence is a no-op, see shared.submission), runs at once, and becomes the schedule's
-    `last_job_id` in the same transaction."""
+    `last_job_id` in the same transaction.
+
+    A deploy schedule's run is a deploy job (shared.deploy_jobs): its Deployment row joins
+    the same transaction and the active-deployments quota holds even where `quotas` is None
+    (the tick), raising TooManyDeployments. A stored repository URL is checked again against
+    today's DEPLOY_ALLOWED_HOSTS (InvalidRepository)."""
+    params = schedule.params
+    extra_rows: Callable[[Session, NewJob], None] | None = None
+    if processor.name == DEPLOY_PROCESSOR:
+        job = deploy_job(
+            settings, schedule.owner_id, DeployRequest.stored(settings, schedule.params)
+        )
+        params, extra_rows = job.params, job.with_job
+        quotas = _WithKindQuota(quotas, job.kind_quota)
 
     def record_run(session: Session, job: NewJob) -> None:
+        if extra_rows is not None:
+            extra_rows(session, job)
         schedule.last_job_id = job.id
         schedule.last_run_at = occurrence
 
@@ -156,8 +175,8 @@ def submission(
     return Submission(
         owner_id=schedule.owner_id,
         processor=processor,
-        params=schedule.params,
-        max_attempts=schedule.max_attempts or processor.max_attempts or default_max_attempts,
+        params=params,
+        max_attempts=schedule.max_attempts or processor.max_attempts or settings.job_max_attempts,
         queue=fleet,
         request_id=request_id,
         quotas=quotas,
@@ -167,3 +186,23 @@ def submission(
         schedule_id=schedule.id,
         scheduled_for=occurrence,
     )
+
+
+@dataclass(frozen=True)
+class _WithKindQuota:
+    """The caller's quotas (None: none, the tick's) plus a kind's own, always checked."""
+
+    quotas: Quotas | None
+    kind_quota: Callable[[Session], None]
+
+    def count_submission(self, jobs: int = 1) -> None:
+        if self.quotas is not None:
+            self.quotas.count_submission(jobs)
+
+    def checks_active_work(self, scheduled: int = 0) -> bool:
+        return True
+
+    def check_active_work(self, session: Session, jobs: int = 1, scheduled: int = 0) -> None:
+        if self.quotas is not None and self.quotas.checks_active_work(scheduled):
+            self.quotas.check_active_work(session, jobs, scheduled)
+        self.kind_quota(session)

@@ -15,15 +15,19 @@ What an occurrence makes:
   missed ones collapse into that one catch-up run).
 - `misfire: skip`: the same, unless that occurrence is older than MISFIRE_GRACE: then no job.
 - `overlap: skip`: no job while the schedule's previous job (`last_job_id`) has not ended.
+- a deploy schedule: no job while QUOTA_ACTIVE_DEPLOYMENTS refuses it (or when its stored
+  repository's host is no longer allowed); otherwise a job and its Deployment row, which
+  the deploy fleet treats as a redeploy of the same repository.
 
 Either way `next_run_at` moves to the first occurrence after now. A schedule's runs are not
 held to the submit quotas (those answer an HTTP caller); QUOTA_SCHEDULES and the minimum
-period bound them.
+period bound them. The active-deployments quota is the exception: it bounds what runs.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -33,9 +37,11 @@ from sqlalchemy.orm import Session
 from shared import schedules
 from shared.config import Settings
 from shared.db import new_session
+from shared.deploy_jobs import TooManyDeployments
 from shared.jobs import now
 from shared.models import Job, Schedule
 from shared.processors import get_processor
+from shared.repo_urls import InvalidRepository
 from shared.submission import submit_job
 
 log = logging.getLogger(__name__)
@@ -61,29 +67,43 @@ def misfire_grace(settings: Settings) -> timedelta:
 def run_schedule_tick(settings: Settings) -> dict[str, int]:
     """Handle up to TICK_BATCH due schedules; counts of what each occurrence made."""
     outcomes: Counter[str] = Counter()
+    failed: set[uuid.UUID] = set()
     for _ in range(TICK_BATCH):
-        outcome = _tick_one(settings)
+        outcome = _tick_one(settings, failed)
         if outcome is None:
             break
         outcomes[outcome] += 1
     return dict(outcomes)
 
 
-def _tick_one(settings: Settings) -> str | None:
-    """Take one due schedule (SKIP LOCKED) and handle it; None when none is due."""
+def _tick_one(settings: Settings, failed: set[uuid.UUID]) -> str | None:
+    """Take one due schedule (SKIP LOCKED) and handle it; None when none is due.
+
+    A schedule whose occurrence raises (a bug, a time zone gone from tzdata) is rolled back,
+    logged and left out for the rest of the tick (`failed`), so it cannot hold up the others;
+    it stays due and is tried again next tick."""
     session = new_session(settings.database_url)
     try:
+        query = select(Schedule).where(Schedule.enabled, Schedule.next_run_at <= now())
+        if failed:
+            query = query.where(Schedule.id.not_in(failed))
         schedule = session.scalars(
-            select(Schedule)
-            .where(Schedule.enabled, Schedule.next_run_at <= now())
-            .order_by(Schedule.next_run_at)
-            .limit(1)
-            .with_for_update(skip_locked=True)
+            query.order_by(Schedule.next_run_at).limit(1).with_for_update(skip_locked=True)
         ).first()
         if schedule is None:
             session.rollback()
             return None
-        return _handle_due(session, schedule, settings)
+        schedule_id = schedule.id
+        try:
+            return _handle_due(session, schedule, settings)
+        except Exception:
+            session.rollback()
+            failed.add(schedule_id)
+            log.exception(
+                "schedule occurrence failed; the schedule stays due",
+                extra={"event": "schedule_failed", "schedule_id": str(schedule_id)},
+            )
+            return "failed"
     finally:
         session.close()
 
@@ -105,10 +125,20 @@ def _handle_due(session: Session, schedule: Schedule, settings: Settings) -> str
             extra={"event": "schedule_skipped", "schedule_id": str(schedule.id)},
         )
         return f"skipped_{reason}"
-    submission = schedules.submission(
-        schedule, processor, latest, default_max_attempts=settings.job_max_attempts
-    )
-    result = submit_job(session, submission, celery=None, redis_url=settings.redis_url)
+    try:
+        submission = schedules.submission(schedule, processor, latest, settings=settings)
+        result = submit_job(session, submission, celery=None, redis_url=settings.redis_url)
+    except (TooManyDeployments, InvalidRepository) as error:
+        # Refused before any row was written: the schedule's new next_run_at still commits.
+        reason = "deployment_quota" if isinstance(error, TooManyDeployments) else "repo_url"
+        session.commit()
+        log.warning(
+            "schedule occurrence skipped (%s): %s",
+            reason,
+            error,
+            extra={"event": "schedule_skipped", "schedule_id": str(schedule.id)},
+        )
+        return f"skipped_{reason}"
     log.info(
         "schedule occurrence %s",
         "made a job" if result.created else "already had its job",

@@ -149,7 +149,7 @@ def test_create_read_list_change_delete(client) -> None:
         ({"timezone": "Mars/Olympus"}, "invalid_schedule", "timezone"),
         ({"timezone": "../../etc/passwd"}, "invalid_schedule", "timezone"),
         ({"processor": "image.thumbnail"}, "invalid_schedule", "processor"),
-        ({"processor": "deploy.repository"}, "invalid_schedule", "processor"),
+        ({"processor": "deploy.repository"}, "validation_error", "params"),  # a deploy body
         ({"processor": "nope.nothing"}, "unknown_processor", "processor"),
         ({"params": {"message": "x", "bogus": 1}}, "invalid_params", "params"),
         ({"overlap": "sometimes"}, "validation_error", "overlap"),
