@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import request
@@ -18,6 +18,7 @@ from shared.jobs import now
 from shared.priorities import Priority
 
 OPTIONS_SCHEMA = JobOptionsSchema()
+EARLIEST_RUN_AT = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ def job_options(data: dict[str, Any]) -> JobOptions:
         run_at = now() + timedelta(seconds=delay) if delay else None
     elif run_at is not None and run_at > now() + timedelta(seconds=limit):
         raise _invalid_params(f"run_at must be within {limit} seconds from now.", "run_at")
+    elif run_at is not None and run_at < EARLIEST_RUN_AT:
+        # A past run_at runs at once; one before the epoch is a mistake (and a year before 1
+        # could be stored by PostgreSQL but not read back).
+        raise _invalid_params("run_at must be after 1970-01-01T00:00:00Z.", "run_at")
     return JobOptions(data["priority"], dict(data["labels"]), run_at)
 
 

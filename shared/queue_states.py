@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from shared import priorities, queues
 from shared.db import session_scope
 from shared.dispatch import Dispatch, publish_jobs
+from shared.jobs import now
 from shared.models import Job, QueueState
 from shared.processors import get_processor
 from shared.status import JobStatus
@@ -100,7 +101,7 @@ def oldest_waiting(session: Session, name: str) -> datetime | None:
 
 def release_held(name: str, limit: int, celery: Celery | None = None, batch: int = 200) -> int:
     """Publish up to `limit` held jobs of a resumed queue, `batch` rows per transaction
-    (rows locked with SKIP LOCKED, so the outbox sweep never sends the same batch). What
+    (rows locked with SKIP LOCKED and touched, so the outbox sweep leaves them alone). What
     is left, or refused by the broker, the outbox sweep publishes on its next runs."""
     released = 0
     while released < limit:
@@ -122,6 +123,10 @@ def release_held(name: str, limit: int, celery: Celery | None = None, batch: int
                 for job in jobs
                 if (processor := get_processor(job.processor)) is not None
             ]
+            for job in jobs:
+                # Fresh again for OUTBOX_GRACE (judged by updated_at): the sweep leaves these
+                # rows to this publish instead of sending them a second time after the commit.
+                job.updated_at = now()
         if not jobs:
             break
         published = publish_jobs(dispatches, celery)  # one broker round trip per batch

@@ -104,11 +104,13 @@ class Submission:
     schedule_id: uuid.UUID | None = None  # made by this schedule...
     scheduled_for: datetime | None = None  # ...for this occurrence (unique per schedule)
     batch_id: uuid.UUID | None = None
+    #: Whether the job is held back as `scheduled` until its `run_at`: decided once, when the
+    #: submission is made, so the quota check and the insert cannot disagree about a
+    #: `run_at` a few milliseconds ahead.
+    waits: bool = field(init=False)
 
-    @property
-    def waits(self) -> bool:
-        """Whether the job is held back as `scheduled` until its `run_at`."""
-        return self.run_at is not None and self.run_at > now()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "waits", self.run_at is not None and self.run_at > now())
 
 
 def submit_job(

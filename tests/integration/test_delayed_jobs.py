@@ -298,3 +298,17 @@ def test_an_upload_can_wait_too(client) -> None:
     assert both.status_code == 422 and both.get_json()["error"]["code"] == "invalid_params"
     cancelled = user.post(f"/api/v1/jobs/{job['id']}/cancel")
     assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
+
+
+def test_a_run_at_before_the_epoch_is_refused(client) -> None:
+    """A past run_at runs at once, but one before 1970 is a mistake: 422, not a row that
+    PostgreSQL stores as a BC date and the API then cannot read back (a 500 on every list)."""
+    user = User(client)
+    for value in ("0001-01-01T00:00:00+01:00", "1969-12-31T23:59:59Z"):
+        response = user.post(
+            "/api/v1/jobs",
+            json={"processor": "debug.echo", "params": {"message": "x"}, "run_at": value},
+        )
+        assert response.status_code == 422, value
+        assert response.get_json()["error"]["code"] == "invalid_params"
+    assert user.get("/api/v1/jobs").status_code == 200

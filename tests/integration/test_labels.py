@@ -122,3 +122,14 @@ def test_the_label_filter_uses_the_gin_index(client) -> None:
         with session_scope() as session:
             session.execute(text("DELETE FROM jobs WHERE owner_id = :owner"), {"owner": owner})
             session.execute(text("ANALYZE jobs"))
+
+
+def test_a_label_key_with_a_trailing_newline_is_refused(client) -> None:
+    """Keys are matched whole: `$` alone would accept "team\\n", a label no filter can reach."""
+    user = User(client)
+    response = user.post(
+        "/api/v1/jobs",
+        json={"processor": "debug.echo", "params": {"message": "x"}, "labels": {"team\n": "x"}},
+    )
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "validation_error"

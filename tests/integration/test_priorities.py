@@ -3,14 +3,18 @@ before `low` (shared/priorities.py), and every later delivery of a job keeps its
 
 from __future__ import annotations
 
+import json
 import uuid
+
+from redis import Redis
 
 from shared import priorities, transitions
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.models import Job
-from tests.helpers import User
+from tests.helpers import User, wait_for
 from tests.integration.workers import celery_worker
+from workers.release import release_due
 
 FLEET = {"fleet": "files"}  # a fleet no in-process test worker consumes
 
@@ -80,3 +84,69 @@ def test_priority_is_validated(client) -> None:
     job = user.submit("debug.echo", {"message": "x", **FLEET})
     assert job["priority"] == "normal"
     user.post(f"/api/v1/jobs/{job['id']}/cancel")
+
+
+def _waiting_in(broker: Redis, queue: str, priority: str) -> dict[str, bytes]:
+    """Messages waiting in one priority list of a queue, by task id (the dispatch id)."""
+    raws = broker.lrange(priorities.list_name(queue, priority), 0, -1)
+    return {json.loads(raw)["headers"]["id"]: raw for raw in raws}
+
+
+def _dispatch_id(job_id: str) -> str:
+    with session_scope() as session:
+        job = session.get(Job, uuid.UUID(job_id))
+        assert job is not None
+        return str(job.dispatch_id)
+
+
+def test_every_publish_path_puts_a_job_in_its_priority_list(client) -> None:
+    """Submit, batch, the release of a delayed job and a broker-loss redispatch each write the
+    message to the Redis list of the job's own priority (what the worker's BRPOP orders)."""
+    settings = get_settings()
+    broker = Redis.from_url(settings.broker_url)
+    user = User(client)
+    low = user.submit("debug.echo", {"message": "low", **FLEET}, priority="low")
+    response = user.post(
+        "/api/v1/jobs/batch",
+        json={
+            "jobs": [
+                {"processor": "debug.echo", "params": {"message": "b", **FLEET}, "priority": "high"}
+            ]
+        },
+    )
+    assert response.status_code == 202, response.get_json()
+    (batched,) = response.get_json()["items"]
+    delayed = user.submit(
+        "debug.echo", {"message": "later", **FLEET}, priority="low", delay_seconds=1
+    )
+    assert delayed["status"] == "scheduled"
+    try:
+        assert _dispatch_id(low["id"]) in _waiting_in(broker, "files", "low")
+        assert _dispatch_id(batched["id"]) in _waiting_in(broker, "files", "high")
+        assert _dispatch_id(delayed["id"]) not in _waiting_in(broker, "files", "low")
+
+        wait_for(lambda: release_due() or user.job(delayed["id"])["status"] == "queued",
+                 message="the delayed job to be released")  # fmt: skip
+        assert _dispatch_id(delayed["id"]) in _waiting_in(broker, "files", "low")
+
+        # The broker lost the low job's message: the redispatch goes to the low list again.
+        previous = _dispatch_id(low["id"])
+        broker.lrem(
+            priorities.list_name("files", "low"), 0, _waiting_in(broker, "files", "low")[previous]
+        )
+        with session_scope() as session:
+            job = session.get(Job, uuid.UUID(low["id"]), with_for_update=True)
+            assert job is not None
+            effects = transitions.redispatch(session, job, "dockyard.diagnostic.run", "broker_lost")
+        effects.send()
+        current = _dispatch_id(low["id"])
+        assert current != previous
+        assert current in _waiting_in(broker, "files", "low")
+        assert current not in _waiting_in(broker, "files", "normal")
+    finally:
+        for job in (low, batched, delayed):
+            user.post(f"/api/v1/jobs/{job['id']}/cancel")
+        for level in ("high", "low"):
+            for dispatch, raw in _waiting_in(broker, "files", level).items():
+                if dispatch in {_dispatch_id(j["id"]) for j in (low, batched, delayed)}:
+                    broker.lrem(priorities.list_name("files", level), 0, raw)
