@@ -312,3 +312,20 @@ def test_a_run_at_before_the_epoch_is_refused(client) -> None:
         assert response.status_code == 422, value
         assert response.get_json()["error"]["code"] == "invalid_params"
     assert user.get("/api/v1/jobs").status_code == 200
+
+
+def test_a_deploy_can_wait_too(client) -> None:
+    """POST /jobs/deploy takes the same options: a delayed deploy waits as `scheduled` with
+    its deployment recorded, and a cancel ends it before anything is cloned."""
+    user = User(client)
+    response = user.post(
+        "/api/v1/jobs/deploy",
+        json={"repo_url": "https://github.com/octo/later", "delay_seconds": 3600},
+    )
+    assert response.status_code == 202, response.get_json()
+    job = response.get_json()
+    assert job["status"] == "scheduled" and job["run_at"] is not None
+    assert job["kind"] == "deploy"
+    cancelled = user.post(f"/api/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.get_json()["status"] == "cancelled"
