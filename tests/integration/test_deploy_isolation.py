@@ -25,7 +25,7 @@ from shared.jobs import now
 from shared.models import Deployment
 from tests.helpers import User, wait_for
 from tests.integration.git_repos import FakeGitHub
-from tests.integration.workers import celery_worker
+from tests.integration.workers import deploy_fleet
 from workers.deploy import firewall, networks
 from workers.deploy.lifecycle import check_deployments, delete_stopped_envs
 
@@ -43,20 +43,20 @@ def github(tmp_path_factory) -> Iterator[FakeGitHub]:
 
 @pytest.fixture(scope="module")
 def deploy_worker(github, tmp_path_factory, job_worker):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GIT_CONFIG_GLOBAL", str(github.gitconfig))
-        patch.setenv("DEPLOY_GIT_PROTOCOLS", "https,file")
-        patch.setenv("DEPLOY_PORT_RANGE", f"{PORTS[0]}-{PORTS[1]}")
-        patch.setenv("DEPLOY_HEALTH_TIMEOUT", "20")
+    with deploy_fleet(
+        github,
+        tmp_path_factory.mktemp("deploy"),
+        "deploy-isolation",
+        PORTS,
+        2,
+        DEPLOY_HEALTH_TIMEOUT="20",
         # Published on every host interface (the harder case: with the default 127.0.0.1 the
         # engine's port proxy cannot be reached from a container at all).
-        patch.setenv("DEPLOY_BIND_ADDRESS", "0.0.0.0")
-        patch.setenv("DEPLOY_BUILD_CPUS", "0.5")
-        patch.setenv("DEPLOY_BUILD_PIDS", str(BUILD_PIDS))
-        with celery_worker(
-            tmp_path_factory.mktemp("deploy"), "deploy-isolation", "deploy", 2
-        ) as worker:
-            yield worker
+        DEPLOY_BIND_ADDRESS="0.0.0.0",
+        DEPLOY_BUILD_CPUS="0.5",
+        DEPLOY_BUILD_PIDS=str(BUILD_PIDS),
+    ) as worker:
+        yield worker
 
 
 @pytest.fixture(scope="module", autouse=True)

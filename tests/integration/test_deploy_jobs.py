@@ -21,7 +21,7 @@ from shared.db import session_scope
 from shared.models import PortLease
 from tests.helpers import User, wait_for
 from tests.integration.git_repos import FakeGitHub
-from tests.integration.workers import celery_worker
+from tests.integration.workers import deploy_fleet
 from workers.deploy.containers import LABEL_DEPLOYMENT
 from workers.deploy.lifecycle import check_deployments
 
@@ -39,16 +39,16 @@ def github(tmp_path_factory) -> Iterator[FakeGitHub]:
 
 @pytest.fixture(scope="module")
 def deploy_worker(github, tmp_path_factory, job_worker):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GIT_CONFIG_GLOBAL", str(github.gitconfig))
-        patch.setenv("DEPLOY_GIT_PROTOCOLS", "https,file")  # file: the stand-in for GitHub
-        patch.setenv("DEPLOY_PORT_RANGE", f"{PORTS[0]}-{PORTS[1]}")
-        patch.setenv("DEPLOY_HEALTH_TIMEOUT", "8")
-        patch.setenv("DEPLOY_REPLACE_GRACE", "3")
-        with celery_worker(
-            tmp_path_factory.mktemp("deploy"), "deploy-fleet", "deploy", 8
-        ) as worker:
-            yield worker
+    with deploy_fleet(
+        github,
+        tmp_path_factory.mktemp("deploy"),
+        "deploy-fleet",
+        PORTS,
+        8,
+        DEPLOY_HEALTH_TIMEOUT="8",
+        DEPLOY_REPLACE_GRACE="3",
+    ) as worker:
+        yield worker
 
 
 @pytest.fixture()

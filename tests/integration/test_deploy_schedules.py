@@ -20,7 +20,7 @@ from shared.jobs import now
 from shared.models import Deployment, Job, Schedule
 from tests.helpers import User, wait_for
 from tests.integration.git_repos import FakeGitHub
-from tests.integration.workers import celery_worker
+from tests.integration.workers import deploy_fleet
 from workers.schedules import run_schedule_tick
 
 PORTS = (21700, 21709)  # inside no other test's range
@@ -36,16 +36,16 @@ def github(tmp_path_factory) -> Iterator[FakeGitHub]:
 
 @pytest.fixture(scope="module")
 def deploy_worker(github, tmp_path_factory, job_worker):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GIT_CONFIG_GLOBAL", str(github.gitconfig))
-        patch.setenv("DEPLOY_GIT_PROTOCOLS", "https,file")  # file: the stand-in for GitHub
-        patch.setenv("DEPLOY_PORT_RANGE", f"{PORTS[0]}-{PORTS[1]}")
-        patch.setenv("DEPLOY_HEALTH_TIMEOUT", "20")
-        patch.setenv("DEPLOY_REPLACE_GRACE", "3")
-        with celery_worker(
-            tmp_path_factory.mktemp("deploy"), "deploy-schedules", "deploy", 2
-        ) as worker:
-            yield worker
+    with deploy_fleet(
+        github,
+        tmp_path_factory.mktemp("deploy"),
+        "deploy-schedules",
+        PORTS,
+        2,
+        DEPLOY_HEALTH_TIMEOUT="20",
+        DEPLOY_REPLACE_GRACE="3",
+    ) as worker:
+        yield worker
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.helpers import wait_for
 
@@ -140,3 +143,28 @@ def flower(tmp_path: Path, port: int, basic_auth: str) -> Iterator[Process]:
         yield process
     finally:
         process.stop()
+
+
+@contextmanager
+def deploy_fleet(
+    github: Any,
+    directory: Path,
+    name: str,
+    ports: tuple[int, int],
+    concurrency: int,
+    **settings: str,
+) -> Iterator[Process]:
+    """A deploy worker cloning from the local GitHub stand-in (`github`, a FakeGitHub) and
+    leasing ports from its own range; `settings` are more DEPLOY_* variables. Set in this
+    process's environment too, as the API's checks read them."""
+    env = {
+        "GIT_CONFIG_GLOBAL": str(github.gitconfig),
+        "DEPLOY_GIT_PROTOCOLS": "https,file",  # file: the stand-in for GitHub
+        "DEPLOY_PORT_RANGE": f"{ports[0]}-{ports[1]}",
+        **settings,
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for variable, value in env.items():
+            patch.setenv(variable, value)
+        with celery_worker(directory, name, "deploy", concurrency) as worker:
+            yield worker
