@@ -108,6 +108,17 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+def _seconds_list(name: str, raw: str) -> tuple[float, ...]:
+    """Comma-separated non-negative seconds, at least one (a backoff schedule)."""
+    try:
+        values = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(name, f"must be comma-separated seconds, got {raw!r}") from None
+    if not values or any(value < 0 for value in values):
+        raise ConfigError(name, f"must be comma-separated seconds >= 0, got {raw!r}")
+    return values
+
+
 def _bool(name: str, raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -155,6 +166,22 @@ def _cidrs(name: str, raw: str) -> tuple[str, ...]:
     except ValueError:
         raise ConfigError(
             name, f"must list IPv4 networks (10.0.0.0/8,...) or none, got {raw!r}"
+        ) from None
+
+
+def _networks(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated IPv4 or IPv6 networks; empty or `none` for none."""
+    if raw.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(
+            str(ipaddress.ip_network(part.strip(), strict=False))
+            for part in raw.split(",")
+            if part.strip()
+        )
+    except ValueError:
+        raise ConfigError(
+            name, f"must list IP networks (10.0.0.0/8,fd00::/8,...), got {raw!r}"
         ) from None
 
 
@@ -267,6 +294,21 @@ class Settings:
     # a release also waits inside its tick for jobs due before the next one (README).
     release_interval: float = 0.5
     schedule_tick_interval: float = 1.0
+    # Webhooks (README, Webhooks). Retries back off along WEBHOOK_BACKOFF (seconds, one per
+    # retry, the last repeated); WEBHOOK_BACKOFF_SCALE compresses it (tests use a small one).
+    quota_webhooks: int = 10
+    webhook_timeout: float = 10.0
+    webhook_max_attempts: int = 8
+    webhook_backoff: tuple[float, ...] = (60.0, 300.0, 1800.0, 7200.0, 21600.0, 43200.0)
+    webhook_backoff_scale: float = 1.0
+    webhook_secret_overlap: int = 24 * 3600
+    webhook_disable_after: int = 3 * 24 * 3600
+    webhook_allow_http: bool = False
+    webhook_allowed_networks: tuple[str, ...] = ()
+    # Deliveries in flight at once per endpoint (across the fleet): a slow endpoint holds at
+    # most this many worker slots.
+    webhook_endpoint_concurrency: int = 2
+    webhook_dispatch_interval: float = 1.0
 
     @property
     def is_production(self) -> bool:
@@ -352,6 +394,17 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("quota_schedules", "QUOTA_SCHEDULES", _int(0)),
     ("batch_max_jobs", "BATCH_MAX_JOBS", _int(1, 10000)),
     ("release_interval", "RELEASE_INTERVAL", _float(0.1)),
+    ("quota_webhooks", "QUOTA_WEBHOOKS", _int(0)),
+    ("webhook_timeout", "WEBHOOK_TIMEOUT", _float(0.1)),
+    ("webhook_max_attempts", "WEBHOOK_MAX_ATTEMPTS", _int(1, 100)),
+    ("webhook_backoff", "WEBHOOK_BACKOFF", _seconds_list),
+    ("webhook_backoff_scale", "WEBHOOK_BACKOFF_SCALE", _float(0.0)),
+    ("webhook_secret_overlap", "WEBHOOK_SECRET_OVERLAP", _int(0)),
+    ("webhook_disable_after", "WEBHOOK_DISABLE_AFTER", _int(1)),
+    ("webhook_allow_http", "WEBHOOK_ALLOW_HTTP", _bool),
+    ("webhook_allowed_networks", "WEBHOOK_ALLOWED_NETWORKS", _networks),
+    ("webhook_endpoint_concurrency", "WEBHOOK_ENDPOINT_CONCURRENCY", _int(1, 1000)),
+    ("webhook_dispatch_interval", "WEBHOOK_DISPATCH_INTERVAL", _float(0.1)),
     ("schedule_tick_interval", "SCHEDULE_TICK_INTERVAL", _float(0.1)),
 )
 
