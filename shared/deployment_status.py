@@ -19,6 +19,10 @@ import enum
 import logging
 from typing import TYPE_CHECKING
 
+from sqlalchemy.orm import object_session
+
+from shared import webhook_outbox
+
 if TYPE_CHECKING:  # models import this module for the column default
     from shared.models import Deployment
 
@@ -114,8 +118,32 @@ def check_transition(
         raise IllegalDeploymentTransition(deployment_id, current, target)
 
 
+#: The webhook event of each status a deployment may change into (README, Webhooks).
+WEBHOOK_EVENTS = {
+    S.HEALTHY: webhook_outbox.DEPLOYMENT_HEALTHY,
+    S.UNHEALTHY: webhook_outbox.DEPLOYMENT_UNHEALTHY,
+    S.FAILED: webhook_outbox.DEPLOYMENT_FAILED,
+    S.STOPPED: webhook_outbox.DEPLOYMENT_STOPPED,
+}
+
+
 def set_status(deployment: Deployment, target: DeploymentStatus) -> None:
     """Move a loaded (preferably row-locked) deployment to `target`, refusing an illegal
-    move. The column keeps the plain string value, as a row loaded from the database has."""
+    move. The column keeps the plain string value, as a row loaded from the database has.
+
+    A change into a status webhooks are told about records its deliveries in the
+    deployment's own session (same transaction), sent once that session commits; a check
+    that finds nothing new (`healthy -> healthy`) tells nobody, nor does a deployment in no
+    session (a unit test's)."""
     check_transition(deployment.id, deployment.status, target)
+    changed = DeploymentStatus(deployment.status) is not target
     deployment.status = target.value
+    session = object_session(deployment)
+    if changed and target in WEBHOOK_EVENTS and session is not None:
+        deliveries = webhook_outbox.record(
+            session,
+            owner_id=deployment.owner_id,
+            event_type=WEBHOOK_EVENTS[target],
+            deployment_id=deployment.id,
+        )
+        webhook_outbox.send_after_commit(session, deliveries)

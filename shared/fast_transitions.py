@@ -13,11 +13,12 @@ tests/integration/test_transition_twins.py checks that both write the same row a
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from sqlalchemy import text
 
-from shared import live
+from shared import live, webhook_outbox
 from shared.db import session_scope
 from shared.dispatch import wait_for_uncommitted_job
 from shared.status import JobStatus, can_transition
@@ -55,20 +56,34 @@ FROM claimed
 """.replace("{cleared}", _nulls(CLEARED_ON_START))
 )
 
+#: The job.succeeded deliveries of the job in `done`, as shared.webhook_outbox.record writes
+#: them (an owner without webhooks: one probe of ix_webhooks_owner_enabled).
+_SUCCEEDED_WEBHOOKS = webhook_outbox.INSERT.format(
+    event=f"'{webhook_outbox.JOB_SUCCEEDED}'",
+    job_id="done.id",
+    deployment_id="NULL",
+    source="done, webhooks w",
+    match=webhook_outbox.MATCH.format(
+        owner="done.owner_id", event=f"'{webhook_outbox.JOB_SUCCEEDED}'", labels="done.labels"
+    ),
+)
+
 _SUCCEED = text(
     """
 WITH done AS (
     UPDATE jobs SET status = 'succeeded', result = CAST(:result AS jsonb),
         {cleared}, finished_at = now(), updated_at = now()
     WHERE id = :job_id AND dispatch_id = :dispatch_id AND status = 'running'
-    RETURNING id, owner_id, attempts, kind, processor
+    RETURNING id, owner_id, attempts, kind, processor, labels
 ), event AS (
     INSERT INTO job_events (job_id, type, attempt, data, created_at)
     SELECT id, 'succeeded', attempts, '{}'::jsonb, now() FROM done
     RETURNING id
-)
-SELECT owner_id, attempts, kind, processor, (SELECT id FROM event) AS event_id FROM done
-""".replace("{cleared}", _nulls(CLEARED_ON_SUCCESS))
+), hooks AS ({webhooks})
+SELECT owner_id, attempts, kind, processor, (SELECT id FROM event) AS event_id,
+    ARRAY(SELECT CAST(id AS text) FROM hooks) AS deliveries
+FROM done
+""".replace("{cleared}", _nulls(CLEARED_ON_SUCCESS)).replace("{webhooks}", _SUCCEEDED_WEBHOOKS)
 )
 
 
@@ -99,7 +114,9 @@ def try_start(
 
 def try_succeed(job_id: Any, dispatch_id: Any, result: dict[str, Any]) -> Effects | None:
     """Record success if this delivery still owns the running job (its metric is left to
-    count, as shared.transitions.succeed leaves it); None to take the general path."""
+    count, as shared.transitions.succeed leaves it); None to take the general path. Its
+    webhook deliveries are recorded by the same statement and sent here, after the commit
+    (the returned Effects has none left to send)."""
     with session_scope() as session:
         row = session.execute(
             _SUCCEED,
@@ -110,4 +127,6 @@ def try_succeed(job_id: Any, dispatch_id: Any, result: dict[str, Any]) -> Effect
     live.broadcast(
         [live.message(row.event_id, job_id, "succeeded", row.attempts, {}, row.owner_id)]
     )
+    if row.deliveries:
+        webhook_outbox.send([uuid.UUID(delivery) for delivery in row.deliveries])
     return Effects(kind=row.kind, processor=row.processor, ended=JobStatus.SUCCEEDED.value)

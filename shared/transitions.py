@@ -16,14 +16,14 @@ The two moves nearly every job makes, claim and succeed, also have single-statem
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from shared import events, metrics
+from shared import events, metrics, webhook_outbox
 from shared.backoff import retry_delay
 from shared.config import Settings
 from shared.dead_letters import dead_letter_payload, send_dead_letter
@@ -74,6 +74,7 @@ class Effects:
     requeued: str | None = None  # why it was published again, for ..._requeued_total
     worker_lost: bool = False
     unmark: uuid.UUID | None = None  # a dispatch dropped unrun: its broker mark is done
+    webhook_deliveries: list[uuid.UUID] = field(default_factory=list)  # recorded, to send
 
     def send(self, celery: Celery | None = None, session: Session | None = None) -> None:
         """Send the messages; `celery`/`session` as shared.dispatch.publish_job takes them."""
@@ -83,6 +84,7 @@ class Effects:
             publish_job(self.dispatch, celery, session)
         if self.dead_letter is not None:
             send_dead_letter(self.dead_letter, celery)
+        webhook_outbox.send(self.webhook_deliveries, celery)
 
     def count(
         self, redis_url: str, duration: float | None = None, queue_wait: float | None = None
@@ -107,6 +109,28 @@ class Effects:
 
 def _effects(job: Job, **fields: Any) -> Effects:
     return Effects(kind=job.kind, processor=job.processor, **fields)
+
+
+#: The webhook event of each status a job ends in.
+_ENDED_EVENTS = {
+    JobStatus.SUCCEEDED: webhook_outbox.JOB_SUCCEEDED,
+    JobStatus.FAILED: webhook_outbox.JOB_FAILED,
+    JobStatus.DEAD: webhook_outbox.JOB_DEAD,
+    JobStatus.CANCELLED: webhook_outbox.JOB_CANCELLED,
+}
+
+
+def _ended(session: Session, job: Job, status: JobStatus, **fields: Any) -> Effects:
+    """The effects of a move that ends the job: its metric, and its webhook deliveries,
+    recorded now in the caller's transaction (sent by Effects.send after the commit)."""
+    deliveries = webhook_outbox.record(
+        session,
+        owner_id=job.owner_id,
+        event_type=_ENDED_EVENTS[status],
+        labels=job.labels,
+        job_id=job.id,
+    )
+    return _effects(job, ended=status.value, webhook_deliveries=deliveries, **fields)
 
 
 def set_status(job: Job, target: JobStatus) -> None:
@@ -143,7 +167,7 @@ def succeed(session: Session, job: Job, result: dict[str, Any]) -> Effects:
     _clear(job, CLEARED_ON_SUCCESS)
     job.finished_at = now()
     events.record(session, job.id, events.SUCCEEDED, attempt=job.attempts)
-    return _effects(job, ended=JobStatus.SUCCEEDED.value)
+    return _ended(session, job, JobStatus.SUCCEEDED)
 
 
 Outcome = Literal["failed", "retrying", "dead"]
@@ -172,7 +196,7 @@ def attempt_failed(
         set_status(job, JobStatus.FAILED)
         job.finished_at = now()
         events.record(session, job.id, events.FAILED, attempt=job.attempts, error=described)
-        return "failed", _effects(job, ended=JobStatus.FAILED.value)
+        return "failed", _ended(session, job, JobStatus.FAILED)
     if job.attempts < job.max_attempts:
         return "retrying", schedule_retry(session, job, task_name, settings)
     return "dead", dead_letter(session, job, task_name, tb)
@@ -225,7 +249,7 @@ def dead_letter(session: Session, job: Job, task_name: str, tb: str | None) -> E
         error={"code": job.error_code, "message": job.error_message},
     )
     payload = dead_letter_payload(job, task_name, tb, job.finished_at)
-    return _effects(job, dead_letter=payload, ended=JobStatus.DEAD.value)
+    return _ended(session, job, JobStatus.DEAD, dead_letter=payload)
 
 
 def finish_cancelled(session: Session, job: Job) -> Effects:
@@ -234,7 +258,7 @@ def finish_cancelled(session: Session, job: Job) -> Effects:
     job.finished_at = now()
     job.result = None
     events.record(session, job.id, events.CANCELLED, attempt=job.attempts)
-    return _effects(job, ended=JobStatus.CANCELLED.value)
+    return _ended(session, job, JobStatus.CANCELLED)
 
 
 LostOutcome = Literal["cancelled", "dead", "again"]
@@ -339,7 +363,7 @@ def cancel(session: Session, job: Job) -> tuple[bool, Effects]:
         events.record(
             session, job.id, events.CANCELLED, attempt=job.attempts, while_status=status.value
         )
-        return True, _effects(job, ended=JobStatus.CANCELLED.value)
+        return True, _ended(session, job, JobStatus.CANCELLED)
     if status is JobStatus.RUNNING:
         if not job.cancel_requested:
             job.cancel_requested = True

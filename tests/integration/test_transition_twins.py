@@ -14,7 +14,7 @@ from shared import transitions
 from shared.db import session_scope
 from shared.fast_transitions import try_start, try_succeed
 from shared.jobs import now
-from shared.models import Job, JobEvent
+from shared.models import Job, JobEvent, Webhook, WebhookDelivery
 from tests.helpers import User
 
 # Columns that differ between any two jobs, or hold the moment each statement ran.
@@ -48,6 +48,39 @@ def _job(owner: uuid.UUID, **state: Any) -> tuple[uuid.UUID, uuid.UUID]:
             )
         )
     return job_id, dispatch_id
+
+
+def _webhook(owner: uuid.UUID) -> uuid.UUID:
+    """A webhook that wants the job.succeeded of jobs labelled team=twins."""
+    webhook_id = uuid.uuid4()
+    with session_scope() as session:
+        session.add(
+            Webhook(
+                id=webhook_id,
+                owner_id=owner,
+                url="https://hooks.example.com/twins",
+                events=["job.succeeded"],
+                labels={"team": "twins"},
+                secret="not-a-real-token",
+            )
+        )
+    return webhook_id
+
+
+def _deliveries(job_id: uuid.UUID) -> list[tuple[Any, ...]]:
+    with session_scope() as session:
+        rows = session.execute(
+            select(
+                WebhookDelivery.webhook_id,
+                WebhookDelivery.event_type,
+                WebhookDelivery.deployment_id,
+                WebhookDelivery.status,
+                WebhookDelivery.attempts,
+                WebhookDelivery.body,
+                WebhookDelivery.next_attempt_at.is_not(None),
+            ).where(WebhookDelivery.job_id == job_id)
+        ).all()
+    return [tuple(row) for row in rows]
 
 
 def _snapshot(job_id: uuid.UUID) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
@@ -86,8 +119,9 @@ def _succeed_general(job_id: uuid.UUID, result: dict[str, Any]) -> None:
 
 def test_fast_and_general_start_and_succeed_write_the_same_row_and_events(app) -> None:
     owner = uuid.UUID(User(app.test_client()).profile["id"])
-    fast_id, fast_dispatch = _job(owner)
-    general_id, _ = _job(owner)
+    webhook_id = _webhook(owner)
+    fast_id, fast_dispatch = _job(owner, labels={"team": "twins", "env": "test"})
+    general_id, _ = _job(owner, labels={"team": "twins", "env": "test"})
 
     assert try_start(fast_id, fast_dispatch, "twin-host", 4242) is not None
     _start_general(general_id)
@@ -109,6 +143,8 @@ def test_fast_and_general_start_and_succeed_write_the_same_row_and_events(app) -
     assert fast_row == general_row
     assert fast_events == general_events
     assert fast_events[-1] == ("succeeded", 2, {})
+    assert _deliveries(fast_id) == _deliveries(general_id)
+    assert _deliveries(fast_id) == [(webhook_id, "job.succeeded", None, "pending", 0, None, True)]
 
 
 def test_the_fast_start_leaves_a_cancel_to_the_general_path(app) -> None:

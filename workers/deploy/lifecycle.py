@@ -249,16 +249,13 @@ def _record_health(deployment: Deployment, client: docker.DockerClient, settings
     healthy = _probe(deployment, client, settings)
     tail = containers.logs_tail(client, deployment.container_id or "", 200)
     with session_scope() as session:
-        session.execute(
-            update(Deployment)
-            .where(Deployment.id == deployment.id, Deployment.status.in_(LIVE))
-            .values(
-                status=DeploymentStatus.HEALTHY if healthy else DeploymentStatus.UNHEALTHY,
-                checked_at=now(),
-                runtime_log=tail or deployment.runtime_log,
-                runtime_log_at=now() if tail else deployment.runtime_log_at,
-            )
-        )
+        # Locked and moved by set_status: a change of health is a webhook event.
+        current = session.get(Deployment, deployment.id, with_for_update=True)
+        if current is not None and current.status in LIVE:
+            set_status(current, DeploymentStatus.HEALTHY if healthy else DeploymentStatus.UNHEALTHY)
+            current.checked_at = now()
+            if tail:
+                current.runtime_log, current.runtime_log_at = tail, now()
     return healthy
 
 

@@ -22,7 +22,7 @@ from shared import events
 from shared.config import Settings
 from shared.crypto import SecretsError, decrypt_env
 from shared.db import session_scope
-from shared.deployment_status import DeploymentStatus
+from shared.deployment_status import DeploymentStatus, set_status
 from shared.errors import JobCancelled, JobError, PermanentJobError, RetryableJobError
 from shared.jobs import now
 from shared.models import Deployment
@@ -339,13 +339,22 @@ def _report(attempt: _Attempt, port: int) -> tuple[str, list[uuid.UUID]]:
     deployment = attempt.deployment
     url = f"http://{attempt.settings.deploy_public_host}:{port}"
     with attempt.steps.step("report", url=url):
-        _update(
-            deployment.id, status=DeploymentStatus.HEALTHY.value, url=url,
-            healthy_at=now(), checked_at=now(), error_code=None, error_message=None,
-        )  # fmt: skip
+        _mark_healthy(deployment.id, url)
         attempt.undo.clear()  # from here on the deployment is live; stopping it is a user's call
         replaced = schedule_retire(deployment, attempt.settings)
     return url, replaced
+
+
+def _mark_healthy(deployment_id: uuid.UUID, url: str) -> None:
+    """starting -> healthy, through set_status: it is a webhook event (recorded with the
+    change, sent after the commit)."""
+    with session_scope() as session:
+        deployment = session.get(Deployment, deployment_id, with_for_update=True)
+        if deployment is None:
+            raise PermanentJobError("deployment_missing", "The deployment record is gone.")
+        set_status(deployment, DeploymentStatus.HEALTHY)
+        deployment.url, deployment.healthy_at, deployment.checked_at = url, now(), now()
+        deployment.error_code = deployment.error_message = None
 
 
 def _after_outcome(job_id: uuid.UUID, outcome: str, _settings: Settings) -> None:
