@@ -21,6 +21,7 @@ from api import (
     processors,
     schedules,
     streams,
+    webhooks,
 )
 from api.cli import register_cli
 from api.errors import register_error_handlers
@@ -81,6 +82,7 @@ def create_app(config: Settings | None = None) -> Flask:
     ):  # fmt: skip
         v1.register_blueprint(module.bp)
     v1.register_blueprint(batches.bp)
+    v1.register_blueprint(webhooks.bp)
     v1.register_blueprint(deployments.submit_bp)
     v1.register_blueprint(health.bp, name="v1_health")
     v1.register_blueprint(docs.bp)

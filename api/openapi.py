@@ -125,6 +125,23 @@ _SCHEDULE_LINKS = {
         ("DeleteSchedule", "delete_schedule"),
     )
 }
+_WEBHOOK_LINKS = {
+    name: (f"v1.webhooks.{endpoint}", {"webhook_id": _ID})
+    for name, endpoint in (
+        ("GetWebhook", "get_webhook"),
+        ("PatchWebhook", "patch_webhook"),
+        ("RotateWebhookSecret", "rotate_secret"),
+        ("PingWebhook", "ping"),
+        ("GetWebhookDeliveries", "list_deliveries"),
+        ("DeleteWebhook", "delete_webhook"),
+    )
+}
+_DELIVERY_LINKS = {
+    "Redeliver": (
+        "v1.webhooks.redeliver",
+        {"webhook_id": "$response.body#/webhook_id", "delivery_id": _ID},
+    ),
+}
 _FIRST_ITEM = "$response.body#/items/0/id"
 _LINKS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
     "v1.jobs.submit": _JOB_LINKS,
@@ -166,6 +183,14 @@ _LINKS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
     "v1.schedules.list_schedules": {
         "GetFirstSchedule": ("v1.schedules.get_schedule", {"schedule_id": _FIRST_ITEM}),
     },
+    "v1.webhooks.create_webhook": _WEBHOOK_LINKS,
+    "v1.webhooks.get_webhook": _WEBHOOK_LINKS,
+    "v1.webhooks.rotate_secret": _WEBHOOK_LINKS,
+    "v1.webhooks.list_webhooks": {
+        "GetFirstWebhook": ("v1.webhooks.get_webhook", {"webhook_id": _FIRST_ITEM}),
+    },
+    "v1.webhooks.ping": _DELIVERY_LINKS,
+    "v1.webhooks.redeliver": _DELIVERY_LINKS,
 }
 
 

@@ -29,7 +29,7 @@ from api.errors import ApiError
 from api.extensions import redis_client, settings
 from shared.config import Settings
 from shared.jobs import count_active_jobs, count_scheduled_jobs
-from shared.models import Schedule
+from shared.models import Schedule, Webhook
 
 log = logging.getLogger(__name__)
 _WINDOW = 60
@@ -416,3 +416,22 @@ def check_schedules(settings: Settings, session: Session, user_id: uuid.UUID) ->
 
 def count_schedules(session: Session, user_id: uuid.UUID) -> int:
     return session.scalar(select(func.count()).where(Schedule.owner_id == user_id)) or 0
+
+
+# --- Webhooks ------------------------------------------------------------------------------
+
+
+def check_webhooks(settings: Settings, session: Session, user_id: uuid.UUID) -> None:
+    """Refuse (429) a new webhook past QUOTA_WEBHOOKS: each one multiplies the deliveries
+    every job end makes. Run under the per-user lock, like check_schedules."""
+    limit = settings.quota_webhooks
+    if limit == 0:
+        return
+    count = session.scalar(select(func.count()).where(Webhook.owner_id == user_id)) or 0
+    if count >= limit:
+        raise ApiError(
+            429,
+            "too_many_webhooks",
+            f"You already have {count} webhooks (limit {limit}); delete one first.",
+            {"limit": limit, "webhooks": count},
+        )
