@@ -36,5 +36,5 @@ up:  ## The compose stack in the background; creates .env with random secrets on
 down:  ## Stop the compose stack (volumes kept; `scripts/compose.sh down -v` drops them)
 	scripts/compose.sh down
 
-scale:  ## Resize fleets with the images `make up` built: make scale FILES=4 DEPLOY=2
-	SKIP_IMAGES=1 scripts/compose.sh up -d --scale worker-files=$(or $(FILES),1) --scale worker-deploy=$(or $(DEPLOY),1)
+scale:  ## Resize fleets with the images `make up` built: make scale FILES=4 DEPLOY=2 WEBHOOKS=2
+	SKIP_IMAGES=1 scripts/compose.sh up -d --scale worker-files=$(or $(FILES),1) --scale worker-deploy=$(or $(DEPLOY),1) --scale worker-webhooks=$(or $(WEBHOOKS),1)

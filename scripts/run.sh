@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make run`: set up, then run the whole platform in the foreground:
-# the API (gunicorn), one Celery worker per queue, beat and Flower.
+# the API (gunicorn), one Celery worker per queue (webhooks included), beat and Flower.
 # Ctrl-C (SIGINT) or SIGTERM stops every process this script started, and nothing else:
 # Redis and PostgreSQL are daemons shared with other runs and tests, so they keep running
 # (a second `make run` reuses them).
@@ -51,7 +51,7 @@ trap 'stop_all; exit 143' TERM
 
 start api .venv/bin/gunicorn -c python:api.gunicorn_conf --bind "127.0.0.1:$API_PORT" --workers "${API_WORKERS:-3}" \
   --threads "${API_THREADS:-4}" --access-logfile - 'api.wsgi:app'
-for queue in diagnostics files deploy dead_letter,maintenance; do
+for queue in diagnostics files deploy dead_letter,maintenance webhooks; do
   name="worker-${queue%%,*}"
   start "$name" .venv/bin/celery -A shared.celery_app worker -Q "$queue" -n "${queue%%,*}@%h" \
     --loglevel=INFO -E -c "${WORKER_CONCURRENCY:-2}"

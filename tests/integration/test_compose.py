@@ -46,7 +46,8 @@ OPERATOR_SETTINGS = {
 GENERATED = ("JWT_SECRET_KEY", "STORAGE_SIGNING_KEY", "DEPLOY_SECRETS_KEY", "POSTGRES_PASSWORD",
              "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "FLOWER_BASIC_AUTH")  # fmt: skip
 PLATFORM_SERVICES = (
-    "migrate", "api", "worker-files", "worker-deploy", "worker-dead-letter", "beat", "flower",
+    "migrate", "api", "worker-files", "worker-deploy", "worker-dead-letter", "worker-webhooks",
+    "beat", "flower",
 )  # fmt: skip
 
 pytestmark = pytest.mark.skipif(shutil.which("docker") is None, reason="no Docker engine")

@@ -30,7 +30,8 @@ def test_probes_resources_and_autoscaling() -> None:
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     assert {
         "dockyard-api", "dockyard-worker-files", "dockyard-worker-deploy",
-        "dockyard-worker-dead-letter", "dockyard-beat", "dockyard-flower",
+        "dockyard-worker-dead-letter", "dockyard-worker-webhooks", "dockyard-beat",
+        "dockyard-flower",
     } <= set(deployments)  # fmt: skip
     api = deployments["dockyard-api"]["spec"]["template"]["spec"]["containers"][0]
     assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -45,6 +46,7 @@ def test_probes_resources_and_autoscaling() -> None:
     }
     assert scaled["dockyard-worker-files"]["name"] == "dockyard_queue_depth"
     assert scaled["dockyard-worker-deploy"]["selector"]["matchLabels"] == {"queue": "deploy"}
+    assert scaled["dockyard-worker-webhooks"]["selector"]["matchLabels"] == {"queue": "webhooks"}
     assert deployments["dockyard-beat"]["spec"]["replicas"] == 1
 
 
