@@ -34,8 +34,7 @@ from shared.celery_app import app as celery_app
 from shared.celery_app import make_celery
 from shared.config import Settings, get_settings
 from shared.storage import StorageError, build_storage
-
-API_PREFIX = "/api/v1"
+from shared.views import API_PREFIX  # links in job and deployment bodies use it too
 
 
 def create_app(config: Settings | None = None) -> Flask:

@@ -1,105 +1,36 @@
-"""Marshmallow schemas: request validation, response shapes, and the OpenAPI document."""
+"""Marshmallow schemas: request validation, response shapes, and the OpenAPI document.
+
+The bodies of a job and a deployment are shared/views.py's: webhook deliveries, rendered by
+a worker without Flask, show them too."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import url_for
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
-from marshmallow.utils import missing
 
 from shared import schedules, webhook_outbox
 from shared.deploy_jobs import public_params
-from shared.deployment_status import DeploymentStatus
 from shared.priorities import Priority
-from shared.processors import all_processors, kind_of
-from shared.status import JobStatus
+from shared.processors import all_processors
+from shared.views import (
+    PRIORITIES,
+    STATUSES,
+    ComputedDict,
+    ComputedNested,
+    DeploymentSchema,
+    JobErrorSchema,
+    JobSchema,
+    same_object,
+)
+from shared.views import Computed as _Computed
 
-STATUSES = [s.value for s in JobStatus]
 # The processor names each submit endpoint takes, declared as enums in the OpenAPI document
 # (the views still answer an unknown name with 422 `unknown_processor`).
 PLAIN_PROCESSORS = [p.name for p in all_processors() if p.input == "none"]
 FILE_PROCESSORS = [p.name for p in all_processors() if p.kind == "file"]
-
-
-class _Computed(fields.Field):
-    """A response field whose value is computed from the whole object being dumped (columns
-    grouped into one JSON object, values derived from several columns, links).
-
-    Mixed into a typed field (below) so the OpenAPI document still describes the value: a
-    `fields.Method` or `fields.Function` would be documented as an untyped property.
-    """
-
-    def __init__(self, *args: Any, compute: Callable[[Any], Any], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.compute = compute
-
-    def get_value(self, obj: Any, attr: str, accessor: Any = None, default: Any = missing) -> Any:
-        return self.compute(obj)
-
-
-class ComputedNested(_Computed, fields.Nested):
-    pass
-
-
-class ComputedDict(_Computed, fields.Dict):
-    pass
-
-
-class ComputedList(_Computed, fields.List):
-    pass
-
-
-def _same_object(obj: Any) -> Any:
-    """For a nested schema that reads its fields from the parent's own columns."""
-    return obj
-
-
-def _error_if_any(row: Any) -> Any:
-    """A job's or deployment's `error`: null unless it has an error code."""
-    return row if row.error_code else None
-
-
-def _file_info(stored: dict[str, Any] | None, deleted_at: Any, expires_at: Any = None) -> Any:
-    """What a user may see of a stored file: never its storage key."""
-    if not stored:
-        return None
-    return {
-        "filename": stored.get("filename"),
-        "content_type": stored.get("content_type"),
-        "size": stored.get("size"),
-        "deleted": deleted_at is not None,
-        "expires_at": expires_at,
-    }
-
-
-def _input_info(job: Any) -> Any:
-    return _file_info(job.input_file, job.input_deleted_at)
-
-
-def _output_info(job: Any) -> Any:
-    return _file_info(job.result_file, job.result_deleted_at, job.result_expires_at)
-
-
-def _job_links(job: Any) -> dict[str, str]:
-    links = {
-        "self": url_for("v1.jobs.get_job", job_id=job.id),
-        "events": url_for("v1.jobs.job_events", job_id=job.id),
-        "logs": url_for("v1.file_jobs.job_logs", job_id=job.id),
-    }
-    if kind_of(job.kind).downloadable:
-        links["download"] = url_for("v1.file_jobs.download", job_id=job.id)
-    return links
-
-
-def _deployment_links(deployment: Any) -> dict[str, str]:
-    return {
-        "self": url_for("v1.deployments.get_deployment", deployment_id=deployment.id),
-        "job": url_for("v1.jobs.get_job", job_id=deployment.job_id),
-        "logs": url_for("v1.deployments.deployment_logs", deployment_id=deployment.id),
-    }
 
 
 class ErrorBodySchema(Schema):
@@ -171,7 +102,6 @@ MAX_LABELS = 16
 # A label filter: key:value, the key as above and the value as a label's (up to 256).
 LABEL_FILTER = r"^[a-z0-9_.-]{1,63}:[\s\S]{0,256}$"  # no inline flags: ECMA regex too
 LABEL_FILTER_ERROR = "A label filter is key:value: a label key, a value of up to 256."
-PRIORITIES = [p.value for p in Priority]
 
 
 def _labels_field(**kwargs: Any) -> fields.Dict:
@@ -244,59 +174,6 @@ class BatchSubmitSchema(Schema):
         validate=validate.Length(min=1),
         metadata={"description": "At most BATCH_MAX_JOBS (default 500) jobs, all or none."},
     )
-
-
-class ProgressSchema(Schema):
-    """Dumped from the job's own progress columns."""
-
-    current = fields.Integer(allow_none=True, attribute="progress_current")
-    total = fields.Integer(allow_none=True, attribute="progress_total")
-    message = fields.String(allow_none=True, attribute="progress_message")
-
-
-class JobErrorSchema(Schema):
-    """Dumped from the error columns of a job, a deployment or a dead letter."""
-
-    code = fields.String(attribute="error_code")
-    message = fields.String(attribute="error_message")
-
-
-class JobSchema(Schema):
-    """Dumps a Job row or a just-submitted NewJob (attribute access either way)."""
-
-    id = fields.UUID(required=True)
-    owner_id = fields.UUID()
-    kind = fields.String()
-    processor = fields.String()
-    queue = fields.String()
-    params = fields.Dict()
-    status = fields.String(validate=validate.OneOf(STATUSES))
-    attempts = fields.Integer()
-    max_attempts = fields.Integer()
-    progress = ComputedNested(ProgressSchema, compute=_same_object)
-    error = ComputedNested(JobErrorSchema, allow_none=True, compute=_error_if_any)
-    result = fields.Dict(allow_none=True)
-    input = ComputedNested(lambda: FileInfoSchema(), allow_none=True, compute=_input_info)
-    output = ComputedNested(lambda: FileInfoSchema(), allow_none=True, compute=_output_info)
-    idempotency_key = fields.String(allow_none=True)
-    cancel_requested = fields.Boolean()
-    next_attempt_at = fields.DateTime(allow_none=True)
-    priority = fields.String(validate=validate.OneOf(PRIORITIES))
-    labels = fields.Dict(keys=fields.String(), values=fields.String())
-    run_at = fields.DateTime(allow_none=True)
-    schedule_id = fields.UUID(allow_none=True)
-    created_at = fields.DateTime()
-    started_at = fields.DateTime(allow_none=True)
-    finished_at = fields.DateTime(allow_none=True)
-    links = ComputedDict(keys=fields.String(), values=fields.String(), compute=_job_links)
-
-
-class FileInfoSchema(Schema):
-    filename = fields.String()
-    content_type = fields.String()
-    size = fields.Integer()
-    deleted = fields.Boolean(metadata={"description": "Removed from storage (ended/expired)."})
-    expires_at = fields.DateTime(allow_none=True)
 
 
 class FileSubmitSchema(Schema):
@@ -441,7 +318,7 @@ class DeadLetterSchema(Schema):
     task_name = fields.String()
     processor = fields.String()
     args = fields.Dict()
-    error = ComputedNested(JobErrorSchema, compute=_same_object)
+    error = ComputedNested(JobErrorSchema, compute=same_object)
     traceback = fields.String(allow_none=True)
     attempts = fields.Integer()
     failed_at = fields.DateTime()
@@ -498,36 +375,6 @@ class DeploySubmitSchema(JobOptionsSchema):
         metadata={"description": "Variables for the app: secrets, never returned or logged."},
     )
     max_attempts = fields.Integer(load_default=None, validate=validate.Range(min=1))
-
-
-class DeploymentSchema(Schema):
-    """Dumps a Deployment row."""
-
-    id = fields.UUID(required=True)
-    job_id = fields.UUID()
-    owner_id = fields.UUID()
-    repo_url = fields.String()
-    ref = fields.String(allow_none=True)
-    commit = fields.String(allow_none=True, attribute="commit_sha")
-    status = fields.String(validate=validate.OneOf([status.value for status in DeploymentStatus]))
-    url = fields.String(allow_none=True)
-    port = fields.Integer(allow_none=True, attribute="host_port")
-    container_port = fields.Integer(allow_none=True)
-    image = fields.String(allow_none=True)
-    health_path = fields.String()
-    # Names only: the values are secrets.
-    env_names = ComputedList(fields.String(), compute=lambda row: row.env_names or [])
-    error = ComputedNested(JobErrorSchema, allow_none=True, compute=_error_if_any)
-    replaced_by = fields.UUID(allow_none=True)
-    retire_at = fields.DateTime(allow_none=True)
-    checked_at = fields.DateTime(allow_none=True)
-    created_at = fields.DateTime()
-    healthy_at = fields.DateTime(allow_none=True)
-    stopped_at = fields.DateTime(allow_none=True)
-    # Set once the image of a stopped deployment is no longer kept (DEPLOY_IMAGE_RETENTION):
-    # a redeploy of the commit is then a full build.
-    image_released_at = fields.DateTime(allow_none=True)
-    links = ComputedDict(keys=fields.String(), values=fields.String(), compute=_deployment_links)
 
 
 class DeploymentListQuerySchema(Schema):

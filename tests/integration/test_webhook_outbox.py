@@ -22,6 +22,7 @@ from shared.errors import PermanentJobError, RetryableJobError
 from shared.fast_transitions import try_succeed
 from shared.models import Deployment, Job, Webhook, WebhookDelivery
 from shared.redis import broker
+from shared.webhook_payloads import render
 from tests.helpers import User
 
 TASK = "dockyard.diagnostics.run"
@@ -60,13 +61,17 @@ def _job(owner: uuid.UUID, status: str = "running", **state: Any) -> tuple[uuid.
             Job(
                 id=job_id,
                 owner_id=owner,
-                kind="diagnostic",
-                processor="debug.echo",
-                queue="diagnostics",
-                params={"message": "outbox"},
                 status=status,
                 dispatch_id=dispatch_id,
-                **{"attempts": int(status == "running"), "max_attempts": 3, **state},
+                **{
+                    "kind": "diagnostic",
+                    "processor": "debug.echo",
+                    "queue": "diagnostics",
+                    "params": {"message": "outbox"},
+                    "attempts": int(status == "running"),
+                    "max_attempts": 3,
+                    **state,
+                },
             )
         )
     return job_id, dispatch_id
@@ -330,3 +335,67 @@ def test_deployment_events_go_to_webhooks_without_a_label_filter(app) -> None:
         set_status(deployment, DeploymentStatus.STOPPED)
         raise RuntimeError("rolled back")
     assert len(_deliveries(deployment_id=deployment_id)) == 4
+
+
+def _delivery(**where: Any) -> WebhookDelivery:
+    with session_scope() as session:
+        return session.scalars(select(WebhookDelivery).filter_by(**where)).one()
+
+
+def _rendered(delivery: WebhookDelivery) -> dict[str, Any]:
+    with session_scope() as session:
+        body = render(session, delivery)
+    return json.loads(body)
+
+
+def test_the_body_shows_the_job_and_the_deployment_as_the_api_does(app) -> None:
+    user = User(app.test_client())
+    owner = uuid.UUID(user.profile["id"])
+    webhook_id = _webhook(owner, ["*"])
+    plain_id, plain_dispatch = _job(owner, labels={"team": "data"}, progress_total=3)
+    file_id, _ = _job(
+        owner,
+        kind="file",
+        processor="file.checksum",
+        error_code="boom",
+        error_message="it broke",
+        input_file={"key": "k", "filename": "in.txt", "content_type": "text/plain", "size": 3},
+    )
+    assert try_succeed(plain_id, plain_dispatch, {"echo": "é"}) is not None
+    _ended(file_id, transitions.finish_cancelled)
+    for job_id in (plain_id, file_id):
+        delivery = _delivery(job_id=job_id)
+        body = _rendered(delivery)
+        assert body["id"] == str(delivery.id) and body["type"] == delivery.event_type
+        assert body["created_at"] == delivery.created_at.isoformat()
+        shown = user.get(f"/api/v1/jobs/{job_id}")
+        assert shown.status_code == 200
+        assert body["data"] == shown.get_json()
+    assert "download" in body["data"]["links"]  # the file job's, as url_for builds it
+
+    deployment_id = uuid.uuid4()
+    with session_scope() as session:
+        session.add(
+            Deployment(
+                id=deployment_id,
+                owner_id=owner,
+                job_id=plain_id,
+                repo_url="https://github.com/octo/hello",
+                repo_key="github.com/octo/hello",
+                env_names=["TOKEN"],
+                status=DeploymentStatus.STARTING.value,
+            )
+        )
+    with session_scope() as session:
+        deployment = session.get(Deployment, deployment_id)
+        assert deployment is not None
+        set_status(deployment, DeploymentStatus.FAILED)
+        deployment.error_code, deployment.error_message = "build_failed", "no Dockerfile"
+    body = _rendered(_delivery(deployment_id=deployment_id))
+    assert body["type"] == "deployment.failed"
+    assert body["data"] == user.get(f"/api/v1/deployments/{deployment_id}").get_json()
+
+    with session_scope() as session:
+        ping = WebhookDelivery(webhook_id=webhook_id, event_type="ping", next_attempt_at=None)
+        session.add(ping)
+    assert _rendered(_delivery(id=ping.id))["data"] == {"webhook_id": str(webhook_id)}
