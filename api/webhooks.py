@@ -76,8 +76,13 @@ class DeliveryView:
 
 
 def _checked_url(url: str) -> str:
-    """The URL as given, once Dockyard may call it; else 422 `webhook_url_refused`."""
+    """The URL as given, once Dockyard may call it; else 422 `webhook_url_refused`.
+
+    Whitespace and control characters are refused before the check: the URL parser would
+    drop them silently, so the stored URL would not be the one called."""
     try:
+        if any(char.isspace() or not char.isprintable() for char in url):
+            raise UrlRefused("the URL contains whitespace or control characters")
         check_url(url, settings())
     except UrlRefused as refused:
         raise ApiError(

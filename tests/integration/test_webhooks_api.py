@@ -63,12 +63,14 @@ def broker() -> Redis:
 
 
 def sent_deliveries() -> list[str]:
-    """The delivery ids of the deliver messages waiting in the webhooks queue, oldest first."""
+    """The delivery ids of the deliver messages waiting in the webhooks queue (any priority
+    level), oldest first within a level."""
     ids = []
-    for raw in reversed(broker().lrange(priorities.list_name(queues.WEBHOOKS, None), 0, -1)):
-        message = json.loads(raw)
-        assert message["headers"]["task"] == queues.TASK_WEBHOOK_DELIVER
-        ids.append(json.loads(base64.b64decode(message["body"]))[1]["delivery_id"])
+    for name in priorities.list_names(queues.WEBHOOKS).values():
+        for raw in reversed(broker().lrange(name, 0, -1)):
+            message = json.loads(raw)
+            assert message["headers"]["task"] == queues.TASK_WEBHOOK_DELIVER
+            ids.append(json.loads(base64.b64decode(message["body"]))[1]["delivery_id"])
     return ids
 
 
@@ -295,6 +297,10 @@ REFUSED_URLS = [
     ("https://does-not-exist.invalid/hook", "does not resolve"),
     ("https:///hook", "no host"),
     ("https://1.1.1.1:99999/hook", "not a valid URL"),
+    (" https://1.1.1.1/hook", "whitespace"),
+    ("https://1.1.1.1/hook\n", "whitespace"),
+    ("https://1.1.1.1/a hook", "whitespace"),
+    ("https://1.1.1.1/\x7fhook", "control characters"),
 ]
 
 
