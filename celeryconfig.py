@@ -85,6 +85,10 @@ task_routes = {
     queues.TASK_FILE_SWEEP: {"queue": queues.MAINTENANCE},
     queues.TASK_SCHEDULE_TICK: {"queue": queues.MAINTENANCE},
     queues.TASK_RELEASE_DUE: {"queue": queues.MAINTENANCE},
+    # Webhook deliveries and their dispatcher run on the webhooks fleet: a slow endpoint
+    # holds its workers, never the job or maintenance fleets (workers/webhooks.py).
+    queues.TASK_WEBHOOK_DELIVER: {"queue": queues.WEBHOOKS},
+    queues.TASK_WEBHOOK_DISPATCH: {"queue": queues.WEBHOOKS},
     # The reaper needs the Docker engine, which only the files fleet is given.
     queues.TASK_REAP_CONTAINERS: {"queue": queues.FILES},
     # Deployments live on the deploy fleet's Docker engine: only its workers may touch them.
@@ -142,5 +146,12 @@ beat_schedule = {
         "task": queues.TASK_SCHEDULE_TICK,
         "schedule": _settings.schedule_tick_interval,
         "options": {"queue": queues.MAINTENANCE, "expires": _settings.schedule_tick_interval * 2},
+    },
+    # Webhook retries and recovery (workers/webhooks.py): due pending deliveries are sent
+    # again, a bounded batch per tick; a tick that waited past the next one is dropped.
+    "dockyard-webhook-dispatch": {
+        "task": queues.TASK_WEBHOOK_DISPATCH,
+        "schedule": _settings.webhook_dispatch_interval,
+        "options": {"queue": queues.WEBHOOKS, "expires": _settings.webhook_dispatch_interval * 2},
     },
 }

@@ -47,12 +47,18 @@ def _split(field: bytes) -> list[str]:
     return field.decode().split(metrics.SEP)
 
 
-def _histogram(redis: Redis, key: str, name: str, documentation: str) -> Metric:
-    family = HistogramMetricFamily(name, documentation, labels=["kind", "processor"])
-    series: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+def _histogram(
+    redis: Redis,
+    key: str,
+    name: str,
+    documentation: str,
+    labels: tuple[str, ...] = ("kind", "processor"),
+) -> Metric:
+    family = HistogramMetricFamily(name, documentation, labels=list(labels))
+    series: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
     for field, value in redis.hgetall(key).items():
-        kind, processor, bound = _split(field)
-        series[(kind, processor)][bound] = float(value)
+        *names, bound = _split(field)
+        series[tuple(names)][bound] = float(value)
     for labels, values in sorted(series.items()):
         buckets = [(str(b), values.get(str(b), 0.0)) for b in metrics.BUCKETS]
         buckets.append(("+Inf", values.get("+Inf", 0.0)))
@@ -99,19 +105,26 @@ class PlatformCollector(Collector):
             "Running jobs whose worker stopped responding (found by the heartbeat sweep).",
             labels=["kind", "processor"],
         )
+        webhooks = CounterMetricFamily(
+            "dockyard_webhook_deliveries",
+            "Webhook delivery attempts by event and outcome: delivered, retry (due again after "
+            "backoff), failed (for good).",
+            labels=["event", "outcome"],
+        )
         # counter field "<name>|<label>|..." -> its family and where its labels end
         families = {
             "submitted": (submitted, 3),
             "ended": (ended, 4),
             "requeued": (requeued, 4),
             "worker_lost": (lost, 3),
+            "webhook_deliveries": (webhooks, 3),
         }
         for field, value in sorted(self.redis.hgetall(metrics.COUNTERS).items()):
             parts = _split(field)
             if parts[0] in families:
                 family, end = families[parts[0]]
                 family.add_metric(parts[1:end], float(value))
-        yield from (submitted, ended, requeued, lost)
+        yield from (submitted, ended, requeued, lost, webhooks)
         yield _histogram(
             self.redis,
             metrics.DURATION,
@@ -123,6 +136,13 @@ class PlatformCollector(Collector):
             metrics.QUEUE_WAIT,
             "dockyard_job_queue_wait_seconds",
             "Time from submit to a worker claiming the first attempt.",
+        )
+        yield _histogram(
+            self.redis,
+            metrics.WEBHOOK_LATENCY,
+            "dockyard_webhook_delivery_latency_seconds",
+            "Time from the state change that made a webhook delivery to the endpoint's 2xx.",
+            labels=("event",),
         )
 
     def _queues(self) -> Iterator[Metric]:

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 COUNTERS = "dockyard:metrics:counters"
 DURATION = "dockyard:metrics:job_duration"
 QUEUE_WAIT = "dockyard:metrics:queue_wait"
+WEBHOOK_LATENCY = "dockyard:metrics:webhook_latency"
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 SEP = "|"
 
@@ -82,6 +83,19 @@ def attempt_observed(
             _observe(pipe, DURATION, labels, max(0.0, duration))
         if queue_wait is not None:
             _observe(pipe, QUEUE_WAIT, labels, max(0.0, queue_wait))
+
+    _safely(url, write)
+
+
+def webhook_delivery(url: str, event: str, outcome: str, latency: float | None = None) -> None:
+    """A webhook delivery attempt ended: `delivered`, `retry` (due again after backoff) or
+    `failed` (for good); a delivered one's latency (from the delivery's creation, the state
+    change, to the endpoint's 2xx) feeds the histogram."""
+
+    def write(pipe: Pipeline) -> None:
+        pipe.hincrby(COUNTERS, SEP.join(("webhook_deliveries", event, outcome)), 1)
+        if latency is not None:
+            _observe(pipe, WEBHOOK_LATENCY, event, max(0.0, latency))
 
     _safely(url, write)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from typing import Any
 
 from celery import Task
@@ -29,6 +30,7 @@ from workers.release import release_tick
 from workers.runner import Delivery, run_delivery
 from workers.schedules import run_schedule_tick
 from workers.sweeps import run_sweeps
+from workers.webhooks import deliver, dispatch_due
 
 
 @after_setup_logger.connect
@@ -177,3 +179,17 @@ def check_deployments() -> dict[str, Any]:
         )
         return {}
     return deploy_lifecycle.check_deployments(client, get_settings())
+
+
+@app.task(name=queues.TASK_WEBHOOK_DELIVER, ignore_result=True)
+def deliver_webhook(delivery_id: str, lease: str | None = None) -> dict[str, Any]:
+    """One attempt of one webhook delivery (the `webhooks` fleet); `lease` is the
+    dispatcher's, when it sent this message."""
+    taken = datetime.fromisoformat(lease) if lease else None
+    return {"outcome": deliver(uuid.UUID(delivery_id), get_settings(), taken)}
+
+
+@app.task(name=queues.TASK_WEBHOOK_DISPATCH, ignore_result=True)
+def dispatch_webhooks() -> dict[str, Any]:
+    """Send the deliver task for due pending deliveries (retries, lost messages; bounded)."""
+    return {"dispatched": dispatch_due(app)}
