@@ -29,6 +29,7 @@ BENCHES: dict[str, str] = {
     "deploy": "bench.deploy",
     "live": "bench.live",
     "release": "bench.release",
+    "webhooks": "bench.webhooks",
 }
 RESULTS = env.LOG_DIR / "results.json"
 

@@ -134,5 +134,10 @@ class Database:
             row = cursor.fetchone()
             return row[0] if row else None
 
+    def rows(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            return list(cursor.fetchall())
+
     def close(self) -> None:
         self._connection.close()

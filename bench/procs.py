@@ -163,7 +163,9 @@ def gunicorn(name: str, app: str, port: int) -> AbstractContextManager[Service]:
     )
 
 
-def celery_worker(name: str, app: str, queue: str, node: str) -> AbstractContextManager[Service]:
+def celery_worker(
+    name: str, app: str, queue: str, node: str, concurrency: int = WORKER_CONCURRENCY
+) -> AbstractContextManager[Service]:
     """A prefork worker on `queue`, ready when it answers a control ping.
 
     A ping proves the consumer is connected to the broker, which a log line does not (and at
@@ -189,7 +191,7 @@ def celery_worker(name: str, app: str, queue: str, node: str) -> AbstractContext
             "-Q",
             queue,
             "-c",
-            str(WORKER_CONCURRENCY),
+            str(concurrency),
             "-E",
             "-n",
             f"{node}@%h",

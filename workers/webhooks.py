@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -67,6 +69,13 @@ DISPATCH_BATCH = 500
 #: attempt: nothing was sent).
 CAP_RETRY = timedelta(seconds=1)
 RESPONSE_BODY_LIMIT = 1024
+#: Keep-alive pools kept per worker process (one connection each).
+POOL_CACHE = 32
+_POOLS: OrderedDict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = OrderedDict()
+_POOLS_LOCK = threading.Lock()
+#: A webhook's last_success_at is moved at most this often: every delivery to a busy
+#: endpoint writing the same webhook row would serialise the fleet on its lock.
+SUCCESS_RESOLUTION = timedelta(seconds=1)
 _INFLIGHT = "dockyard:webhooks:inflight:"
 # Take one slot of an endpoint: drop expired leases, then add ours if under the cap.
 _ACQUIRE = """
@@ -175,20 +184,20 @@ def _take(
     free = or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until <= moment)
     if lease is not None:
         free = or_(free, WebhookDelivery.locked_until == lease)
-    delivery = session.scalars(
-        select(WebhookDelivery)
+    row = session.execute(
+        select(WebhookDelivery, Webhook)
+        .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
         .where(
             WebhookDelivery.id == delivery_id,
             WebhookDelivery.status == PENDING,
             WebhookDelivery.next_attempt_at <= moment,
             free,
         )
-        .with_for_update(skip_locked=True)
+        .with_for_update(of=WebhookDelivery, skip_locked=True)
     ).first()
-    if delivery is None:
+    if row is None:
         return "skipped"  # done, not due, or another worker holds it
-    webhook = session.get(Webhook, delivery.webhook_id)
-    assert webhook is not None  # the foreign key cascades
+    delivery, webhook = row.tuple()
     if not webhook.enabled:
         refused = Attempt(None, 0, "not sent: the webhook is disabled")
         return _record(session, delivery, webhook, refused, settings)
@@ -211,14 +220,27 @@ def _take(
     )
 
 
-def _pool(checked: CheckedUrl, address: str, timeout: float) -> urllib3.HTTPConnectionPool:
-    options = {"port": checked.port, "timeout": urllib3.Timeout(total=timeout), "retries": False}
-    if checked.scheme == "https":
+def _new_pool(scheme: str, address: str, port: int, host: str) -> urllib3.HTTPConnectionPool:
+    if scheme == "https":
         # Connect to the checked address; TLS still verifies the certificate for the host.
         return urllib3.HTTPSConnectionPool(
-            address, server_hostname=checked.host, assert_hostname=checked.host, **options
+            address, port, server_hostname=host, assert_hostname=host, maxsize=1, retries=False
         )
-    return urllib3.HTTPConnectionPool(address, **options)
+    return urllib3.HTTPConnectionPool(address, port, maxsize=1, retries=False)
+
+
+def _pool(checked: CheckedUrl, address: str) -> urllib3.HTTPConnectionPool:
+    """This process's keep-alive pool to `address` for the URL's host (the least recently
+    used one closed past POOL_CACHE): a busy endpoint is not paid a TCP and TLS handshake per
+    delivery, and the connection still goes to the address checked for this delivery."""
+    key = (checked.scheme, address, checked.port, checked.host)
+    with _POOLS_LOCK:
+        pool = _POOLS.pop(key, None) or _new_pool(*key)
+        _POOLS[key] = pool
+        evicted = [_POOLS.popitem(last=False)[1] for _ in range(len(_POOLS) - POOL_CACHE)]
+    for old in evicted:
+        old.close()
+    return pool
 
 
 def _host_header(checked: CheckedUrl) -> str:
@@ -248,20 +270,22 @@ def send(taken: Taken, settings: Settings) -> Attempt:
     }
     error = "no address to connect to"
     for address in checked.addresses:
-        pool = _pool(checked, address, settings.webhook_timeout)
         try:
-            response = pool.urlopen(
+            response = _pool(checked, address).urlopen(
                 "POST",
                 checked.target,
                 body=taken.body,
                 headers=headers,
                 retries=False,
                 redirect=False,
+                timeout=urllib3.Timeout(total=settings.webhook_timeout),
                 preload_content=False,
                 assert_same_host=False,
             )
             try:
                 head = response.read(RESPONSE_BODY_LIMIT)
+                if not response.isclosed():
+                    response.close()  # a longer body: not read, its connection not reused
             finally:
                 response.release_conn()
             return Attempt(response.status, took(), None, head.decode("utf-8", "replace"))
@@ -271,8 +295,6 @@ def send(taken: Taken, settings: Settings) -> Attempt:
             return Attempt(None, took(), f"timed out after {settings.webhook_timeout:g} s")
         except urllib3.exceptions.HTTPError as failure:
             return Attempt(None, took(), f"{type(failure).__name__}: {failure}"[:500])
-        finally:
-            pool.close()
     return Attempt(None, took(), error[:500])
 
 
@@ -303,8 +325,10 @@ def _record(
         delivery.status = DELIVERED
         delivery.delivered_at = moment
         delivery.next_attempt_at = None
-        webhook.last_success_at = moment
-        webhook.failing_since = None
+        last = webhook.last_success_at
+        if webhook.failing_since is not None or last is None or moment - last > SUCCESS_RESOLUTION:
+            webhook.last_success_at = moment
+            webhook.failing_since = None
         outcome = DELIVERED
     else:
         final = not webhook.enabled or delivery.attempts >= settings.webhook_max_attempts
@@ -335,23 +359,23 @@ def _record(
 def _finish(taken: Taken, attempt: Attempt, settings: Settings) -> str:
     """Record the attempt if the row still holds this attempt's lease."""
     with session_scope() as session:
-        delivery = session.scalars(
-            select(WebhookDelivery)
+        row = session.execute(
+            select(WebhookDelivery, Webhook)
+            .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
             .where(
                 WebhookDelivery.id == taken.delivery_id,
                 WebhookDelivery.status == PENDING,
                 WebhookDelivery.locked_until == taken.lease,
             )
-            .with_for_update()
+            .with_for_update(of=WebhookDelivery)
         ).first()
-        if delivery is None:
+        if row is None:
             log.warning(
                 "webhook delivery lease lost before its outcome was recorded",
                 extra={"event": "webhook_lease_lost", "delivery_id": str(taken.delivery_id)},
             )
             return "lease_lost"
-        webhook = session.get(Webhook, delivery.webhook_id)
-        assert webhook is not None
+        delivery, webhook = row.tuple()
         recorded = _record(session, delivery, webhook, attempt, settings)
     recorded.count(settings)
     return recorded.outcome
