@@ -78,6 +78,8 @@ def check_url(url: str, settings: Settings) -> CheckedUrl:
     host = parts.hostname
     if not host:
         raise UrlRefused("the URL has no host")
+    if port == 0:
+        raise UrlRefused("port 0 is not a port a receiver listens on")
     port = port or (443 if parts.scheme == "https" else 80)
     addresses = _resolve(host, port)
     refused = [str(a) for a in addresses if not _allowed(a, settings)]
