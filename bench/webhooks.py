@@ -38,6 +38,11 @@ ENV = {
     "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
     "WEBHOOK_ENDPOINT_CONCURRENCY": str(CONCURRENCY),
 }
+_RATES = """
+SELECT count(*) / extract(epoch FROM max(j.finished_at) - min(j.finished_at)),
+       count(*) / extract(epoch FROM max(d.delivered_at) - min(d.delivered_at))
+FROM webhook_deliveries d JOIN jobs j ON j.id = d.job_id WHERE d.status = 'delivered'
+"""
 _FINISHED = "SELECT id::text, extract(epoch FROM finished_at) FROM jobs WHERE id = ANY(%s::uuid[])"
 
 
@@ -146,6 +151,7 @@ def run(ctx: Context) -> list[Comparison]:
     }
     lags = [(receiver.arrived[job_id] - at) * 1000 for job_id, at in finished.items()]
     p99 = _percentile(lags, 0.99)
+    [(jobs_per_s, deliveries_per_s)] = ctx.db.rows(_RATES)
     details = {
         "deliveries": len(lags),
         "requests": receiver.requests,  # more than deliveries: an at-least-once repeat
@@ -154,6 +160,9 @@ def run(ctx: Context) -> list[Comparison]:
         "lag_p50_ms": round(statistics.median(lags), 1),
         "lag_p99_ms": round(p99, 1),
         "lag_max_ms": round(max(lags), 1),
+        # The lag grows while jobs end faster than the fleet delivers.
+        "jobs_ended_per_s": round(float(jobs_per_s), 1),
+        "delivered_per_s": round(float(deliveries_per_s), 1),
     }
     print(f"[webhooks]   {details}", flush=True)
     return [

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 
 import urllib3
 from celery import Celery
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session
 
 from shared import metrics, queues
@@ -200,7 +200,7 @@ def _take(
     delivery, webhook = row.tuple()
     if not webhook.enabled:
         refused = Attempt(None, 0, "not sent: the webhook is disabled")
-        return _record(session, delivery, webhook, refused, settings)
+        return _record_failure(session, delivery, webhook, refused, settings)
     mine = moment + timedelta(seconds=settings.webhook_timeout) + LEASE_MARGIN
     if not _acquire_slot(settings, webhook.url, delivery.id, mine):
         delivery.next_attempt_at = moment + CAP_RETRY
@@ -298,16 +298,17 @@ def send(taken: Taken, settings: Settings) -> Attempt:
     return Attempt(None, took(), error[:500])
 
 
-def _record(
+def _record_failure(
     session: Session,
     delivery: WebhookDelivery,
     webhook: Webhook,
     attempt: Attempt,
     settings: Settings,
 ) -> Recorded:
-    """Write the attempt and what follows: delivered, due again after backoff, or failed
-    (WEBHOOK_MAX_ATTEMPTS, or the webhook is disabled); the webhook's last_success_at and
-    failing_since, and its disabling once every delivery failed for WEBHOOK_DISABLE_AFTER."""
+    """Write a failed attempt and what follows: due again after backoff, or failed (after
+    WEBHOOK_MAX_ATTEMPTS, or at once when the webhook is disabled); the webhook's
+    failing_since, and its disabling once every delivery failed for WEBHOOK_DISABLE_AFTER.
+    A 2xx is recorded by `_DELIVERED`."""
     moment = now()
     delivery.attempts += 1
     session.add(
@@ -321,43 +322,83 @@ def _record(
         )
     )
     delivery.locked_until = None
-    if attempt.succeeded:
-        delivery.status = DELIVERED
-        delivery.delivered_at = moment
+    if not webhook.enabled or delivery.attempts >= settings.webhook_max_attempts:
+        delivery.status = FAILED
         delivery.next_attempt_at = None
-        last = webhook.last_success_at
-        if webhook.failing_since is not None or last is None or moment - last > SUCCESS_RESOLUTION:
-            webhook.last_success_at = moment
-            webhook.failing_since = None
-        outcome = DELIVERED
+        outcome = FAILED
     else:
-        final = not webhook.enabled or delivery.attempts >= settings.webhook_max_attempts
-        if final:
-            delivery.status = FAILED
-            delivery.next_attempt_at = None
-            outcome = FAILED
-        else:
-            delivery.next_attempt_at = moment + backoff(settings, delivery.attempts)
-            outcome = "retry"
-        if webhook.enabled:
-            webhook.failing_since = webhook.failing_since or moment
-            failing_for = moment - webhook.failing_since
-            if failing_for >= timedelta(seconds=settings.webhook_disable_after):
-                webhook.enabled = False
-                webhook.disabled_reason = (
-                    "disabled automatically: every delivery has failed since "
-                    f"{webhook.failing_since.isoformat(timespec='seconds')}"
-                )
-                log.warning(
-                    "webhook disabled after failing deliveries",
-                    extra={"event": "webhook_disabled", "webhook_id": str(webhook.id)},
-                )
-    latency = (moment - delivery.created_at).total_seconds() if attempt.succeeded else None
-    return Recorded(outcome, delivery.event_type, latency)
+        delivery.next_attempt_at = moment + backoff(settings, delivery.attempts)
+        outcome = "retry"
+    if webhook.enabled:
+        webhook.failing_since = webhook.failing_since or moment
+        if moment - webhook.failing_since >= timedelta(seconds=settings.webhook_disable_after):
+            webhook.enabled = False
+            webhook.disabled_reason = (
+                "disabled automatically: every delivery has failed since "
+                f"{webhook.failing_since.isoformat(timespec='seconds')}"
+            )
+            log.warning(
+                "webhook disabled after failing deliveries",
+                extra={"event": "webhook_disabled", "webhook_id": str(webhook.id)},
+            )
+    return Recorded(outcome, delivery.event_type, None)
+
+
+#: A 2xx: the delivery delivered, its attempt, and the webhook's last_success_at (moved at
+#: most once per SUCCESS_RESOLUTION) with failing_since cleared, in one statement: most
+#: attempts succeed, and a busy fleet pays one round trip for them instead of four.
+_DELIVERED = text(
+    """
+WITH d AS (
+    UPDATE webhook_deliveries
+    SET status = 'delivered', attempts = attempts + 1, delivered_at = :moment,
+        next_attempt_at = NULL, locked_until = NULL, updated_at = :moment
+    WHERE id = :id AND status = 'pending' AND locked_until = :lease
+    RETURNING id, attempts, webhook_id, event_type, created_at
+), attempt AS (
+    INSERT INTO webhook_attempts
+        (delivery_id, attempt, response_code, duration_ms, response_body, created_at)
+    SELECT id, attempts, :code, :duration_ms, :response_body, :moment FROM d
+), hook AS (
+    UPDATE webhooks w SET last_success_at = :moment, failing_since = NULL, updated_at = :moment
+    FROM d
+    WHERE w.id = d.webhook_id AND (w.failing_since IS NOT NULL OR w.last_success_at IS NULL
+        OR w.last_success_at < CAST(:moment AS timestamptz) - :resolution)
+)
+SELECT event_type, created_at FROM d
+"""
+)
+
+
+def _finish_delivered(taken: Taken, attempt: Attempt) -> Recorded | None:
+    """A 2xx recorded in one statement; None if the row no longer holds this lease."""
+    moment = now()
+    with session_scope() as session:
+        row = session.execute(
+            _DELIVERED,
+            {
+                "id": taken.delivery_id,
+                "lease": taken.lease,
+                "moment": moment,
+                "code": attempt.response_code,
+                "duration_ms": attempt.duration_ms,
+                "response_body": attempt.response_body,
+                "resolution": SUCCESS_RESOLUTION,
+            },
+        ).first()
+    if row is None:
+        return None
+    return Recorded(DELIVERED, row.event_type, (moment - row.created_at).total_seconds())
 
 
 def _finish(taken: Taken, attempt: Attempt, settings: Settings) -> str:
     """Record the attempt if the row still holds this attempt's lease."""
+    if attempt.succeeded:
+        delivered = _finish_delivered(taken, attempt)
+        if delivered is None:
+            return _lease_lost(taken)
+        delivered.count(settings)
+        return delivered.outcome
     with session_scope() as session:
         row = session.execute(
             select(WebhookDelivery, Webhook)
@@ -370,15 +411,19 @@ def _finish(taken: Taken, attempt: Attempt, settings: Settings) -> str:
             .with_for_update(of=WebhookDelivery)
         ).first()
         if row is None:
-            log.warning(
-                "webhook delivery lease lost before its outcome was recorded",
-                extra={"event": "webhook_lease_lost", "delivery_id": str(taken.delivery_id)},
-            )
-            return "lease_lost"
+            return _lease_lost(taken)
         delivery, webhook = row.tuple()
-        recorded = _record(session, delivery, webhook, attempt, settings)
+        recorded = _record_failure(session, delivery, webhook, attempt, settings)
     recorded.count(settings)
     return recorded.outcome
+
+
+def _lease_lost(taken: Taken) -> str:
+    log.warning(
+        "webhook delivery lease lost before its outcome was recorded",
+        extra={"event": "webhook_lease_lost", "delivery_id": str(taken.delivery_id)},
+    )
+    return "lease_lost"
 
 
 def deliver(delivery_id: uuid.UUID, settings: Settings, lease: datetime | None = None) -> str:
