@@ -58,9 +58,11 @@ PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 LEASE_MARGIN = timedelta(seconds=10)
 #: How long a dispatched message may wait in the queue before the row is dispatched again.
 DISPATCH_LEASE = timedelta(seconds=60)
-#: A new row's own message (sent by the recording transaction after its commit) is given
-#: this long before the dispatcher sends another for it.
-DISPATCH_GRACE = timedelta(seconds=2)
+#: A row never taken nor leased (its own message, sent after the recording commit, is on its
+#: way) is given this long before the dispatcher sends another: under a backlog its message
+#: waits in the queue, and a second one would only double the fleet's work. Only a message
+#: lost with the broker waits this long.
+DISPATCH_GRACE = timedelta(seconds=30)
 #: Rows dispatched per tick, in one short transaction. Bounded so that a backlog (an
 #: endpoint down for hours, then thousands due at once) never makes one long transaction
 #: and one burst of messages: the next tick, a second later, sends the next batch.
@@ -204,7 +206,9 @@ def _take(
     mine = moment + timedelta(seconds=settings.webhook_timeout) + LEASE_MARGIN
     if not _acquire_slot(settings, webhook.url, delivery.id, mine):
         delivery.next_attempt_at = moment + CAP_RETRY
-        delivery.locked_until = None  # the dispatcher's lease too: due again in CAP_RETRY
+        # Any lease ended (the dispatcher's too), but not NULL: a row once taken is not
+        # "fresh", so the dispatcher sends it again at CAP_RETRY, not after DISPATCH_GRACE.
+        delivery.locked_until = moment
         return "capped"
     if delivery.body is None:
         delivery.body = render(session, delivery).decode()
@@ -458,10 +462,10 @@ def deliver(delivery_id: uuid.UUID, settings: Settings, lease: datetime | None =
 
 def dispatch_due(celery: Celery, limit: int = DISPATCH_BATCH) -> int:
     """Send the deliver task for up to `limit` due pending deliveries whose lease passed
-    (and, untried, older than DISPATCH_GRACE), oldest first (ix_webhook_deliveries_due),
-    leasing each for DISPATCH_LEASE so the next ticks do not send it again while its message
-    waits; the message carries that lease, so it (and only it) may take the row. Returns
-    how many were sent."""
+    (a row never tried nor leased: older than DISPATCH_GRACE), oldest first
+    (ix_webhook_deliveries_due), leasing each for DISPATCH_LEASE so the next ticks do not
+    send it again while its message waits; the message carries that lease, so it (and only
+    it) may take the row. Returns how many were sent."""
     moment = now()
     with session_scope() as session:
         rows = session.scalars(
@@ -475,6 +479,7 @@ def dispatch_due(celery: Celery, limit: int = DISPATCH_BATCH) -> int:
                 ),
                 or_(
                     WebhookDelivery.attempts > 0,
+                    WebhookDelivery.locked_until.is_not(None),
                     WebhookDelivery.created_at <= moment - DISPATCH_GRACE,
                 ),
             )
