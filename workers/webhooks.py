@@ -12,6 +12,9 @@ late without harm:
   lease that simply expires: the dispatcher sends the row again. The outcome is written only
   while the row still holds this attempt's lease. At least once: an endpoint that answered
   2xx just before the worker died gets the delivery again (same `Dockyard-Delivery` id).
+- After its own delivery, a `deliver` task takes the oldest due deliveries the same way for
+  DRAIN_BUDGET: under a burst the fleet sends at the pace of sending, and the messages of
+  rows already sent are skipped when they arrive.
 - `dispatch_due` (beat, every WEBHOOK_DISPATCH_INTERVAL) sends the task for due pending rows
   whose lease passed: retries after backoff, messages lost with the broker, SIGKILLed
   workers, deliveries put back by the per-endpoint cap.
@@ -56,6 +59,10 @@ PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 #: A lease outlasts the request's timeout by this much (URL check, rendering, the commits);
 #: after it a killed worker's delivery is sent again.
 LEASE_MARGIN = timedelta(seconds=10)
+#: After its own delivery a task goes on with the oldest due ones for this long (seconds).
+#: A burst of deliveries is then sent at the pace of the sending itself, not of one Celery
+#: message each (their own messages, arriving later, find them done: skipped at once).
+DRAIN_BUDGET = 0.5
 #: How long a dispatched message may wait in the queue before the row is dispatched again.
 DISPATCH_LEASE = timedelta(seconds=60)
 #: A row never taken nor leased (its own message, sent after the recording commit, is on its
@@ -178,25 +185,25 @@ class Recorded:
 
 
 def _take(
-    session: Session, delivery_id: uuid.UUID, lease: datetime | None, settings: Settings
+    session: Session, delivery_id: uuid.UUID | None, lease: datetime | None, settings: Settings
 ) -> Taken | Recorded | str:
-    """Lease the delivery for this attempt (committed with the session), or its outcome when
-    it ends untried (a disabled webhook), or why not (skipped, capped)."""
+    """Lease the delivery (None: the oldest due one no one holds) for this attempt (committed
+    with the session), or its outcome when it ends untried (a disabled webhook), or why not
+    (skipped, capped)."""
     moment = now()
     free = or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until <= moment)
     if lease is not None:
         free = or_(free, WebhookDelivery.locked_until == lease)
-    row = session.execute(
+    query = (
         select(WebhookDelivery, Webhook)
         .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-        .where(
-            WebhookDelivery.id == delivery_id,
-            WebhookDelivery.status == PENDING,
-            WebhookDelivery.next_attempt_at <= moment,
-            free,
-        )
-        .with_for_update(of=WebhookDelivery, skip_locked=True)
-    ).first()
+        .where(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= moment, free)
+    )
+    if delivery_id is None:
+        query = query.order_by(WebhookDelivery.next_attempt_at).limit(1)
+    else:
+        query = query.where(WebhookDelivery.id == delivery_id)
+    row = session.execute(query.with_for_update(of=WebhookDelivery, skip_locked=True)).first()
     if row is None:
         return "skipped"  # done, not due, or another worker holds it
     delivery, webhook = row.tuple()
@@ -431,8 +438,20 @@ def _lease_lost(taken: Taken) -> str:
 
 
 def deliver(delivery_id: uuid.UUID, settings: Settings, lease: datetime | None = None) -> str:
-    """One attempt of one delivery; returns what happened (delivered, retry, failed,
-    skipped, capped, disabled, lease_lost)."""
+    """One attempt of the delivery, then more due ones for up to DRAIN_BUDGET; returns what
+    happened to the first (delivered, retry, failed, skipped, capped, disabled, lease_lost)."""
+    outcome = attempt_one(delivery_id, settings, lease)
+    deadline = time.monotonic() + DRAIN_BUDGET
+    while time.monotonic() < deadline:
+        if attempt_one(None, settings) in ("skipped", "capped"):
+            break
+    return outcome
+
+
+def attempt_one(
+    delivery_id: uuid.UUID | None, settings: Settings, lease: datetime | None = None
+) -> str:
+    """One attempt of the delivery (None: of the oldest due one no one holds)."""
     with session_scope() as session:
         taken = _take(session, delivery_id, lease, settings)
     if isinstance(taken, Recorded):
