@@ -368,3 +368,59 @@ def test_a_slow_endpoint_does_not_delay_another_users_delivery(
         release.set()
     for delivery_id in slow_ids:
         wait_status(delivery_id, "delivered")
+
+
+def test_a_failed_delivery_redelivered_arrives_with_the_same_id(
+    receiver: Receiver, worker: Any, hooks: Hooks
+) -> None:
+    answer = {"code": 500}
+    path = receiver.route(lambda _: answer["code"])
+    webhook_id, secret = hooks.webhook(receiver.url(path))
+    delivery_id = hooks.ping(webhook_id)
+    wait_status(delivery_id, "failed")
+    answer["code"] = 200
+    response = hooks.user.post(f"/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver")
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["status"] == "pending"
+    row, attempts = wait_status(delivery_id, "delivered")
+    got = receiver.at(path)
+    assert [r.delivery for r in got] == [str(delivery_id)] * 4
+    assert verify(secret, got[-1].headers, got[-1].body)
+    assert got[-1].body == got[0].body  # the kept body, not rendered again
+    # A fresh cycle numbered from 1; the failed one stays in the history.
+    assert [(a.attempt, a.response_code) for a in attempts] == [
+        (1, 500),
+        (2, 500),
+        (3, 500),
+        (1, 200),
+    ]
+    assert row.attempts == 1
+    listed = hooks.user.get(f"/api/v1/webhooks/{webhook_id}/deliveries").get_json()["items"]
+    [shown] = [d for d in listed if d["id"] == str(delivery_id)]
+    assert shown["status"] == "delivered" and shown["delivered_at"] is not None
+
+
+def test_a_webhook_failing_for_webhook_disable_after_is_disabled(
+    receiver: Receiver, tmp_path: Path, beat: None, hooks: Hooks
+) -> None:
+    path = receiver.route(lambda _: 500)
+    webhook_id, _ = hooks.webhook(receiver.url(path))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WEBHOOK_DISABLE_AFTER", "1")
+        patch.setenv("WEBHOOK_MAX_ATTEMPTS", "20")  # the disabling ends it, not the budget
+        patch.setenv("WEBHOOK_BACKOFF", "0.3")
+        patch.setenv("WEBHOOK_BACKOFF_SCALE", "1")
+        with celery_worker(tmp_path, "webhooks-disable", queues.WEBHOOKS):
+            delivery_id = hooks.ping(webhook_id)
+            row, attempts = wait_status(delivery_id, "failed")
+    shown = hooks.user.get(f"/api/v1/webhooks/{webhook_id}").get_json()
+    assert shown["enabled"] is False
+    assert shown["disabled_reason"].startswith("disabled automatically: every delivery has failed")
+    # Sent until a failure came a second after the first, then the next one is not sent.
+    assert 3 <= row.attempts < 20
+    assert attempts[-1].error == "not sent: the webhook is disabled"
+    assert all(a.response_code == 500 for a in attempts[:-1])
+    assert len(receiver.at(path)) == row.attempts - 1
+    refused = hooks.user.post(f"/api/v1/webhooks/{webhook_id}/ping")
+    assert refused.status_code == 409
+    assert refused.get_json()["error"]["code"] == "webhook_disabled"
