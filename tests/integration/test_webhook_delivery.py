@@ -337,7 +337,8 @@ def test_a_worker_killed_mid_delivery_delivers_it_later_once(
     assert row.attempts == 1 and [a.response_code for a in attempts] == [200]
     got = receiver.at(path)
     assert [r.delivery for r in got] == [str(delivery_id)] * 2  # the killed try, the retry
-    assert got[1].answered == 200
+    # `answered` is set once the response is written, which may be after the worker recorded it.
+    wait_for(lambda: got[1].answered == 200, timeout=5, message="the retry's 200 to be recorded")
 
 
 def test_a_slow_endpoint_does_not_delay_another_users_delivery(
