@@ -199,3 +199,22 @@ def celery_worker(
         ],
         answers,
     )
+
+
+def celery_beat(name: str) -> AbstractContextManager[Service]:
+    """Celery beat with the platform's schedule, ready once it has written its schedule file
+    (its log is quiet at the bench's LOG_LEVEL; the compose stack's health check looks at
+    the same file)."""
+    schedule = LOG_DIR / f"{name}-schedule"
+    for old in LOG_DIR.glob(f"{schedule.name}*"):
+        old.unlink()
+
+    def started() -> bool:
+        return any(path.stat().st_size for path in LOG_DIR.glob(f"{schedule.name}*"))
+
+    return service(
+        name,
+        [str(VENV_BIN / "celery"), "-A", "shared.celery_app", "beat",
+         "--loglevel=INFO", "-s", str(schedule)],
+        started,
+    )  # fmt: skip

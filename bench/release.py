@@ -11,13 +11,12 @@ is reported beside it. Every clock is this machine's.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 
 from bench import procs
 from bench.client import API, ApiClient
 from bench.core import Comparison, Context, env_int
-from bench.env import LOG_DIR
 
 NAME = "release"
 PORT = 8105
@@ -29,24 +28,6 @@ SELECT percentile_cont(%s) WITHIN GROUP (ORDER BY extract(epoch FROM
     CASE WHEN %s = 'started_at' THEN started_at ELSE published_at END - run_at)) * 1000
 FROM jobs WHERE run_at IS NOT NULL AND status = 'succeeded'
 """
-
-
-def _beat() -> AbstractContextManager[procs.Service]:
-    """Celery beat, ready once it has written its schedule file (its log is quiet at the
-    bench's LOG_LEVEL; the compose stack's health check looks at the same file)."""
-    schedule = LOG_DIR / "release-beat-schedule"
-    for old in LOG_DIR.glob(f"{schedule.name}*"):
-        old.unlink()
-
-    def started() -> bool:
-        return any(path.stat().st_size for path in LOG_DIR.glob(f"{schedule.name}*"))
-
-    return procs.service(
-        "release-beat",
-        [str(procs.VENV_BIN / "celery"), "-A", "shared.celery_app", "beat",
-         "--loglevel=INFO", "-s", str(schedule)],
-        started,
-    )  # fmt: skip
 
 
 def run(ctx: Context) -> list[Comparison]:
@@ -63,7 +44,7 @@ def run(ctx: Context) -> list[Comparison]:
             procs.celery_worker("release-worker", "shared.celery_app", "diagnostics",
                                 "bench-release")
         )  # fmt: skip
-        stack.enter_context(_beat())
+        stack.enter_context(procs.celery_beat("release-beat"))
         user = ApiClient.new_user(base)
         stack.callback(user.close)
         first = datetime.now(UTC) + timedelta(seconds=LEAD_S)

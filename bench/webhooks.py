@@ -16,14 +16,13 @@ import os
 import statistics
 import threading
 import time
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from bench import procs
 from bench.client import API, ApiClient
 from bench.core import Comparison, Context, env_int
-from bench.env import LOG_DIR
 
 NAME = "webhooks"
 PORT = 8106
@@ -82,23 +81,6 @@ class Receiver:
         self.server.server_close()
 
 
-def _beat() -> AbstractContextManager[procs.Service]:
-    """Celery beat (the dispatcher's tick), ready once it has written its schedule file."""
-    schedule = LOG_DIR / "webhooks-beat-schedule"
-    for old in LOG_DIR.glob(f"{schedule.name}*"):
-        old.unlink()
-
-    def started() -> bool:
-        return any(path.stat().st_size for path in LOG_DIR.glob(f"{schedule.name}*"))
-
-    return procs.service(
-        "webhooks-beat",
-        [str(procs.VENV_BIN / "celery"), "-A", "shared.celery_app", "beat",
-         "--loglevel=INFO", "-s", str(schedule)],
-        started,
-    )  # fmt: skip
-
-
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -121,7 +103,7 @@ def run(ctx: Context) -> list[Comparison]:
                 procs.celery_worker("webhooks-worker", "shared.celery_app", "webhooks",
                                     "bench-webhooks", concurrency=CONCURRENCY)
             )  # fmt: skip
-            stack.enter_context(_beat())
+            stack.enter_context(procs.celery_beat("webhooks-beat"))
             user = ApiClient.new_user(base)
             stack.callback(user.close)
             user._call(
