@@ -309,6 +309,23 @@ class Settings:
     # most this many worker slots.
     webhook_endpoint_concurrency: int = 2
     webhook_dispatch_interval: float = 1.0
+    # Apps behind the reverse proxy (workers/deploy/proxy.py): every app answers at
+    # http://<app>.<DEPLOY_DOMAIN>:<PROXY_PORT>/ (https on 443 with PROXY_HTTPS and a real
+    # domain). The deploy workers configure Caddy through its admin API at PROXY_ADMIN_URL
+    # (loopback only) and dial apps at PROXY_UPSTREAM_HOST (default: DEPLOY_HEALTH_HOST or
+    # DEPLOY_BIND_ADDRESS; in the compose stack the host as seen from the proxy container).
+    deploy_domain: str = "localhost"
+    proxy_port: int = 8080
+    proxy_admin_url: str = "http://127.0.0.1:2019"
+    proxy_upstream_host: str = ""
+    proxy_https: bool = False
+    # How often a deploy worker compares the proxy's routes with the database and restores
+    # them (a restarted proxy answers for every app again within about this long).
+    proxy_sync_interval: float = 2.0
+    # The images of an app's last this-many releases are kept for rollbacks.
+    deploy_keep_releases: int = 5
+    # GitHub push hooks accepted per app and minute (POST /hooks/github/{app}; 429 past it).
+    hook_rate_per_minute: int = 60
 
     @property
     def is_production(self) -> bool:
@@ -406,6 +423,14 @@ _SPEC: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
     ("webhook_endpoint_concurrency", "WEBHOOK_ENDPOINT_CONCURRENCY", _int(1, 1000)),
     ("webhook_dispatch_interval", "WEBHOOK_DISPATCH_INTERVAL", _float(0.1)),
     ("schedule_tick_interval", "SCHEDULE_TICK_INTERVAL", _float(0.1)),
+    ("deploy_domain", "DEPLOY_DOMAIN", _text),
+    ("proxy_port", "PROXY_PORT", _int(1, 65535)),
+    ("proxy_admin_url", "PROXY_ADMIN_URL", _url("http", "https")),
+    ("proxy_upstream_host", "PROXY_UPSTREAM_HOST", _text),
+    ("proxy_https", "PROXY_HTTPS", _bool),
+    ("proxy_sync_interval", "PROXY_SYNC_INTERVAL", _float(0.1)),
+    ("deploy_keep_releases", "DEPLOY_KEEP_RELEASES", _int(1, 1000)),
+    ("hook_rate_per_minute", "HOOK_RATE_PER_MINUTE", _int(0)),
 )
 
 

@@ -425,6 +425,7 @@ class Deployment(Base):
             postgresql_where=f"status = '{_STOPPED}' AND env IS NOT NULL",
         ),
         UniqueConstraint("job_id", name="uq_deployments_job"),
+        UniqueConstraint("app_id", "release", name="uq_deployments_app_release"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
@@ -461,6 +462,13 @@ class Deployment(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When this stopped deployment stopped holding its image tag (DEPLOY_IMAGE_RETENTION).
     image_released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The app this deployment is release `release` of (NULL once the app is deleted);
+    # a rollback names the release whose image it runs.
+    app_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("apps.id", ondelete="SET NULL")
+    )
+    release: Mapped[int | None] = mapped_column(Integer)
+    rollback_of: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )
@@ -480,5 +488,102 @@ class PortLease(Base):
         unique=True,
     )
     leased_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class App(Base):
+    """A name on the platform (routed as `<name>.<DEPLOY_DOMAIN>` by the reverse proxy), the
+    repository it deploys and what every release inherits. Its releases are its deployments
+    (`Deployment.app_id`, numbered from `last_release`); `current_deployment_id` is the one
+    the proxy routes to, switched only after a release's health check.
+
+    `env`, `access_token` and `webhook_secret` are Fernet tokens (shared/crypto.py), never
+    returned by the API: env only by its names, the secret once when it is set.
+    """
+
+    __tablename__ = "apps"
+    __table_args__ = (
+        UniqueConstraint("name", name="uq_apps_name"),
+        Index("ix_apps_owner_created", "owner_id", "created_at", "id"),
+        Index("ix_apps_created", "created_at", "id"),
+        Index("ix_apps_owner_repo", "owner_id", "repo_key"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    name: Mapped[str] = mapped_column(String(31), nullable=False)
+    owner_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    repo_url: Mapped[str] = mapped_column(String(300), nullable=False)
+    repo_key: Mapped[str] = mapped_column(String(300), nullable=False)
+    branch: Mapped[str | None] = mapped_column(String(200))
+    auto_deploy: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    health_path: Mapped[str] = mapped_column(String(500), nullable=False, default="/")
+    container_port: Mapped[int | None] = mapped_column(Integer)
+    env: Mapped[str | None] = mapped_column(Text)
+    env_names: Mapped[list[str]] = mapped_column(JsonType, nullable=False, default=list)
+    access_token: Mapped[str | None] = mapped_column(Text)
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
+    last_release: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    current_deployment_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+    )
+
+
+class AppHookDelivery(Base):
+    """One request GitHub sent to an app's push hook and what it did: `deployed` (a release
+    started; at most once per delivery id), `ignored` (with the reason), `pong` or
+    `rejected` (bad signature)."""
+
+    __tablename__ = "app_hook_deliveries"
+    __table_args__ = (
+        Index("ix_app_hook_deliveries_app_received", "app_id", "received_at", "id"),
+        Index(
+            "uq_app_hook_deliveries_deployed",
+            "app_id",
+            "delivery_id",
+            unique=True,
+            postgresql_where="outcome = 'deployed'",
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=_uuid)
+    app_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("apps.id", ondelete="CASCADE"), nullable=False
+    )
+    delivery_id: Mapped[str | None] = mapped_column(String(100))
+    event: Mapped[str] = mapped_column(String(64), nullable=False)
+    ref: Mapped[str | None] = mapped_column(String(300))
+    commit_sha: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str | None] = mapped_column(String(500))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    deployment_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class DeploymentLogLine(Base):
+    """A piece of a deployment's clone, build or start output (`kind` output), a step marker
+    (`step`) or the outcome (`outcome`), in the order produced: the id is the live build
+    stream's event id, so a reconnecting client resumes after the last one it saw."""
+
+    __tablename__ = "deployment_log_lines"
+    __table_args__ = (Index("ix_deployment_log_lines_deployment", "deployment_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    step: Mapped[str | None] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
