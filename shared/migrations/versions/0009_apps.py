@@ -44,7 +44,7 @@ def _derived_name(owner_id: uuid.UUID, repo_key: str) -> str:
     return f"{base}-{digest}"
 
 
-def _timestamps() -> list[sa.Column]:
+def _timestamps() -> list[sa.Column[sa.DateTime]]:
     return [
         sa.Column(
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
