@@ -22,6 +22,7 @@ Create Date: 2026-11-26 21:20:00
 import hashlib
 import re
 import uuid
+from datetime import datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -44,7 +45,7 @@ def _derived_name(owner_id: uuid.UUID, repo_key: str) -> str:
     return f"{base}-{digest}"
 
 
-def _timestamps() -> list[sa.Column[sa.DateTime]]:
+def _timestamps() -> list[sa.Column[datetime]]:
     return [
         sa.Column(
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
