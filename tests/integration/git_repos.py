@@ -99,14 +99,20 @@ class SlowGitHttpServer:
     """The bare repositories of a FakeGitHub served over git's smart HTTP by `git
     http-backend` (real protocol, real packs), each response sent at `bytes_per_second`: a
     slow link, so a test can watch what the platform does while a clone is downloading.
-    Records how many response bytes went out and whether a client hung up mid-response."""
+    Records how many response bytes went out and whether a client hung up mid-response.
 
-    def __init__(self, github: FakeGitHub, bytes_per_second: int) -> None:
+    With `token`, a private host: every request needs HTTP Basic auth with the token as the
+    password (any user name, as GitHub takes an access token), else 401 asking for it."""
+
+    def __init__(self, github: FakeGitHub, bytes_per_second: int, token: str | None = None) -> None:
         import http.server
         import threading
 
         self.github = github
         self.rate = bytes_per_second
+        self.token = token
+        self.refused = 0
+        self.users: set[str] = set()
         self.sent = 0
         self.hung_up = threading.Event()
         server = self
@@ -123,7 +129,9 @@ class SlowGitHttpServer:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
 
     @property
     def url(self) -> str:
@@ -135,6 +143,13 @@ class SlowGitHttpServer:
 
         path = urlsplit(request.path)
         body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+        if not self._authorized(request.headers.get("Authorization", "")):
+            self.refused += 1
+            request.send_response(401)
+            request.send_header("WWW-Authenticate", 'Basic realm="git"')
+            request.send_header("Content-Length", "0")
+            request.end_headers()
+            return
         env = {
             "PATH": "/usr/bin:/bin",
             "GIT_PROJECT_ROOT": str(self.github.repos),
@@ -163,12 +178,31 @@ class SlowGitHttpServer:
         chunk = max(self.rate // 10, 1)
         try:
             for start in range(0, len(payload), chunk):
-                request.wfile.write(payload[start : start + chunk])
+                piece = payload[start : start + chunk]
+                request.wfile.write(piece)
                 request.wfile.flush()
-                self.sent += len(payload[start : start + chunk])
-                time.sleep(chunk / self.rate)  # the link's speed
+                self.sent += len(piece)
+                time.sleep(len(piece) / self.rate)  # the link's speed
         except (BrokenPipeError, ConnectionResetError):
             self.hung_up.set()
+
+    def _authorized(self, header: str) -> bool:
+        """No token: a public host. Else Basic credentials whose password is the token."""
+        import base64
+        import binascii
+        import hmac
+
+        if self.token is None:
+            return True
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        self.users.add(user)
+        return hmac.compare_digest(password.encode(), self.token.encode())
 
     def close(self) -> None:
         self.httpd.shutdown()

@@ -3,8 +3,13 @@
 Shallow, only the asked ref, no submodules, no terminal prompts, only the allowed protocols
 (GIT_ALLOW_PROTOCOL also binds redirects and submodules), one deadline for the whole clone,
 and a size cap on the checkout that also stops a download past it. Failures are sorted: the
-git host unreachable or too slow is retryable; a missing repository or ref, or one too
-large, is permanent.
+git host unreachable or too slow is retryable; a repository refusing the credentials, a
+missing repository or ref, or one too large, is permanent.
+
+A private repository's access token reaches git only through its environment, read by a
+credential helper that is a shell function in git's configuration (no file, no secret in
+any argument); every other credential helper is switched off for that clone, so none can
+store the token, and git's output is scrubbed of it before it is quoted in an error.
 """
 
 from __future__ import annotations
@@ -39,8 +44,51 @@ _UNREACHABLE = (
     "http 5",
 )
 
+#: What git says when the host refused the clone for its credentials (none, or wrong ones).
+#: Sorted before _UNREACHABLE: a refusal is permanent until the token changes.
+_UNAUTHORIZED = (
+    "authentication failed",
+    "could not read username",
+    "could not read password",
+    "terminal prompts disabled",
+    "invalid username or password",
+    "invalid credentials",
+    "returned error: 401",
+    "returned error: 403",
+    "http 401",
+    "http 403",
+)
 
-def _git_env(settings: Settings) -> dict[str, str]:
+#: The user name sent with an access token (GitHub's for app and fine-grained tokens; GitLab
+#: and Gitea take any user name with a token as the password).
+TOKEN_USER = "x-access-token"  # noqa: S105 - a user name, not a secret
+#: The only place the token is put: the environment of git and of the helpers it starts.
+_TOKEN_VARIABLE = "DOCKYARD_GIT_TOKEN"  # noqa: S105 - a variable name
+#: A credential helper git runs through the shell: it answers `get` with the token read from
+#: the environment at that moment (so the token is in no argument, not even the shell's:
+#: `echo` is a builtin) and ignores `store` and `erase`, so nothing is ever written.
+_TOKEN_HELPER = (
+    '!f() { test "$1" = get || return 0; '
+    f'echo username={TOKEN_USER}; echo "password=${_TOKEN_VARIABLE}"; }}; f'
+)
+
+
+def _credential_env(token: str) -> dict[str, str]:
+    """git configuration given through the environment (the command-line scope, read after
+    the global ~/.gitconfig): an empty `credential.helper` clears every helper configured
+    before it (a global `store` would otherwise write the token to ~/.git-credentials, and
+    would be asked first), then only ours."""
+    return {
+        _TOKEN_VARIABLE: token,
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_0": "credential.helper",
+        "GIT_CONFIG_VALUE_0": "",
+        "GIT_CONFIG_KEY_1": "credential.helper",
+        "GIT_CONFIG_VALUE_1": _TOKEN_HELPER,
+    }
+
+
+def _git_env(settings: Settings, token: str | None = None) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
@@ -55,6 +103,8 @@ def _git_env(settings: Settings) -> dict[str, str]:
         GIT_CONFIG_NOSYSTEM="1",
         GIT_LFS_SKIP_SMUDGE="1",
     )
+    if token:
+        env.update(_credential_env(token))
     return env
 
 
@@ -68,6 +118,7 @@ def _git(
     settings: Settings,
     deadline: float,
     watch: Path | None = None,
+    token: str | None = None,
 ) -> tuple[int, str, str]:
     """Run git until `deadline` (monotonic clock; the whole clone shares one
     DEPLOY_CLONE_TIMEOUT) and, when `watch` is given, while that checkout stays within
@@ -78,11 +129,14 @@ def _git(
     outlive a killed `git`: they would keep the connection to a stalled host open and keep
     writing into a checkout that is being removed. In a process group of its own, one
     signal ends them all.
+
+    `token`, for the commands that reach the host, is given to git through its environment
+    only (see _credential_env).
     """
     process = subprocess.Popen(  # noqa: S603 - fixed argv, validated URL and ref
         ["git", "-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false", *args],
         cwd=cwd,
-        env=_git_env(settings),
+        env=_git_env(settings, token),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -147,21 +201,37 @@ def _run(
     settings: Settings,
     deadline: float,
     watch: Path | None = None,
+    token: str | None = None,
 ) -> str:
-    returncode, stdout, stderr = _git(args, cwd, settings, deadline, watch)
+    returncode, stdout, stderr = _git(args, cwd, settings, deadline, watch, token)
     if returncode != 0:
-        message = (stderr or stdout).strip()[-600:]
-        lowered = message.lower()
-        if any(marker in lowered for marker in _UNREACHABLE):
-            raise RetryableJobError("git_unreachable", f"The git host is unreachable: {message}")
-        if (
-            "remote branch" in lowered
-            or "couldn't find remote ref" in lowered
-            or ("not our ref" in lowered)
-        ):
-            raise PermanentJobError("ref_not_found", f"The ref does not exist: {message}")
-        raise PermanentJobError("clone_failed", f"git clone failed: {message}")
+        output = stderr or stdout
+        if token:  # git never prints it; should one ever echo it, it goes no further
+            output = output.replace(token, "[access token]")
+        raise _failure(output.strip()[-600:])
     return stdout
+
+
+def _failure(message: str) -> PermanentJobError | RetryableJobError:
+    """Sort a failed git command by what it said. A refusal for credentials first: it is
+    permanent, and its output may also say the remote end hung up."""
+    lowered = message.lower()
+    if any(marker in lowered for marker in _UNAUTHORIZED):
+        return PermanentJobError(
+            "clone_unauthorized",
+            "The repository refused the clone: it is private (or does not exist) and the "
+            "access token is missing, wrong or expired; set or renew the app's access_token "
+            f"(PATCH /api/v1/apps/<app>). git said: {message}",
+        )
+    if any(marker in lowered for marker in _UNREACHABLE):
+        return RetryableJobError("git_unreachable", f"The git host is unreachable: {message}")
+    if (
+        "remote branch" in lowered
+        or "couldn't find remote ref" in lowered
+        or ("not our ref" in lowered)
+    ):
+        return PermanentJobError("ref_not_found", f"The ref does not exist: {message}")
+    return PermanentJobError("clone_failed", f"git clone failed: {message}")
 
 
 def directory_size(path: Path, limit: int) -> int:
@@ -177,11 +247,16 @@ def directory_size(path: Path, limit: int) -> int:
     return total
 
 
-def clone(repo: Repository, ref: str | None, dest: Path, settings: Settings) -> str:
-    """Check out `ref` (default branch when None) of `repo` into `dest`; returns the commit."""
+def clone(
+    repo: Repository, ref: str | None, dest: Path, settings: Settings, token: str | None = None
+) -> str:
+    """Check out `ref` (default branch when None) of `repo` into `dest`; returns the commit.
+
+    `token`: a private repository's access token, sent over HTTPS as the password of
+    TOKEN_USER and never written anywhere (not in `dest/.git/config` either)."""
     deadline = time.monotonic() + settings.deploy_clone_timeout
     try:
-        _fetch(repo, ref, dest, settings, deadline)
+        _fetch(repo, ref, dest, settings, deadline, token)
     except PermanentJobError as error:
         if error.code == "ref_not_found" and ref is not None and looks_abbreviated(ref):
             raise PermanentJobError(
@@ -200,9 +275,15 @@ def clone(repo: Repository, ref: str | None, dest: Path, settings: Settings) -> 
 
 
 def _fetch(
-    repo: Repository, ref: str | None, dest: Path, settings: Settings, deadline: float
+    repo: Repository,
+    ref: str | None,
+    dest: Path,
+    settings: Settings,
+    deadline: float,
+    token: str | None = None,
 ) -> None:
-    """A shallow checkout of exactly one ref: a commit by id, else a branch or tag."""
+    """A shallow checkout of exactly one ref: a commit by id, else a branch or tag. Only the
+    commands that reach the host get the token."""
     if ref is not None and is_commit(ref):
         dest.mkdir(parents=True, exist_ok=True)
         _run(["init", "-q", str(dest)], None, settings, deadline)
@@ -213,6 +294,7 @@ def _fetch(
             settings,
             deadline,
             dest,
+            token,
         )
         _run(["checkout", "-q", "--detach", "FETCH_HEAD"], dest, settings, deadline, dest)
     else:
@@ -220,7 +302,7 @@ def _fetch(
         args += ["--no-recurse-submodules"]
         if ref is not None:
             args += ["--branch", ref]
-        _run([*args, "--", repo.url, str(dest)], None, settings, deadline, dest)
+        _run([*args, "--", repo.url, str(dest)], None, settings, deadline, dest, token)
 
 
 def remove_stale_checkouts(settings: Settings, limit: int, root: Path | None = None) -> int:
