@@ -9,12 +9,15 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api import (
     admin,
+    apps,
     auth,
     batches,
+    deployment_logs_stream,
     deployments,
     docs,
     file_jobs,
     files,
+    github_hooks,
     health,
     jobs,
     metrics,
@@ -82,7 +85,11 @@ def create_app(config: Settings | None = None) -> Flask:
         v1.register_blueprint(module.bp)
     v1.register_blueprint(batches.bp)
     v1.register_blueprint(webhooks.bp)
+    v1.register_blueprint(apps.bp)
+    v1.register_blueprint(github_hooks.bp)
+    v1.register_blueprint(github_hooks.apps_bp)
     v1.register_blueprint(deployments.submit_bp)
+    v1.register_blueprint(deployment_logs_stream.bp)
     v1.register_blueprint(health.bp, name="v1_health")
     v1.register_blueprint(docs.bp)
     app.register_blueprint(v1)

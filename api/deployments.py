@@ -64,6 +64,8 @@ def deploy_request(data: dict[str, Any], within: str | None = None) -> DeployReq
             container_port=data["container_port"],
             health_path=data["health_path"],
             env=data["env"],
+            app=data.get("app"),
+            access_token=data.get("access_token"),
         )
     except InvalidRepository as error:
         raise refuse_repository(error, within) from None
@@ -72,7 +74,8 @@ def deploy_request(data: dict[str, Any], within: str | None = None) -> DeployReq
 @submit_bp.post("/deploy")
 @jwt_required()
 @doc(
-    summary="Deploy a GitHub repository (clone, build, run on a free port, health-check)",
+    summary="Deploy a GitHub repository as the next release of an app (clone, build, run, "
+    "health-check, then route the app's URL to it)",
     tags=["deployments"],
     body=DeploySubmitSchema,
     response=JobSchema,

@@ -17,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from shared.apps import AppNameTaken
 from shared.deploy_jobs import TooManyDeployments
 from shared.jobs import JobConflict
 from shared.status import IllegalTransition
@@ -104,6 +105,8 @@ def register_error_handlers(app: Flask) -> None:
             return error_response(409, error.code, error.message)
         if isinstance(error, IllegalTransition):
             return error_response(409, "illegal_transition", str(error))
+        if isinstance(error, AppNameTaken):
+            return error_response(409, error.code, error.message, {"app": error.name})
         if isinstance(error, TooManyDeployments):
             return error_response(
                 429, error.code, error.message, {"limit": error.limit, "active": error.active}

@@ -62,7 +62,7 @@ PATCH_SCHEMA = SchedulePatchSchema()
 LIST_QUERY_SCHEMA = ScheduleListQuerySchema()
 #: A deploy schedule's params: the fields of a POST /jobs/deploy body that say what to deploy.
 DEPLOY_PARAMS_SCHEMA = DeploySubmitSchema(
-    only=("repo_url", "ref", "container_port", "health_path", "env")
+    only=("repo_url", "ref", "container_port", "health_path", "env", "app")
 )
 #: Fields a PATCH copies as they are (the others are checked together below).
 _PLAIN_FIELDS = ("name", "priority", "labels", "enabled", "overlap", "misfire")

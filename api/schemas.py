@@ -12,10 +12,13 @@ from flask import url_for
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
 from shared import schedules, webhook_outbox
+from shared.app_names import InvalidAppName, check_name
+from shared.apps import image_kept
 from shared.deploy_jobs import public_params
 from shared.priorities import Priority
 from shared.processors import all_processors
 from shared.views import (
+    DEPLOYMENT_STATUSES,
     PRIORITIES,
     STATUSES,
     ComputedDict,
@@ -346,6 +349,45 @@ class HealthSchema(Schema):
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
+HEALTH_PATH = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,499}$"
+
+
+def ENV_FIELD(**kwargs: Any) -> fields.Dict:  # noqa: N802 - a field factory, used like a class
+    return fields.Dict(
+        keys=fields.String(validate=validate.Regexp(_ENV_NAME)),
+        values=fields.String(validate=validate.Length(max=4096)),
+        allow_none=True,
+        validate=validate.Length(max=100),
+        **kwargs,
+    )
+
+
+def _check_app_name(name: str) -> None:
+    try:
+        check_name(name)
+    except InvalidAppName as error:
+        raise ValidationError(str(error)) from None
+
+
+def APP_NAME_FIELD(**kwargs: Any) -> fields.String:  # noqa: N802
+    kwargs.setdefault("metadata", {}).setdefault("example", "hello-api")
+    return fields.String(allow_none=True, validate=_check_app_name, **kwargs)
+
+
+def ACCESS_TOKEN_FIELD(**kwargs: Any) -> fields.String:  # noqa: N802
+    return fields.String(
+        allow_none=True,
+        load_only=True,
+        validate=validate.Length(max=500),
+        metadata={
+            "description": "Write-only: a token (GitHub: a fine-grained token with read "
+            "access to the repository's contents) the clone of a private repository uses; "
+            "stored encrypted on the app, never shown. Empty string: remove it."
+        },
+        **kwargs,
+    )
+
+
 class DeploySubmitSchema(JobOptionsSchema):
     class Meta:
         unknown = RAISE
@@ -358,23 +400,57 @@ class DeploySubmitSchema(JobOptionsSchema):
             "example": "https://github.com/octo/hello",
         },
     )
-    ref = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    ref = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=200),
+        metadata={
+            "description": "Branch, tag or full commit id; default: the app's branch (else "
+            "the repository's default branch). A branch or tag is remembered by the app."
+        },
+    )
+    branch = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=200),
+        metadata={"description": "Another name for `ref`."},
+    )
     container_port = fields.Integer(
         load_default=None, allow_none=True, validate=validate.Range(min=1, max=65535)
     )
     health_path = fields.String(
-        load_default="/",
-        validate=validate.Regexp(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,499}$"),
-        metadata={"description": "Path (and query) the health check GETs; starts with /."},
+        load_default=None,
+        validate=validate.Regexp(HEALTH_PATH),
+        metadata={
+            "description": "Path (and query) the health check GETs; starts with /. Default: "
+            "the app's (a new app: /)."
+        },
     )
-    env = fields.Dict(
-        keys=fields.String(validate=validate.Regexp(_ENV_NAME)),
-        values=fields.String(validate=validate.Length(max=4096)),
-        load_default=dict,
-        validate=validate.Length(max=100),
-        metadata={"description": "Variables for the app: secrets, never returned or logged."},
+    env = ENV_FIELD(
+        load_default=None,
+        metadata={
+            "description": "Variables for the app: secrets, never returned or logged. "
+            "Default: the app's."
+        },
     )
+    app = APP_NAME_FIELD(
+        load_default=None,
+        metadata={
+            "description": "The app this deploy is a release of, created on first use "
+            "(a platform-wide name). Default: derived from the repository and you."
+        },
+    )
+    access_token = ACCESS_TOKEN_FIELD(load_default=None)
     max_attempts = fields.Integer(load_default=None, validate=validate.Range(min=1))
+
+    @post_load
+    def _one_ref(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        branch = data.pop("branch", None)
+        if branch is not None and data.get("ref") not in (None, branch):
+            raise ValidationError("Give `ref` or `branch`, not both.", "branch")
+        if branch is not None:
+            data["ref"] = branch
+        return data
 
 
 class DeploymentListQuerySchema(Schema):
@@ -736,4 +812,191 @@ class WebhookDeliveryQuerySchema(WebhookListQuerySchema):
 
 class WebhookDeliveryListSchema(Schema):
     items = fields.List(fields.Nested(WebhookDeliverySchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
+class _ComputedString(_Computed, fields.String):
+    pass
+
+
+class _ComputedBoolean(_Computed, fields.Boolean):
+    pass
+
+
+class ReleaseSchema(Schema):
+    """Dumps a Deployment row as a release of its app."""
+
+    release = fields.Integer(required=True, metadata={"example": 3})
+    version = _ComputedString(compute=lambda row: f"v{row.release}", metadata={"example": "v3"})
+    commit = fields.String(allow_none=True, attribute="commit_sha")
+    image = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    deployment_id = fields.UUID(attribute="id")
+    job_id = fields.UUID()
+    status = fields.String(validate=validate.OneOf(DEPLOYMENT_STATUSES))
+    rollback_of = fields.Integer(
+        allow_none=True, metadata={"description": "The release whose image this one runs."}
+    )
+    image_kept = _ComputedBoolean(
+        compute=image_kept,
+        metadata={"description": "Whether a rollback to this release can run its image."},
+    )
+
+
+class ReleaseListSchema(Schema):
+    items = fields.List(fields.Nested(ReleaseSchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
+class AppSchema(Schema):
+    """Dumps an AppView (api/apps.py): the app with its current and recent releases."""
+
+    name = fields.String(required=True, metadata={"example": "hello-api"})
+    url = fields.String(metadata={"example": "http://hello-api.localhost:8080/"})
+    owner_id = fields.UUID()
+    repo_url = fields.String()
+    branch = fields.String(allow_none=True)
+    auto_deploy = fields.Boolean()
+    current_release = fields.Integer(allow_none=True)
+    current_deployment = fields.UUID(allow_none=True)
+    status = fields.String(
+        metadata={"description": "running (the proxy routes to a live release) or stopped."}
+    )
+    releases = fields.List(
+        fields.Nested(ReleaseSchema),
+        metadata={"description": "The latest releases (all: GET /apps/{app}/releases)."},
+    )
+    release_count = fields.Integer()
+    health_path = fields.String()
+    container_port = fields.Integer(allow_none=True)
+    env_names = fields.List(fields.String())
+    has_access_token = fields.Boolean()
+    has_webhook_secret = fields.Boolean()
+    webhook_url = fields.String()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class AppListSchema(Schema):
+    items = fields.List(fields.Nested(AppSchema), required=True)
+    next_cursor = fields.String(allow_none=True)
+
+
+class AppListQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(validate=validate.Length(max=200))
+
+
+class AppPatchSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    branch = fields.String(allow_none=True, validate=validate.Length(min=1, max=200))
+    auto_deploy = fields.Boolean()
+    health_path = fields.String(validate=validate.Regexp(HEALTH_PATH))
+    container_port = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=65535))
+    env = ENV_FIELD()
+    access_token = ACCESS_TOKEN_FIELD()
+
+
+class RollbackSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    release = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    max_attempts = fields.Integer(load_default=None, validate=validate.Range(min=1))
+
+
+class AppDeletedSchema(Schema):
+    name = fields.String(required=True)
+    deleted = fields.Boolean()
+    stopping = fields.List(
+        fields.UUID(), metadata={"description": "Deployments being stopped and removed."}
+    )
+
+
+class GitHubHookBodySchema(Schema):
+    """The push hook's body as the document shows it: any JSON object. It is GitHub's
+    payload, read only once its signature is verified (GitHubPushSchema)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+class _GitHubRepositorySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    default_branch = fields.String(load_default=None, allow_none=True)
+
+
+class GitHubPushSchema(Schema):
+    """What a push payload's deploy decision reads; the rest of GitHub's payload is left."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    ref = fields.String(required=True, validate=validate.Length(min=1, max=300))
+    after = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    deleted = fields.Boolean(load_default=False, allow_none=True)
+    repository = fields.Nested(_GitHubRepositorySchema, load_default=None, allow_none=True)
+
+    @post_load
+    def _flatten(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        repository = data.pop("repository", None) or {}
+        data["default_branch"] = repository.get("default_branch")
+        data["deleted"] = bool(data["deleted"])
+        return data
+
+
+class GitHubHookAnswerSchema(Schema):
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(("deployed", "ignored", "pong")),
+        metadata={"description": "deployed (202: a release started), ignored (202), pong (200)"},
+    )
+    reason = fields.String(allow_none=True, metadata={"description": "Why nothing deployed."})
+    job = fields.Nested(JobSchema, metadata={"description": "The release's deploy job."})
+    deployment_id = fields.UUID()
+    release = fields.Integer(allow_none=True)
+
+
+class AppHookSecretSetSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    secret = fields.String(
+        validate=validate.Length(min=16, max=256),
+        load_only=True,
+        metadata={"description": "The secret to use; default: a generated one."},
+    )
+
+
+class AppHookSecretSchema(Schema):
+    """The secret, shown once, and how to configure the GitHub webhook."""
+
+    secret = fields.String(required=True)
+    webhook_url = fields.String(required=True, metadata={"description": "GitHub: Payload URL"})
+    content_type = fields.String(required=True, metadata={"example": "application/json"})
+    events = fields.List(fields.String(), required=True, metadata={"example": ["push"]})
+
+
+class AppHookDeliverySchema(Schema):
+    id = fields.UUID(required=True)
+    delivery_id = fields.String(allow_none=True, metadata={"description": "X-GitHub-Delivery"})
+    event = fields.String(metadata={"description": "X-GitHub-Event"})
+    ref = fields.String(allow_none=True)
+    commit = fields.String(allow_none=True, attribute="commit_sha")
+    outcome = fields.String(validate=validate.OneOf(("deployed", "ignored", "pong", "rejected")))
+    reason = fields.String(allow_none=True)
+    job_id = fields.UUID(allow_none=True)
+    deployment_id = fields.UUID(allow_none=True)
+    received_at = fields.DateTime()
+
+
+class AppHookDeliveryListSchema(Schema):
+    items = fields.List(fields.Nested(AppHookDeliverySchema), required=True)
     next_cursor = fields.String(allow_none=True)

@@ -133,3 +133,9 @@ class User:
             timeout=timeout,
             message=f"job {job_id} to reach {statuses}",
         )
+
+
+def direct_url(deployed: dict) -> str:
+    """A deployment's app straight at its leased port (a deploy job's result or a
+    deployment), bypassing the reverse proxy: `url` is the app's routed URL."""
+    return f"http://127.0.0.1:{deployed['port']}"

@@ -24,6 +24,7 @@ from shared.errors import RetryableJobError
 from workers import liveness, sandbox  # noqa: F401  (liveness: signal handlers)
 from workers.dead_letters import record_dead_letter
 from workers.deploy import lifecycle as deploy_lifecycle
+from workers.deploy import routes as _routes  # noqa: F401  (the proxy sync thread)
 from workers.file_sweeps import run_file_sweeps
 from workers.reaper import reap_containers
 from workers.release import release_tick

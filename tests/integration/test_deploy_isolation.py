@@ -23,7 +23,7 @@ from shared.crypto import decrypt_env, encrypt_env
 from shared.db import session_scope
 from shared.jobs import now
 from shared.models import Deployment
-from tests.helpers import User, wait_for
+from tests.helpers import User, direct_url, wait_for
 from tests.integration.git_repos import FakeGitHub
 from tests.integration.workers import deploy_fleet
 from workers.deploy import firewall, networks
@@ -108,7 +108,7 @@ def healthy(user: User, job: dict) -> dict:
 
 
 def probe(deployment: dict, path: str) -> dict:
-    answer = requests.get(deployment["url"] + path, timeout=15)
+    answer = requests.get(direct_url(deployment) + path, timeout=15)
     assert answer.status_code == 200, answer.text
     return answer.json()
 

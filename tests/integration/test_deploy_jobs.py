@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from shared.db import session_scope
 from shared.models import PortLease
-from tests.helpers import User, wait_for
+from tests.helpers import User, direct_url, wait_for
 from tests.integration.git_repos import FakeGitHub
 from tests.integration.workers import deploy_fleet
 from workers.deploy.containers import LABEL_DEPLOYMENT
@@ -105,11 +105,13 @@ def test_full_deploy_answers_on_its_url_then_stops(user, github, deploy_worker) 
     )
     done = user.wait_status(job["id"], "succeeded", "failed", "dead", timeout=180)
     assert done["status"] == "succeeded", done["error"]
-    url = done["result"]["url"]
+    url = direct_url(done["result"])
     answer = requests.get(url + "/anything", timeout=5)
     assert answer.status_code == 200 and "greeting set: True" in answer.text
     live = deployment_of(user, job)
-    assert live["status"] == "healthy" and live["url"] == url
+    assert live["status"] == "healthy" and live["url"] == done["result"]["url"]
+    app = done["result"]["app"]
+    assert live["url"] == f"http://{app}.localhost:8080/" and done["result"]["release"] == 1
     assert live["commit"] == sha and sha[:12] in live["image"]
     assert PORTS[0] <= live["port"] <= PORTS[1] and live["container_port"] == 8080
     assert live["env_names"] == ["GREETING"]
@@ -247,7 +249,7 @@ def test_eight_concurrent_deploys_get_eight_distinct_free_ports(app, github, dep
         ports = [d["result"]["port"] for d in done]
         assert len(set(ports)) == 8 and PORTS[0] not in ports
         for d in done:
-            assert requests.get(d["result"]["url"], timeout=5).status_code == 200
+            assert requests.get(direct_url(d["result"]), timeout=5).status_code == 200
     finally:
         outsider.close()
     for u, j in zip(users, jobs, strict=True):
@@ -260,7 +262,7 @@ def test_redeploy_replaces_the_old_one_without_a_gap(user, github) -> None:
         deploy(user, github.url("webapp"))["id"], "succeeded", "failed", timeout=180
     )
     assert first["status"] == "succeeded", first["error"]
-    old_url = first["result"]["url"]
+    old_url = direct_url(first["result"])
     github.publish("webapp", extra={"VERSION": "2"})
     gaps: list[float] = []
     watching = threading.Event()
@@ -284,8 +286,8 @@ def test_redeploy_replaces_the_old_one_without_a_gap(user, github) -> None:
         second = deploy(user, github.url("webapp"))
         done = user.wait_status(second["id"], "succeeded", "failed", timeout=180)
         assert done["status"] == "succeeded", done["error"]
-        urls.append(done["result"]["url"])
-        assert "version 2" in requests.get(done["result"]["url"], timeout=5).text
+        urls.append(direct_url(done["result"]))
+        assert "version 2" in requests.get(direct_url(done["result"]), timeout=5).text
         old = deployment_of(user, first)
         assert old["replaced_by"] == done["result"]["deployment_id"]
         retired = wait_for(

@@ -24,7 +24,7 @@ from sqlalchemy import select as sql_select
 
 from shared.db import session_scope
 from shared.models import DeadLetter
-from tests.helpers import User, wait_for
+from tests.helpers import User, direct_url, wait_for
 from tests.integration.git_repos import FIXTURES, FakeGitHub, SlowGitHttpServer
 from tests.integration.test_deploy_jobs import deploy, deployment, deployment_of, stop_and_wait
 from tests.integration.workers import Process, celery_worker
@@ -293,7 +293,7 @@ def test_a_build_step_over_the_memory_cap_fails_and_the_platform_survives(
     # The platform survives: the same worker process deploys the next app.
     assert limits_worker.popen.poll() is None
     live = deployed(user, github.url("webapp"), health_path="/health")
-    assert requests.get(live["result"]["url"], timeout=5).status_code == 200
+    assert requests.get(direct_url(live["result"]), timeout=5).status_code == 200
     stop_and_wait(user, live["result"]["deployment_id"])
 
 
@@ -380,13 +380,13 @@ def test_deployments_are_scoped_to_their_owner_and_admins_see_and_stop_all(
     refused = other.post(f"/api/v1/deployments/{record_id}/stop")
     assert refused.status_code == 404 and refused.get_json()["error"]["code"] == "not_found"
     assert deployment(user, record_id)["status"] == "healthy"  # untouched
-    assert requests.get(done["result"]["url"], timeout=5).status_code == 200
+    assert requests.get(direct_url(done["result"]), timeout=5).status_code == 200
 
     stopped = stop_and_wait(admin, record_id)
     assert stopped["owner_id"] == user.profile["id"]
     assert deployment(user, record_id)["status"] == "stopped"
     with pytest.raises(requests.ConnectionError):
-        requests.get(done["result"]["url"], timeout=2)
+        requests.get(direct_url(done["result"]), timeout=2)
     stop_and_wait(other, mine_id)
 
 
@@ -409,7 +409,7 @@ def test_the_default_container_port_is_the_first_exposed_one_else_8000(user, git
         done = deployed(user, github.url(repo))
         record = deployment_of(user, done)
         assert record["container_port"] == port, record
-        answer = requests.get(done["result"]["url"], timeout=5)
+        answer = requests.get(direct_url(done["result"]), timeout=5)
         assert answer.status_code == 200 and answer.text.strip() == f"listening on {port}"
         bindings = app_container(record["id"]).attrs["HostConfig"]["PortBindings"]
         assert list(bindings) == [f"{port}/tcp"]
@@ -425,7 +425,7 @@ def test_a_redeploy_retires_the_old_deployment_only_after_the_grace(user, github
     for the grace period, then is `stopped` and its port closed."""
     github.publish("graceful", fixture="webapp", extra={"VERSION": "1"})
     first = deployed(user, github.url("graceful"))
-    old_url = first["result"]["url"]
+    old_url = direct_url(first["result"])
     github.publish("graceful", fixture="webapp", extra={"VERSION": "2"})
     second = deployed(user, github.url("graceful"))
     new_id = second["result"]["deployment_id"]
@@ -451,5 +451,5 @@ def test_a_redeploy_retires_the_old_deployment_only_after_the_grace(user, github
     assert _when(retired["stopped_at"]) >= retire_at
     with pytest.raises(requests.ConnectionError):
         requests.get(old_url, timeout=2)
-    assert "version 2" in requests.get(second["result"]["url"], timeout=5).text
+    assert "version 2" in requests.get(direct_url(second["result"]), timeout=5).text
     stop_and_wait(user, new_id)

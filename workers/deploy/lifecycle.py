@@ -18,7 +18,7 @@ import docker
 import requests
 from docker.errors import DockerException
 from requests.exceptions import ConnectionError as RequestsConnectionError
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, update
 
 from shared import queues
 from shared.celery_app import app as celery_app
@@ -27,9 +27,9 @@ from shared.db import session_scope
 from shared.deployment_status import ACTIVE, ENDED, HOLDS_PORT, LIVE, DeploymentStatus, set_status
 from shared.errors import RetryableJobError
 from shared.jobs import now
-from shared.models import Deployment, Job, PortLease
+from shared.models import App, Deployment, Job, PortLease
 from shared.status import JobStatus
-from workers.deploy import containers, firewall, git, networks
+from workers.deploy import containers, firewall, git, live_log, networks, routes
 from workers.deploy.ports import release_port
 from workers.docker_errors import ENGINE_ERRORS, engine_failure
 
@@ -46,17 +46,32 @@ def send_stop(deployment_id: uuid.UUID, countdown: float | None = None) -> None:
 
 
 def image_in_use(tag: str, except_id: uuid.UUID) -> bool:
+    """Another deployment runs the tag, or still holds it: a stopped release kept for a
+    rollback or a cached redeploy (a failed rollback must not take its release's image)."""
     with session_scope() as session:
         return (
             session.scalar(
                 select(Deployment.id).where(
                     Deployment.image == tag,
                     Deployment.id != except_id,
-                    Deployment.status.in_(ACTIVE),
+                    or_(
+                        Deployment.status.in_(ACTIVE),
+                        (Deployment.status == DeploymentStatus.STOPPED)
+                        & Deployment.image_released_at.is_(None),
+                    ),
                 )
             )
             is not None
         )
+
+
+def kept_release(settings: Settings) -> ColumnElement[bool]:
+    """A deployment among its app's last DEPLOY_KEEP_RELEASES releases: its image is kept
+    for a rollback, whatever its age."""
+    last = select(App.last_release).where(App.id == Deployment.app_id).scalar_subquery()
+    return Deployment.app_id.is_not(None) & (
+        Deployment.release > last - settings.deploy_keep_releases
+    )
 
 
 def drop_image_unless_used(client: docker.DockerClient, tag: str, deployment_id: uuid.UUID) -> None:
@@ -66,16 +81,21 @@ def drop_image_unless_used(client: docker.DockerClient, tag: str, deployment_id:
 
 
 def schedule_retire(deployment: Deployment, settings: Settings) -> list[uuid.UUID]:
-    """The new deployment is healthy: the user's earlier live deployments of the same
-    repository are retired after the grace period (in-flight requests finish on them)."""
+    """The new release is healthy and routed: the app's earlier live releases are retired
+    after the grace period (requests the proxy already sent them finish)."""
     retire_at = now() + timedelta(seconds=settings.deploy_replace_grace)
+    same_app = (
+        Deployment.app_id == deployment.app_id
+        if deployment.app_id is not None
+        else (Deployment.owner_id == deployment.owner_id)
+        & (Deployment.repo_key == deployment.repo_key)
+    )
     with session_scope() as session:
         olds = list(
             session.scalars(
                 select(Deployment)
                 .where(
-                    Deployment.owner_id == deployment.owner_id,
-                    Deployment.repo_key == deployment.repo_key,
+                    same_app,
                     Deployment.id != deployment.id,
                     Deployment.status.in_(LIVE),
                     Deployment.replaced_by.is_(None),
@@ -116,6 +136,8 @@ def stop_deployment(deployment_id: uuid.UUID, client: docker.DockerClient) -> st
         deployment.stopped_at = now()
         owner_id = deployment.owner_id
         session.execute(delete(PortLease).where(PortLease.deployment_id == deployment_id))
+    # A stopped current release leaves its app answering 503; a deleted app's route goes.
+    routes.sync_quietly()
     _drop_network(client, owner_id)
     # The image stays: a redeploy or a rollback of the same commit then starts from cache.
     log.info(
@@ -139,6 +161,8 @@ def settle_after_job(job_id: uuid.UUID, client: docker.DockerClient | None = Non
     the job was cancelled), its port lease is released and, with a client, its container
     and image tag are removed (left behind when its worker died mid-deploy)."""
     leftovers = _settle(job_id)
+    if leftovers is not None:
+        live_log.record_outcome(job_id)  # the last line of the deployment's live log
     if leftovers is not None and client is not None:
         container_id, tag, deployment_id, owner_id = leftovers
         containers.remove(client, container_id)
@@ -207,6 +231,7 @@ def check_deployments(client: docker.DockerClient, settings: Settings) -> dict[s
     counts["checkouts_removed"] = git.remove_stale_checkouts(settings, limit)
     counts["envs_deleted"] = delete_stopped_envs(settings, limit)
     counts["networks_removed"] = networks.remove_unused(client, limit)
+    counts["live_logs_deleted"] = live_log.delete_expired(settings, limit)
     return counts
 
 
@@ -358,13 +383,17 @@ def release_stopped_images(client: docker.DockerClient, settings: Settings, limi
     """
     cutoff = now() - timedelta(seconds=settings.deploy_image_retention)
     holds_image = Deployment.image.is_not(None) & Deployment.image_released_at.is_(None)
+    kept = kept_release(settings)
+    # A deleted app's releases (app_id emptied) go at once: nothing can roll back to them.
+    of_deleted_app = Deployment.app_id.is_(None) & Deployment.release.is_not(None)
     with session_scope() as session:
         rows = session.execute(
             select(Deployment.id, Deployment.image)
             .where(
                 Deployment.status == DeploymentStatus.STOPPED,
                 holds_image,
-                Deployment.stopped_at < cutoff,
+                or_(Deployment.stopped_at < cutoff, of_deleted_app),
+                ~kept,
             )
             .order_by(Deployment.stopped_at)
             .limit(limit)
@@ -383,7 +412,7 @@ def release_stopped_images(client: docker.DockerClient, settings: Settings, limi
                         Deployment.status.in_(ACTIVE),
                         holds_image
                         & (Deployment.status == DeploymentStatus.STOPPED)
-                        & (Deployment.stopped_at >= cutoff),
+                        & ((Deployment.stopped_at >= cutoff) | kept),
                     ),
                 )
             )

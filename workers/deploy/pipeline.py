@@ -16,24 +16,30 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
+from cryptography.fernet import InvalidToken
 from sqlalchemy import select, update
 
 from shared import events
+from shared.app_urls import app_url
+from shared.apps import decrypt_secret
 from shared.config import Settings
 from shared.crypto import SecretsError, decrypt_env
 from shared.db import session_scope
-from shared.deployment_status import DeploymentStatus, set_status
+from shared.deployment_status import LIVE, DeploymentStatus, set_status
 from shared.errors import JobCancelled, JobError, PermanentJobError, RetryableJobError
 from shared.jobs import now
-from shared.models import Deployment
+from shared.models import App, Deployment
 from shared.processors import JobContext, Processor
 from shared.repo_urls import InvalidRepository, Repository, check_ref, parse_repo_url
 from workers import sandbox
-from workers.deploy import containers, git, networks
+from workers.deploy import containers, git, live_log, networks
 from workers.deploy.build import BuildLog, build, image_tag
 from workers.deploy.health import wait_healthy
 from workers.deploy.lifecycle import drop_image_unless_used, schedule_retire, settle_after_job
 from workers.deploy.ports import lease_port, release_port
+from workers.deploy.routes import sync_quietly
+from workers.docker_errors import ENGINE_ERRORS, engine_failure
 from workers.executors import Executor, register_executor
 from workers.file_jobs import CancelWatch, save_log
 
@@ -42,17 +48,19 @@ STEPS = 6
 
 
 class Steps:
-    """Times each step and records it as a job event."""
+    """Times each step and records it as a job event, and as markers in the live log."""
 
-    def __init__(self, job_id: uuid.UUID, attempt: int) -> None:
+    def __init__(self, job_id: uuid.UUID, attempt: int, live: live_log.LiveLog) -> None:
         self.job_id = job_id
         self.attempt = attempt
+        self.live = live
 
     @contextlib.contextmanager
     def step(self, name: str, **data: Any):  # noqa: ANN201 - a context manager
         started = time.monotonic()
         extra: dict[str, Any] = {}
         outcome = "done"
+        self.live.begin(name)
         try:
             yield extra
         except JobError as error:
@@ -65,7 +73,9 @@ class Steps:
             outcome = "interrupted"
             raise
         finally:
-            self._record(name, outcome, round(time.monotonic() - started, 3), {**data, **extra})
+            seconds = round(time.monotonic() - started, 3)
+            self.live.end(name, live_log.step_summary(name, outcome, seconds, {**data, **extra}))
+            self._record(name, outcome, seconds, {**data, **extra})
 
     def _record(self, name: str, outcome: str, seconds: float, data: dict[str, Any]) -> None:
         try:
@@ -155,8 +165,10 @@ def run_deploy_job(
             raise PermanentJobError(
                 "deployment_not_startable", f"The deployment is already {deployment.status}."
             )
+        app = session.get(App, deployment.app_id) if deployment.app_id else None
+        target = AppTarget.of(app)
         session.expunge(deployment)
-    steps = Steps(job_id, context.attempt)
+    steps = Steps(job_id, context.attempt, live_log.LiveLog(deployment_id, settings.redis_url))
     watch = CancelWatch(job_id, dispatch_id)
     undo: list[Callable[[], None]] = []
 
@@ -165,7 +177,7 @@ def run_deploy_job(
             raise JobCancelled()
 
     try:
-        return _pipeline(context, deployment, settings, steps, undo, check_cancel)
+        return _pipeline(context, deployment, target, settings, steps, undo, check_cancel)
     except BaseException:
         for action in reversed(undo):
             try:
@@ -174,30 +186,39 @@ def run_deploy_job(
                 log.warning("undo step failed", exc_info=True, extra={"event": "undo_failed"})
         _update(deployment_id, container_id=None, host_port=None, url=None)
         raise
+    finally:
+        steps.live.close()  # the outcome line follows once the job's outcome is recorded
 
 
 def _pipeline(
     context: JobContext,
     deployment: Deployment,
+    target: AppTarget | None,
     settings: Settings,
     steps: Steps,
     undo: list[Callable[[], None]],
     check_cancel: Callable[[], None],
 ) -> dict[str, Any]:
-    """The steps in order, each reporting its progress; each step adds its undo action."""
+    """The steps in order, each reporting its progress; each step adds its undo action. A
+    rollback runs its release's kept image: no clone, no build."""
     repo, ref = _validate(deployment, settings, steps)
     context.progress(1, STEPS, "validated")
     # After validation: an invalid repository fails permanently even with the engine down.
     attempt = _Attempt(
-        context, deployment, settings, steps, undo, check_cancel, sandbox.docker_client()
+        context, deployment, target, settings, steps, undo, check_cancel, sandbox.docker_client()
     )
-    with tempfile.TemporaryDirectory(prefix=git.CHECKOUT_PREFIX) as workdir:
-        source = Path(workdir) / "src"
-        commit = _clone(attempt, repo, ref, source)
-        context.progress(2, STEPS, f"cloned {commit[:12]}")
-        tag = image_tag(repo, commit)
-        _build(attempt, source, tag)
-    context.progress(3, STEPS, "built")
+    if deployment.rollback_of is not None and deployment.image and deployment.commit_sha:
+        tag, commit = deployment.image, deployment.commit_sha
+        _reuse_image(attempt, tag)
+        context.progress(3, STEPS, f"reusing v{deployment.rollback_of}'s image")
+    else:
+        with tempfile.TemporaryDirectory(prefix=git.CHECKOUT_PREFIX) as workdir:
+            source = Path(workdir) / "src"
+            commit = _clone(attempt, repo, ref, source)
+            context.progress(2, STEPS, f"cloned {commit[:12]}")
+            tag = image_tag(repo, commit)
+            _build(attempt, source, tag)
+        context.progress(3, STEPS, "built")
     port = _allocate_port(attempt)
     context.progress(4, STEPS, f"port {port}")
     container_id, port = _start(attempt, tag, port)
@@ -207,6 +228,8 @@ def _pipeline(
     context.progress(6, STEPS, "healthy")
     return {
         "deployment_id": str(deployment.id),
+        "app": target.name if target else None,
+        "release": deployment.release,
         "url": url,
         "commit": commit,
         "image": tag,
@@ -216,12 +239,26 @@ def _pipeline(
 
 
 @dataclass(frozen=True)
+class AppTarget:
+    """The app a deployment is a release of, as the attempt read it at its start."""
+
+    id: uuid.UUID
+    name: str
+    access_token: str | None  # the stored Fernet token; decrypted only for the clone
+
+    @classmethod
+    def of(cls, app: App | None) -> AppTarget | None:
+        return None if app is None else cls(app.id, app.name, app.access_token)
+
+
+@dataclass(frozen=True)
 class _Attempt:
     """What every step of one attempt uses: the job, the deployment it brings up, the
     step recorder, the undo list the steps append to, and the engine."""
 
     context: JobContext
     deployment: Deployment
+    target: AppTarget | None
     settings: Settings
     steps: Steps
     undo: list[Callable[[], None]]
@@ -249,8 +286,18 @@ def _validate(
 
 def _clone(attempt: _Attempt, repo: Repository, ref: str | None, source: Path) -> str:
     """Clone the ref into `source`; returns the commit, recorded on the deployment."""
+    token = None
+    if attempt.target is not None and attempt.target.access_token:
+        try:
+            token = decrypt_secret(attempt.target.access_token, attempt.settings)
+        except InvalidToken as error:
+            raise PermanentJobError(
+                "access_token_unreadable",
+                "The app's access token cannot be decrypted with DEPLOY_SECRETS_KEY; set it "
+                "again (PATCH /apps/{app}).",
+            ) from error
     with attempt.steps.step("clone") as info:
-        commit = git.clone(repo, ref, source, attempt.settings)
+        commit = git.clone(repo, ref, source, attempt.settings, token=token)
         info["commit"] = commit
     _update(attempt.deployment.id, commit_sha=commit)
     return commit
@@ -262,7 +309,7 @@ def _build(attempt: _Attempt, source: Path, tag: str) -> None:
     # Recorded before the build: a starting deployment naming the tag holds it, so the
     # image-retention sweep cannot remove a tag this build is about to (re)use.
     _update(deployment.id, image=tag)
-    build_log = BuildLog()
+    build_log = BuildLog(listener=attempt.steps.live.output)  # the live log sees it as it comes
     with attempt.steps.step("build", image=tag):
         try:
             # RUN steps join the owner's network: isolated like the app (networks.py).
@@ -274,6 +321,22 @@ def _build(attempt: _Attempt, source: Path, tag: str) -> None:
                 build_log.truncated,
             )  # fmt: skip
             attempt.undo.append(lambda: drop_image_unless_used(client, tag, deployment.id))
+
+
+def _reuse_image(attempt: _Attempt, tag: str) -> None:
+    """A rollback: the release's image must still be on the engine (kept by the retention
+    sweep for the last DEPLOY_KEEP_RELEASES releases)."""
+    with attempt.steps.step("reuse_image", image=tag, rollback_of=attempt.deployment.rollback_of):
+        try:
+            attempt.client.images.get(tag)
+        except docker.errors.ImageNotFound as error:
+            raise PermanentJobError(
+                "release_image_gone",
+                f"The image {tag} of release v{attempt.deployment.rollback_of} is gone; "
+                "deploy its commit instead.",
+            ) from error
+        except ENGINE_ERRORS as error:
+            raise engine_failure(error) from error
 
 
 def _allocate_port(attempt: _Attempt) -> int:
@@ -314,12 +377,13 @@ def _check_health(attempt: _Attempt, container_id: str, port: int) -> None:
     host = settings.deploy_health_host or settings.deploy_bind_address
     check_url = f"http://{host}:{port}{deployment.health_path}"
     with attempt.steps.step("health_check", path=deployment.health_path) as info:
-        healthy, seen = wait_healthy(
-            check_url,
-            settings.deploy_health_timeout,
-            lambda: containers.is_running(client, container_id),
-            attempt.check_cancel,
-        )
+        with live_log.following(client, container_id, attempt.steps.live):
+            healthy, seen = wait_healthy(
+                check_url,
+                settings.deploy_health_timeout,
+                lambda: containers.is_running(client, container_id),
+                attempt.check_cancel,
+            )
         info["result"] = seen
         if not healthy:
             tail = containers.logs_tail(client, container_id, 50)
@@ -334,31 +398,59 @@ def _check_health(attempt: _Attempt, container_id: str, port: int) -> None:
 
 
 def _report(attempt: _Attempt, port: int) -> tuple[str, list[uuid.UUID]]:
-    """Mark the deployment healthy at its public URL and schedule the retirement of the
-    ones it replaces; returns the URL and the replaced deployments."""
-    deployment = attempt.deployment
-    url = f"http://{attempt.settings.deploy_public_host}:{port}"
+    """Mark the deployment healthy, make it its app's current release and switch the
+    proxy's route to it (the atomic switch: from the next request on, the app's URL is
+    served by this release), then schedule the retirement of the ones it replaces after
+    DEPLOY_REPLACE_GRACE (requests already sent to them finish). Returns the URL and the
+    replaced deployments."""
+    deployment, settings = attempt.deployment, attempt.settings
+    url = (
+        app_url(attempt.target.name, settings)
+        if attempt.target is not None
+        else f"http://{settings.deploy_public_host}:{port}"
+    )
     with attempt.steps.step("report", url=url):
-        _mark_healthy(deployment.id, url)
+        _mark_healthy(deployment, url)
         attempt.undo.clear()  # from here on the deployment is live; stopping it is a user's call
-        replaced = schedule_retire(deployment, attempt.settings)
+        sync_quietly(settings)
+        replaced = schedule_retire(deployment, settings)
     return url, replaced
 
 
-def _mark_healthy(deployment_id: uuid.UUID, url: str) -> None:
-    """starting -> healthy, through set_status: it is a webhook event (recorded with the
-    change, sent after the commit)."""
+def _mark_healthy(deployment: Deployment, url: str) -> None:
+    """starting -> healthy, through set_status (a webhook event, recorded with the change,
+    sent after the commit), and the app's current release in the same transaction. An
+    app deleted while this release was starting fails it: nothing would route to it."""
     with session_scope() as session:
-        deployment = session.get(Deployment, deployment_id, with_for_update=True)
-        if deployment is None:
+        row = session.get(Deployment, deployment.id, with_for_update=True)
+        if row is None:
             raise PermanentJobError("deployment_missing", "The deployment record is gone.")
-        set_status(deployment, DeploymentStatus.HEALTHY)
-        deployment.url, deployment.healthy_at, deployment.checked_at = url, now(), now()
-        deployment.error_code = deployment.error_message = None
+        if deployment.app_id is not None and row.app_id is None:
+            raise PermanentJobError("app_deleted", "The app was deleted during the deploy.")
+        app = session.get(App, row.app_id, with_for_update=True) if row.app_id else None
+        set_status(row, DeploymentStatus.HEALTHY)
+        row.url, row.healthy_at, row.checked_at = url, now(), now()
+        row.error_code = row.error_message = None
+        if app is not None and _newer_than_current(session, app, row):
+            app.current_deployment_id = row.id
+
+
+def _newer_than_current(session: Any, app: App, release: Deployment) -> bool:
+    """A release becomes current unless a later release of the app is already live (two
+    deploys racing: the later release number wins, whichever finishes first)."""
+    if app.current_deployment_id is None:
+        return True
+    current = session.get(Deployment, app.current_deployment_id)
+    if current is None or current.status not in LIVE or current.release is None:
+        return True
+    return (release.release or 0) > current.release
 
 
 def _after_outcome(job_id: uuid.UUID, outcome: str, _settings: Settings) -> None:
-    """A deploy job that did not bring its deployment up settles it as failed or stopped."""
+    """A deploy job that did not bring its deployment up settles it as failed or stopped
+    (which writes the live log's outcome); one that did writes its outcome here."""
+    if outcome == "succeeded":
+        live_log.record_outcome(job_id)
     if outcome not in ("failed", "dead", "cancelled"):
         return
     try:
