@@ -168,14 +168,28 @@ class DeploymentSchema(Schema):
     ref = fields.String(allow_none=True)
     commit = fields.String(allow_none=True, attribute="commit_sha")
     status = fields.String(validate=validate.OneOf(DEPLOYMENT_STATUSES))
-    url = fields.String(allow_none=True)
-    port = fields.Integer(allow_none=True, attribute="host_port")
+    url = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "The app's routed URL, http://<app>.<DEPLOY_DOMAIN>:<PROXY_PORT>/"
+        },
+    )
+    port = fields.Integer(
+        allow_none=True,
+        attribute="host_port",
+        metadata={"description": "The leased host port the proxy dials (an internal detail)."},
+    )
     container_port = fields.Integer(allow_none=True)
     image = fields.String(allow_none=True)
     health_path = fields.String()
     # Names only: the values are secrets.
     env_names = ComputedList(fields.String(), compute=lambda row: row.env_names or [])
     error = ComputedNested(JobErrorSchema, allow_none=True, compute=error_if_any)
+    app_id = fields.UUID(allow_none=True, metadata={"description": "The app (GET /apps)."})
+    release = fields.Integer(allow_none=True, metadata={"description": "N of the app's vN."})
+    rollback_of = fields.Integer(
+        allow_none=True, metadata={"description": "The release whose image a rollback runs."}
+    )
     replaced_by = fields.UUID(allow_none=True)
     retire_at = fields.DateTime(allow_none=True)
     checked_at = fields.DateTime(allow_none=True)

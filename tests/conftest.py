@@ -28,6 +28,9 @@ os.environ.setdefault("QUOTA_ACTIVE_JOBS", "0")
 # Every test client is 127.0.0.1: the per-address hashing limit is tested on its own.
 os.environ.setdefault("AUTH_RATE_PER_MINUTE", "0")
 os.environ.setdefault("LOG_LEVEL", "INFO")
+# No test's deploy worker configures a proxy it did not start itself (a developer's `make run`
+# Caddy listens on the default admin port): the ones that route start their own Caddy.
+os.environ.setdefault("PROXY_ADMIN_URL", "http://127.0.0.1:9")
 # File jobs run against a real S3 endpoint: moto's S3 server process, started below.
 # TEST_S3_PORT lets two test runs on one machine (parallel work) keep their own server.
 S3_PORT = int(os.environ.get("TEST_S3_PORT", "5698"))
