@@ -42,6 +42,15 @@ need_pkg redis-server redis-server
 need_pkg pg_ctlcluster postgresql
 need_pkg git git
 need_pkg wrk wrk
+need_pkg caddy caddy  # the apps' reverse proxy (`make run` starts it; no system service)
+# Caddy binds a new listening socket (SO_REUSEPORT) on every route change and closes the old
+# one: with this, connections still queued on the old socket move to the new one instead of
+# being reset (Linux 5.14+; it is per network namespace).
+if [[ -e /proc/sys/net/ipv4/tcp_migrate_req && "$(cat /proc/sys/net/ipv4/tcp_migrate_req)" != 1 ]]; then
+  echo 1 2>/dev/null >/proc/sys/net/ipv4/tcp_migrate_req \
+    && log "net.ipv4.tcp_migrate_req=1 (no connection reset when the proxy changes routes)" \
+    || log "WARNING: could not set net.ipv4.tcp_migrate_req=1: a route change may reset a connection"
+fi
 
 # --- virtualenv and the project (skipped when pyproject.toml did not change) ---------------
 if [[ ! -x .venv/bin/python ]]; then
