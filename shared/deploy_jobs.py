@@ -59,7 +59,8 @@ def check_deployment_quota(
         .where(
             Deployment.owner_id == owner,
             Deployment.status.in_(COUNTS_FOR_QUOTA),
-            Deployment.app_id.is_distinct_from(same_app),
+            # A deployment of no app (its app deleted) is never the same app.
+            Deployment.app_id.is_(None) | Deployment.app_id.is_distinct_from(same_app),
             Deployment.replaced_by.is_(None),
         )
     )
@@ -123,15 +124,15 @@ class DeployRequest:
 
     def stored_params(self) -> dict[str, Any]:
         """What a schedule stores: the job's own params and the env token, no plaintext."""
-        return {
+        stored = {
             "repo_url": self.repo.url,
             "ref": self.ref,
             "container_port": self.container_port,
             "health_path": self.health_path,
             "env_names": self.env_names or [],
             ENCRYPTED_ENV: self.env_token,
-            "app": self.app,
         }
+        return stored | ({"app": self.app} if self.app else {})
 
     def app_name(self, owner: uuid.UUID) -> str:
         return self.app or derived_name(owner, self.repo.key)

@@ -18,7 +18,7 @@ from sqlalchemy import delete, select, text, update
 from shared.db import session_scope
 from shared.jobs import now
 from shared.models import Deployment, Job, Schedule
-from tests.helpers import User, wait_for
+from tests.helpers import User, direct_url, wait_for
 from tests.integration.git_repos import FakeGitHub
 from tests.integration.workers import deploy_fleet
 from workers.schedules import run_schedule_tick
@@ -107,7 +107,7 @@ def healthy(user: User, job_id: str) -> dict:
 
 
 def env_hash(deployment: dict, name: str) -> str:
-    answer = requests.get(f"{deployment['url']}/env?name={name}", timeout=15)
+    answer = requests.get(f"{direct_url(deployment)}/env?name={name}", timeout=15)
     assert answer.status_code == 200, answer.text
     return answer.json()["sha256"]
 

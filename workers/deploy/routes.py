@@ -73,6 +73,8 @@ def sync_quietly(settings: Settings | None = None) -> None:
     sync once it is back; the deploy itself does not fail for it."""
     try:
         sync(settings)
+    except proxy.ProxyUnavailable as error:
+        log.warning("proxy routes not synced: %s", error, extra={"event": "proxy_unsynced"})
     except Exception:
         log.warning("proxy routes not synced", exc_info=True, extra={"event": "proxy_unsynced"})
 
