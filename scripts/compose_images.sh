@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Images for docker-compose on a machine without a registry: the platform image built from
 # deploy/Dockerfile on a local Debian base (with wheels built here: pip inside `docker build`
-# cannot reach the package index), and local stand-ins for redis, postgres and MinIO.
+# cannot reach the package index), and local stand-ins for redis, postgres and MinIO, and the
+# apps' reverse proxy (Debian's caddy).
 # Prints the environment that points docker-compose at them. Docker caches every layer, so
 # a second run only rebuilds what changed.
 set -euo pipefail
@@ -44,6 +45,7 @@ build dockyard/postgres-local:latest deploy/compose/postgres.Dockerfile deploy/c
   --build-arg BASE_IMAGE="$BASE_IMAGE"
 build dockyard/s3-local:latest deploy/compose/s3.Dockerfile deploy \
   --build-arg PLATFORM_IMAGE=dockyard/platform:latest
+build dockyard/proxy:local deploy/compose/proxy.Dockerfile deploy --build-arg BASE_IMAGE="$BASE_IMAGE"
 
 cat <<ENV
 PLATFORM_IMAGE=dockyard/platform:latest
@@ -51,5 +53,6 @@ PLATFORM_BASE_IMAGE=dockyard/base-venv:bookworm
 REDIS_IMAGE=dockyard/redis-local:latest
 POSTGRES_IMAGE=dockyard/postgres-local:latest
 MINIO_IMAGE=dockyard/s3-local:latest
+PROXY_IMAGE=dockyard/proxy:local
 DOCKER_GID=$(getent group docker | cut -d: -f3 || echo 0)
 ENV

@@ -1,8 +1,9 @@
 """The compose stack, as ops run it, through the Makefile: every image built here from
 locally made bases (no registry); `make up` creating the env file with random secrets (a
 temporary one: a developer's .env is never touched) and running the stack in production
-mode with them; only the API published (on 127.0.0.1), Flower published because the env
-file opts in, S3 not; `make scale FILES=3 DEPLOY=2` seen by Flower; a file job through the
+mode with them; only the API and the apps' proxy published (on 127.0.0.1; the proxy's
+admin API reached by the deploy workers only), Flower published because the env file opts
+in, S3 not; `make scale FILES=3 DEPLOY=2` seen by Flower; a file job through the
 API that succeeds and downloads through the API (S3 is not reachable from the host); Redis
 keeping queued messages across a container restart (append-only file) so every job runs
 exactly once; Flower keeping its task history across a restart; the platform logs scanned
@@ -31,7 +32,7 @@ from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "dockyard-smoke"
-API_PORT, FLOWER_PORT = "18000", "15555"
+API_PORT, FLOWER_PORT, PROXY_PORT = "18000", "15555", "18088"
 BASE = f"http://127.0.0.1:{API_PORT}"
 API = f"{BASE}/api/v1"
 FLOWER = f"http://127.0.0.1:{FLOWER_PORT}"
@@ -42,6 +43,7 @@ OPERATOR_SETTINGS = {
     "PUBLIC_BASE_URL": BASE,
     "FLOWER_BIND_ADDRESS": "127.0.0.1",
     "FLOWER_PORT": FLOWER_PORT,
+    "PROXY_PORT": PROXY_PORT,
 }
 GENERATED = ("JWT_SECRET_KEY", "STORAGE_SIGNING_KEY", "DEPLOY_SECRETS_KEY", "POSTGRES_PASSWORD",
              "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "FLOWER_BASIC_AUTH")  # fmt: skip
@@ -130,13 +132,17 @@ def test_make_up_writes_random_secrets_and_publishes_only_the_api(stack: Stack) 
     assert published == {
         "api": {f"127.0.0.1:{API_PORT}->8000/tcp"},
         "flower": {f"127.0.0.1:{FLOWER_PORT}->5555/tcp"},  # the env file opts in
+        "proxy": {f"127.0.0.1:{PROXY_PORT}->{PROXY_PORT}/tcp"},  # the apps' URLs
     }, published
-    # Without the opt-in, compose publishes the API alone (S3 and Flower stay internal).
+    _proxy_serves_apps_and_only_deploy_workers_reach_its_admin_api(stack)
+    # Without the opt-in, compose publishes the API and the apps' proxy (S3 and Flower stay
+    # internal).
     bare = stack.env_file.with_name("bare.env")
     bare.write_text(stack.env_file.read_text().replace("FLOWER_BIND_ADDRESS=127.0.0.1", ""))
     rendered = _render(stack, bare)
-    assert [name for name, svc in rendered["services"].items() if svc.get("ports")] == ["api"]
-    assert _host_ips(rendered, "api") == ["127.0.0.1"]
+    published_services = [name for name, svc in rendered["services"].items() if svc.get("ports")]
+    assert sorted(published_services) == ["api", "proxy"]
+    assert _host_ips(rendered, "api") == _host_ips(rendered, "proxy") == ["127.0.0.1"]
     assert rendered["services"]["api"]["environment"]["S3_DOWNLOADS"] == "api"
     # S3_BIND_ADDRESS opts in: S3 published there, downloads become presigned S3 URLs.
     with_s3 = bare.with_name("s3.env")
@@ -254,6 +260,33 @@ def _production_refuses_a_shipped_secret(stack: Stack) -> None:
             "configuration error: FLOWER_BASIC_AUTH must not be a value the repository ships"
         )
     )
+
+
+def _proxy_serves_apps_and_only_deploy_workers_reach_its_admin_api(stack: Stack) -> None:
+    """The proxy answers an unknown app's hostname with its 404 page; its admin API is
+    reached from a deploy worker (proxy-admin network) and from no other service."""
+    status, text = wait_for(
+        lambda: _get(f"http://127.0.0.1:{PROXY_PORT}/", {"Host": "nobody.localhost"}),
+        timeout=60,
+        message="the proxy",
+    )
+    assert status == 404 and "No app is served" in text
+    probe = "import requests; print(requests.get('http://proxy:2019/config/', timeout=5).ok)"
+    for service, reachable in (("worker-deploy", True), ("api", False)):
+        done = subprocess.run(
+            ["docker", "exec", stack.container(service), "python", "-c", probe],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert (done.stdout.strip() == "True") is reachable, (service, done.stderr[-500:])
+
+
+def _get(url: str, headers: dict[str, str]) -> tuple[int, str] | None:
+    """(status, body), or None while nothing answers."""
+    try:
+        response = requests.get(url, headers=headers, timeout=2)
+    except requests.RequestException:
+        return None
+    return response.status_code, response.text
 
 
 def _render(stack: Stack, env_file: Path) -> dict:
