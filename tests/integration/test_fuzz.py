@@ -200,7 +200,7 @@ def schemathesis(base: str, token: str, tmp_path: Path, phases: str, *selection:
         *selection,
     ]
     result = subprocess.run(
-        command, capture_output=True, text=True, timeout=170, cwd=tmp_path, check=False
+        command, capture_output=True, text=True, timeout=400, cwd=tmp_path, check=False
     )
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
     return result.stdout
