@@ -16,6 +16,8 @@ from dataclasses import replace
 import docker
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from shared.app_names import derived_name
 from shared.config import get_settings
@@ -116,7 +118,12 @@ class Client:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        # Kept-alive connections retry a GET once on a fresh connection, as browsers and
+        # curl do: a route change makes Caddy swap its config, which closes idle
+        # connections (one a request may be racing onto). Fresh connections get no retry.
         session = requests.Session()
+        once = Retry(total=1, connect=1, read=1, status=0, other=0, allowed_methods={"GET"})
+        session.mount("http://", HTTPAdapter(max_retries=once))
         tick = time.monotonic()
         count = 0
         while not self._stop.is_set():
