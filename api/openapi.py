@@ -49,6 +49,7 @@ _OTHER_SUCCESS = {
     "v1.jobs.cancel": (202,),
     "v1.deployments.stop": (200,),
     "v1.file_jobs.download": (302,),
+    "v1.deployment_logs_stream.deployment_log_stream": (204,),  # a finished log, all seen
 }
 _OTHER_ERRORS = {
     "v1.auth.register": (429,),
@@ -81,6 +82,7 @@ _OPERATION_HEADERS = {
     "v1.batches.submit": ("Idempotency-Key",),
     "v1.streams.job_stream": ("Last-Event-ID",),
     "v1.streams.my_stream": ("Last-Event-ID",),
+    "v1.deployment_logs_stream.deployment_log_stream": ("Last-Event-ID",),
 }
 # Query parameters of views that read request.args without a schema.
 _OTHER_QUERY = {
@@ -102,6 +104,9 @@ _OTHER_QUERY = {
     ],
 }
 _OTHER_QUERY["v1.streams.my_stream"] = _OTHER_QUERY["v1.streams.job_stream"]
+_OTHER_QUERY["v1.deployment_logs_stream.deployment_log_stream"] = _OTHER_QUERY[
+    "v1.streams.job_stream"
+]
 
 # OpenAPI links: where an operation's response supplies the ids other operations take, so
 # clients (and a stateful fuzzer) follow real resources instead of guessing ids.

@@ -6,9 +6,8 @@ misses nothing; live messages already replayed are skipped. A user only ever rec
 of their own jobs (admins: of any job on the per-job stream). Each open stream holds one
 server thread: size gunicorn's `--threads` for the number of watchers.
 
-A stream lives no longer than the token it was opened with: when the token expires, or is
-revoked by a logout (checked every AUTH_RECHECK_SECONDS), the stream sends a last
-`token_expired` / `token_revoked` event and ends; the client reconnects with a fresh token.
+A stream lives no longer than the token it was opened with (api/sse.py, shared with the
+deployment log stream): it ends with a `token_expired` / `token_revoked` event.
 
 A per-job stream ends after the job's terminal event (succeeded, failed, dead_lettered,
 cancelled). Opened on a job that has already ended, it replays what Last-Event-ID asks for
@@ -24,48 +23,32 @@ slot's expiry passes (STREAM_SLOT_TTL).
 from __future__ import annotations
 
 import json
-import logging
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, request, stream_with_context
+from flask import Blueprint, Response
 from flask_jwt_extended import get_jwt, jwt_required
-from redis.client import PubSub
 from sqlalchemy import select
 
-from api.auth import current_user_id, token_revoked
-from api.errors import ApiError
+from api import sse
+from api.auth import current_user_id
 from api.extensions import redis_client, settings
 from api.jobs import load_job
 from api.openapi import doc
 from api.quotas import StreamSlot
 from shared import events, live
-from shared import redis as shared_redis
 from shared.db import session_scope
 from shared.models import Job, JobEvent
 from shared.status import TERMINAL
 
-log = logging.getLogger(__name__)
 bp = Blueprint("streams", __name__, url_prefix="/jobs")
-KEEPALIVE_SECONDS = 15.0
-AUTH_RECHECK_SECONDS = 5.0  # a revoked token's stream ends within this (one Redis EXISTS)
 REPLAY_LIMIT = 5000
 #: The event types that end a job (its status becomes succeeded, failed, dead, cancelled).
 TERMINAL_EVENTS = frozenset(
     {events.SUCCEEDED, events.FAILED, events.DEAD_LETTERED, events.CANCELLED}
 )
-
-
-def _last_event_id() -> int | None:
-    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    if raw is None or raw == "":
-        return None
-    # isascii: str.isdigit() also accepts digits int() refuses ("²"), which answered 500.
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise ApiError(422, "invalid_last_event_id", "Last-Event-ID must be an event id.")
-    return int(raw)
 
 
 def _frame(item: dict[str, Any]) -> str:
@@ -102,60 +85,17 @@ class _Owners:
         return self.known[job_id]
 
 
-class _Credential:
-    """The token a stream was opened with, checked while the stream lasts."""
-
-    def __init__(self, claims: dict[str, Any]) -> None:
-        self.claims = dict(claims)
-        self.expires_at = float(claims["exp"])
-        self.checked_at = time.monotonic()
-
-    def ended(self) -> str | None:
-        """Why the stream must end now (an event type), or None."""
-        if time.time() >= self.expires_at:
-            return "token_expired"
-        if time.monotonic() - self.checked_at < AUTH_RECHECK_SECONDS:
-            return None
-        self.checked_at = time.monotonic()
-        try:
-            return "token_revoked" if token_revoked(self.claims) else None
-        except Exception:  # fail closed, like every request: unverifiable ends the stream
-            log.warning("stream token check failed", exc_info=True, extra={"event": "stream"})
-            return "token_unverifiable"
-
-    def wait(self) -> float:
-        """How long to wait for a message before the token must be looked at again."""
-        until_expiry = max(0.05, self.expires_at - time.time())
-        return min(AUTH_RECHECK_SECONDS, KEEPALIVE_SECONDS, until_expiry)
-
-
-class _Stream:
-    """What one open stream holds (a Redis subscription and a stream slot), released once."""
-
-    def __init__(self, slot: StreamSlot | None) -> None:
-        self.slot = slot
-        self.pubsub: PubSub = shared_redis.events(settings().redis_url).pubsub(
-            ignore_subscribe_messages=True
-        )
-
-    def close(self) -> None:
-        self.pubsub.close()
-        if self.slot is not None:
-            self.slot.release()
-            self.slot = None
-
-
 def _events(
-    stream: _Stream,
+    stream: sse.Subscription,
     job_id: uuid.UUID | None,
     owner: uuid.UUID,
     replay: list[dict[str, Any]],
     end_after_replay: bool,
-    credential: _Credential,
+    credential: sse.Credential,
 ) -> Iterator[str]:
     owners = _Owners(owner)
     try:
-        yield "retry: 2000\n\n"
+        yield sse.RETRY
         replayed = {item["id"] for item in replay}
         for item in replay:
             yield _frame(item)
@@ -165,16 +105,15 @@ def _events(
         while True:
             reason = credential.ended()
             if reason is not None:
-                # No id: the client's Last-Event-ID stays that of the last job event.
-                yield f"event: {reason}\ndata: {json.dumps({'reason': reason})}\n\n"
+                yield sse.ending(reason)
                 return
             if stream.slot is not None:
                 stream.slot.refresh()
             message = stream.pubsub.get_message(timeout=credential.wait())
             if message is None:
-                if time.monotonic() - last_write >= KEEPALIVE_SECONDS:
+                if time.monotonic() - last_write >= sse.KEEPALIVE_SECONDS:
                     last_write = time.monotonic()
-                    yield ": keep-alive\n\n"
+                    yield sse.KEEPALIVE
                 continue
             item = json.loads(message["data"])
             if item["id"] in replayed:
@@ -201,10 +140,10 @@ def _job_ended(job_id: uuid.UUID) -> bool:
 def _open(job_id: uuid.UUID | None, owner: uuid.UUID) -> Response:
     """Take a stream slot (429 past the limit), subscribe, then read the history, in that
     order so no event falls between them; a finished job's stream ends after its replay."""
-    after = _last_event_id()
-    credential = _Credential(get_jwt())
+    after = sse.last_event_id()
+    credential = sse.Credential(get_jwt())
     slot = StreamSlot.take(settings(), redis_client(), current_user_id())
-    stream = _Stream(slot)
+    stream = sse.Subscription(slot)
     try:
         stream.pubsub.subscribe(live.CHANNEL)  # before the history: nothing falls in between
         # The status is read before the replay: a job that ends in between has its
@@ -220,16 +159,9 @@ def _open(job_id: uuid.UUID | None, owner: uuid.UUID) -> Response:
     end_after_replay = job_id is not None and (
         ended or bool(replay and replay[-1]["type"] in TERMINAL_EVENTS)
     )
-    response = _response(_events(stream, job_id, owner, replay, end_after_replay, credential))
+    response = sse.response(_events(stream, job_id, owner, replay, end_after_replay, credential))
     # Also when the generator never starts (the client left before the first byte).
     response.call_on_close(stream.close)
-    return response
-
-
-def _response(events_: Iterator[str]) -> Response:
-    response = Response(stream_with_context(events_), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Accel-Buffering"] = "no"  # proxies must not buffer the stream
     return response
 
 

@@ -22,7 +22,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from api import quotas, streams
+from api import quotas, sse
 from shared.db import session_scope
 from shared.models import Job
 from tests.helpers import PASSWORD, User, register, wait_for
@@ -313,8 +313,8 @@ def test_an_upload_within_the_quotas_is_read_and_accepted(make_app, s3_server) -
 @pytest.fixture()
 def quick_streams(monkeypatch: pytest.MonkeyPatch) -> None:
     """Streams that write (keep-alives) often, so a client that left is noticed quickly."""
-    monkeypatch.setattr(streams, "KEEPALIVE_SECONDS", 0.2)
-    monkeypatch.setattr(streams, "AUTH_RECHECK_SECONDS", 0.2)
+    monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.2)
+    monkeypatch.setattr(sse, "AUTH_RECHECK_SECONDS", 0.2)
 
 
 def _stream(base: str, user: User, path: str = "/api/v1/jobs/stream") -> requests.Response:
@@ -362,11 +362,11 @@ _CRASHING_SERVER = """
 import os, sys
 from dataclasses import replace
 from werkzeug.serving import make_server
-from api import create_app, quotas, streams
+from api import create_app, quotas, sse
 from shared.config import load_settings
 quotas.STREAM_SLOT_TTL = 2.0
 quotas.STREAM_SLOT_REFRESH = 0.2
-streams.AUTH_RECHECK_SECONDS = 0.2
+sse.AUTH_RECHECK_SECONDS = 0.2
 app = create_app(replace(load_settings(), max_streams_per_user=2))
 make_server("127.0.0.1", int(sys.argv[1]), app, threaded=True).serve_forever()
 """

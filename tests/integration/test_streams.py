@@ -13,7 +13,7 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from api import streams
+from api import sse
 from tests.helpers import User
 
 
@@ -111,7 +111,7 @@ def test_streams_need_a_token(server) -> None:
 def test_a_stream_ends_when_its_token_is_revoked(app, server, monkeypatch) -> None:
     """A logout must not leave a stream of the user's events open; the server ends it (a
     stream it did not end would block here until the 30 s read timeout fails the test)."""
-    monkeypatch.setattr(streams, "AUTH_RECHECK_SECONDS", 0.5)
+    monkeypatch.setattr(sse, "AUTH_RECHECK_SECONDS", 0.5)
     user = User(app.test_client())
     with open_stream(server, user, "/api/v1/jobs/stream") as response:
         lines = response.iter_lines(decode_unicode=True)

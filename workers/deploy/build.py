@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -30,12 +31,18 @@ def image_tag(repo: Repository, commit: str) -> str:
 
 
 class BuildLog:
-    def __init__(self) -> None:
+    """The build's output, its last LOG_LIMIT characters kept for the job's log; `listener`
+    (the live log) also gets every chunk as it arrives."""
+
+    def __init__(self, listener: Callable[[str], None] | None = None) -> None:
         self.parts: list[str] = []
         self.size = 0
         self.truncated = False
+        self.listener = listener
 
     def add(self, text: str) -> None:
+        if self.listener is not None:
+            self.listener(text)
         self.parts.append(text)
         self.size += len(text)
         while self.size > LOG_LIMIT and len(self.parts) > 1:
