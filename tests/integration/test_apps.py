@@ -278,6 +278,10 @@ def test_app_names_ownership_and_delete(user, api, github, proxy) -> None:
     assert other.delete(f"/api/v1/apps/{name}").status_code == 404
     assert name not in [a["name"] for a in other.get("/api/v1/apps").get_json()["items"]]
     assert name in [a["name"] for a in user.get("/api/v1/apps").get_json()["items"]]
+    admin = User(api.test_client(), role="admin")
+    listed = admin.get("/api/v1/apps?limit=200").get_json()
+    assert name in [a["name"] for a in listed["items"]]
+    assert admin.get(f"/api/v1/apps/{name}").get_json()["owner_id"] == user.profile["id"]
 
     # PATCH changes what the next release uses; the values of env are never shown.
     patched = user.client.patch(
@@ -309,6 +313,15 @@ def test_app_names_ownership_and_delete(user, api, github, proxy) -> None:
         timeout=30,
         message="the deleted app's deployment to stop",
     )
+    # Its images go at the next periodic check, whatever the retention: nothing can roll
+    # back to a deleted app's release.
+    client_ = docker.from_env()
+    try:
+        release_stopped_images(client_, get_settings(), 50)
+    finally:
+        client_.close()
+    gone = user.get(f"/api/v1/deployments/{done['result']['deployment_id']}").get_json()
+    assert gone["image_released_at"] is not None
     # The name is free again: first come, first served.
     again = deploy(other, github, app=name)
     other.wait_status(again["id"], "succeeded", "failed", "dead", timeout=180)
