@@ -50,6 +50,7 @@ _OTHER_SUCCESS = {
     "v1.deployments.stop": (200,),
     "v1.file_jobs.download": (302,),
     "v1.deployment_logs_stream.deployment_log_stream": (204,),  # a finished log, all seen
+    "v1.github_hooks.github_push": (200,),  # a ping's pong
 }
 _OTHER_ERRORS = {
     "v1.auth.register": (429,),
@@ -74,6 +75,28 @@ _HEADERS = {
         "description": "Replay the events after this id first.",
         "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
     },
+    # GitHub's push hook (POST /hooks/github/{app}): a missing or wrong signature answers 401.
+    "X-Hub-Signature-256": {
+        "in": "header",
+        "name": "X-Hub-Signature-256",
+        "required": False,
+        "description": "sha256=<HMAC-SHA256 of the raw body with the app's webhook secret>",
+        "schema": {"type": "string", "maxLength": 71},
+    },
+    "X-GitHub-Event": {
+        "in": "header",
+        "name": "X-GitHub-Event",
+        "required": False,
+        "description": "push deploys; ping answers pong; any other is ignored.",
+        "schema": {"type": "string", "maxLength": 64},
+    },
+    "X-GitHub-Delivery": {
+        "in": "header",
+        "name": "X-GitHub-Delivery",
+        "required": False,
+        "description": "The delivery's id: a repeated one never deploys twice.",
+        "schema": {"type": "string", "maxLength": 100},
+    },
 }
 _OPERATION_HEADERS = {
     "v1.jobs.submit": ("Idempotency-Key",),
@@ -83,6 +106,7 @@ _OPERATION_HEADERS = {
     "v1.streams.job_stream": ("Last-Event-ID",),
     "v1.streams.my_stream": ("Last-Event-ID",),
     "v1.deployment_logs_stream.deployment_log_stream": ("Last-Event-ID",),
+    "v1.github_hooks.github_push": ("X-Hub-Signature-256", "X-GitHub-Event", "X-GitHub-Delivery"),
 }
 # Query parameters of views that read request.args without a schema.
 _OTHER_QUERY = {

@@ -435,3 +435,24 @@ def check_webhooks(settings: Settings, session: Session, user_id: uuid.UUID) -> 
             f"You already have {count} webhooks (limit {limit}); delete one first.",
             {"limit": limit, "webhooks": count},
         )
+
+
+# --- GitHub push hooks ---------------------------------------------------------------------
+
+
+def check_hook_rate(settings: Settings, app_id: uuid.UUID) -> None:
+    """Count a request to the app's push hook in its current minute; 429 with Retry-After
+    past HOOK_RATE_PER_MINUTE. Counted before the signature is checked, so it also bounds
+    the rows that refused requests leave."""
+    limit = settings.hook_rate_per_minute
+    if limit == 0:
+        return
+    used, retry_after = _count_in_window(f"dockyard:quota:hooks:{app_id}")
+    if used > limit:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"At most {limit} hook requests per minute for this app; try again in {retry_after} s.",
+            {"limit": limit, "window_seconds": _WINDOW, "retry_after": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
