@@ -20,7 +20,7 @@ from shared.config import get_settings
 from shared.db import session_scope
 from shared.jobs import now
 from shared.models import Deployment, DeploymentLogLine
-from tests.helpers import User
+from tests.helpers import User, wait_for
 from tests.integration.git_repos import FakeGitHub
 from tests.integration.test_streams import serving, sse_frames
 from tests.integration.workers import deploy_fleet
@@ -102,9 +102,10 @@ def stored_ids(deployment_id: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def slow_deploy(github, owner, base) -> dict:
+def slow_deploy(github, owner, base) -> Iterator[dict]:
     """One slow deploy followed live: the events seen while the job ran (the connection
-    dropped after the build's second line and resumed with Last-Event-ID), and the job."""
+    dropped after the build's second line and resumed with Last-Event-ID), and the job.
+    Stopped afterwards (its container must not outlive the module)."""
     github.publish(
         "slowbuild",
         fixture="webapp",
@@ -127,7 +128,7 @@ def slow_deploy(github, owner, base) -> dict:
         assert response.status_code == 200
         rest = list(events(response))  # until the server ends it after the outcome
     done = owner.wait_status(job["id"], "succeeded", "failed", "dead", timeout=120)
-    return {
+    yield {
         "job": job,
         "done": done,
         "deployment_id": deployment_id,
@@ -135,6 +136,15 @@ def slow_deploy(github, owner, base) -> dict:
         "rest": rest,
         "status_at_first_line": status_at_first_line,
     }
+    owner.post(f"/api/v1/deployments/{deployment_id}/stop")
+    wait_for(
+        lambda: (
+            owner.get(f"/api/v1/deployments/{deployment_id}").get_json()["status"]
+            in ("stopped", "failed")
+        ),
+        timeout=30,
+        message="the slow deploy to stop",
+    )
 
 
 def test_build_output_arrives_while_the_job_runs(slow_deploy) -> None:
