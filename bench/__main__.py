@@ -30,6 +30,7 @@ BENCHES: dict[str, str] = {
     "live": "bench.live",
     "release": "bench.release",
     "webhooks": "bench.webhooks",
+    "proxy": "bench.proxy",
 }
 RESULTS = env.LOG_DIR / "results.json"
 
