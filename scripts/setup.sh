@@ -65,6 +65,14 @@ if [[ ! -f "$stamp" ]]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# The client (SDK and the `dockyard` command line), its own distribution in client/.
+client_stamp=".venv/.client-installed-$(sha256sum client/pyproject.toml | cut -c1-16)"
+if [[ ! -f "$client_stamp" ]]; then
+  log "installing the client (dockyard) into .venv"
+  .venv/bin/pip install -q -e ./client
+  rm -f .venv/.client-installed-*
+  touch "$client_stamp"
+fi
 
 # --- Redis -----------------------------------------------------------------------------------
 if ! redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
