@@ -1,0 +1,73 @@
+"""`dockyard login`, `logout` and `whoami`: the saved login (credentials.py)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from dockyard_client import credentials
+from dockyard_client.cli.output import emit_json, fields
+from dockyard_client.cli.state import State, pass_state
+from dockyard_client.client import Client
+
+
+@click.command()
+@click.option("--email", help="Your account's email (asked when left out).")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from stdin (first line) instead of asking for it.",
+)
+@pass_state
+def login(state: State, email: str | None, password_stdin: bool) -> None:
+    """Log in and save the tokens for the next commands.
+
+    The password is asked without echo. The tokens are saved in
+    $XDG_CONFIG_HOME/dockyard/credentials.json (~/.config/dockyard/...), mode 0600; an
+    expired access token is refreshed by itself and the new tokens saved back.
+    """
+    if email is None:
+        email = click.prompt("Email", err=True)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.UsageError("--password-stdin: no password on stdin")
+    else:
+        password = click.prompt("Password", hide_input=True, err=True)
+    client = state.anonymous_client()
+    tokens = client.login(email, password)
+    state.remember(tokens["access_token"], tokens.get("refresh_token"), email)
+    state.err.print(f"Logged in to {state.api_url} as {email}", highlight=False)
+
+
+@click.command()
+@pass_state
+def logout(state: State) -> None:
+    """End the saved login on the server (its tokens revoked) and delete the file.
+
+    The file is deleted even when the server cannot be reached (exit 3 then says so).
+    """
+    saved = credentials.load()
+    if saved is None:
+        state.err.print("Not logged in.", highlight=False)
+        return
+    client = Client(saved.api_url, saved.access_token, refresh_token=saved.refresh_token)
+    try:
+        client.logout()
+    finally:
+        client.close()
+        credentials.remove()
+    state.err.print("Logged out.", highlight=False)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_state
+def whoami(state: State, as_json: bool) -> None:
+    """Who the token belongs to."""
+    me = state.client().whoami()
+    if as_json:
+        emit_json(me)
+        return
+    fields(state.out, [("email", me.get("email")), ("role", me.get("role")), ("id", me.get("id"))])
