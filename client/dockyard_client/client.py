@@ -40,6 +40,11 @@ TokensCallback = Callable[[str, "str | None"], None]
 Json = dict[str, Any]
 
 
+def _pause(seconds: float) -> None:
+    """Wait before a retry (one place, so tests can observe the waits)."""
+    time.sleep(seconds)
+
+
 def _api_root(base_url: str) -> str:
     root = base_url.rstrip("/")
     return root if root.endswith(API_PREFIX) else root + API_PREFIX
@@ -239,7 +244,7 @@ class Client:
             elif retry and response.status_code in _RETRIED_STATUSES and retries < self.max_retries:
                 retries += 1
                 wait = error.retry_after if error.retry_after is not None else DEFAULT_RETRY_WAIT
-                time.sleep(min(wait, MAX_RETRY_WAIT))
+                _pause(min(wait, MAX_RETRY_WAIT))
             else:
                 raise error
             if rewind is not None:
@@ -487,3 +492,279 @@ class Client:
         return self._request(
             "GET", path, headers=headers, stream=True, retry=False, timeout=timeout
         )
+
+    # --- deployments and apps -------------------------------------------------------------
+
+    def deploy(
+        self,
+        repo_url: str,
+        *,
+        app: str | None = None,
+        ref: str | None = None,
+        branch: str | None = None,
+        env: Mapping[str, str] | None = None,
+        health_path: str | None = None,
+        container_port: int | None = None,
+        access_token: str | None = None,
+        max_attempts: int | None = None,
+        priority: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Json:
+        """Deploy a git repository as a release of the app `app` (created on its first
+        deploy; a name derived from the repository when omitted); returns the deploy job,
+        whose `deployment_id` `follow_build()` follows. `access_token` clones a private
+        repository (kept encrypted by the server for the app's next deploys)."""
+        body = _drop_none(
+            {
+                "repo_url": repo_url,
+                "app": app,
+                "ref": ref,
+                "branch": branch,
+                "env": dict(env) if env is not None else None,
+                "health_path": health_path,
+                "container_port": container_port,
+                "access_token": access_token,
+                "max_attempts": max_attempts,
+                "priority": priority,
+                "labels": dict(labels) if labels is not None else None,
+            }
+        )
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        result: Json = self._json("POST", "/jobs/deploy", json=body, headers=headers)
+        return result
+
+    def deployments(self, *, status: str | None = None, limit: int | None = None) -> Iterator[Json]:
+        """Your deployments (all for an admin), newest first, across all pages."""
+        return self._pages("/deployments", {"status": status, "limit": limit})
+
+    def deployment(self, deployment_id: str) -> Json:
+        """One deployment (its app, release, status, URL...)."""
+        result: Json = self._json("GET", f"/deployments/{deployment_id}")
+        return result
+
+    def deployment_logs(self, deployment_id: str) -> Json:
+        """A deployment's stored logs: {"build": [lines], "app": recent container output}."""
+        result: Json = self._json("GET", f"/deployments/{deployment_id}/logs")
+        return result
+
+    def stop_deployment(self, deployment_id: str) -> Json:
+        """Stop a running deployment's container (its app's route then answers 503)."""
+        result: Json = self._json("POST", f"/deployments/{deployment_id}/stop")
+        return result
+
+    def follow_build(self, deployment_id: str, *, timeout: float | None = None) -> Iterator[Json]:
+        """A deployment's live build log from its first line, ending with its outcome:
+        items {"id", "event": "step"|"output"|"outcome", "data": {"text", "step", "at"}}
+        (an outcome's data also has "outcome": {"status", "url" | "error"}). Reconnects
+        with Last-Event-ID after a dropped connection, like `watch()`."""
+        return sse.follow(
+            self,
+            stream_path=f"/deployments/{deployment_id}/logs/stream",
+            make_item=sse.log_line,
+            is_end=lambda item: item.get("event") == "outcome",
+            timeout=timeout,
+        )
+
+    def apps(self, *, limit: int | None = None) -> Iterator[Json]:
+        """Your apps (all for an admin), newest first, across all pages."""
+        return self._pages("/apps", {"limit": limit})
+
+    def app(self, name: str) -> Json:
+        """One app: its URL, current release, branch and settings."""
+        result: Json = self._json("GET", f"/apps/{name}")
+        return result
+
+    def update_app(self, name: str, **changes: Any) -> Json:
+        """Change an app's settings for its next deploys (branch, auto_deploy, health_path,
+        container_port, env, access_token); returns the app."""
+        result: Json = self._json("PATCH", f"/apps/{name}", json=changes)
+        return result
+
+    def delete_app(self, name: str) -> Json:
+        """Delete an app: its deployments are stopped and removed, its route and name
+        freed."""
+        result: Json = self._json("DELETE", f"/apps/{name}")
+        return result
+
+    def releases(self, name: str, *, limit: int | None = None) -> Iterator[Json]:
+        """An app's releases, newest first, across all pages."""
+        return self._pages(f"/apps/{name}/releases", {"limit": limit})
+
+    def rollback(self, name: str, release: int, *, max_attempts: int | None = None) -> Json:
+        """Serve an earlier release of the app again (its kept image: no clone or build);
+        returns the rollback's deploy job."""
+        body = _drop_none({"release": release, "max_attempts": max_attempts})
+        result: Json = self._json("POST", f"/apps/{name}/rollback", json=body)
+        return result
+
+    # --- schedules --------------------------------------------------------------------------
+
+    def schedules(self, *, limit: int | None = None) -> Iterator[Json]:
+        """Your schedules (all for an admin), across all pages."""
+        return self._pages("/schedules", {"limit": limit})
+
+    def schedule(self, schedule_id: str) -> Json:
+        """One schedule, with its next run."""
+        result: Json = self._json("GET", f"/schedules/{schedule_id}")
+        return result
+
+    def create_schedule(self, **body: Any) -> Json:
+        """Create a schedule: name, processor, params, and cron (+ timezone) or
+        every_seconds; optionally priority, labels, enabled, overlap, misfire,
+        max_attempts. Returns the schedule."""
+        result: Json = self._json("POST", "/schedules", json=body)
+        return result
+
+    def update_schedule(self, schedule_id: str, **changes: Any) -> Json:
+        """Change a schedule's fields (e.g. enabled=False pauses it); returns it."""
+        result: Json = self._json("PATCH", f"/schedules/{schedule_id}", json=changes)
+        return result
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule (jobs it already submitted are kept)."""
+        self._request("DELETE", f"/schedules/{schedule_id}")
+
+    def trigger_schedule(self, schedule_id: str) -> Json:
+        """Run a schedule now, outside its timetable; returns the job it submitted."""
+        result: Json = self._json("POST", f"/schedules/{schedule_id}/trigger")
+        return result
+
+    def schedule_runs(self, schedule_id: str, *, limit: int | None = None) -> Iterator[Json]:
+        """The jobs a schedule has submitted, newest first, across all pages."""
+        return self._pages(f"/schedules/{schedule_id}/runs", {"limit": limit})
+
+    # --- webhooks ---------------------------------------------------------------------------
+
+    def webhooks(self, *, limit: int | None = None) -> Iterator[Json]:
+        """Your webhooks, across all pages."""
+        return self._pages("/webhooks", {"limit": limit})
+
+    def webhook(self, webhook_id: str) -> Json:
+        """One webhook."""
+        result: Json = self._json("GET", f"/webhooks/{webhook_id}")
+        return result
+
+    def create_webhook(self, url: str, events: list[str], **opts: Any) -> Json:
+        """Subscribe `url` to event types (e.g. ["job.succeeded"], or ["*"]); options:
+        labels, description. The answer carries the signing `secret`, shown only here:
+        keep it for `verify_webhook_signature()`."""
+        result: Json = self._json("POST", "/webhooks", json={"url": url, "events": events, **opts})
+        return result
+
+    def update_webhook(self, webhook_id: str, **changes: Any) -> Json:
+        """Change a webhook (url, events, labels, description, enabled)."""
+        result: Json = self._json("PATCH", f"/webhooks/{webhook_id}", json=changes)
+        return result
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Delete a webhook (no more deliveries)."""
+        self._request("DELETE", f"/webhooks/{webhook_id}")
+
+    def rotate_webhook_secret(self, webhook_id: str) -> Json:
+        """A new signing secret (the old one keeps signing alongside it for a while, so
+        receivers can switch without losing deliveries); returns the webhook with it."""
+        result: Json = self._json("POST", f"/webhooks/{webhook_id}/rotate-secret")
+        return result
+
+    def ping_webhook(self, webhook_id: str) -> Json:
+        """Send a test `ping` delivery to the webhook's URL; returns the delivery."""
+        result: Json = self._json("POST", f"/webhooks/{webhook_id}/ping")
+        return result
+
+    def webhook_deliveries(self, webhook_id: str, *, limit: int | None = None) -> Iterator[Json]:
+        """A webhook's deliveries and their attempts, newest first, across all pages."""
+        return self._pages(f"/webhooks/{webhook_id}/deliveries", {"limit": limit})
+
+    # --- admin ------------------------------------------------------------------------------
+
+    def dead_letters(
+        self,
+        *,
+        processor: str | None = None,
+        error_code: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Json]:
+        """Admin: dead letters (jobs out of attempts), newest first, across all pages;
+        `state` is waiting (the server's default), requeued or all."""
+        params = {
+            "processor": processor,
+            "error_code": error_code,
+            "since": since,
+            "until": until,
+            "state": state,
+            "limit": limit,
+        }
+        return self._pages("/admin/dead-letters", params)
+
+    def requeue_dead_letter(self, letter_id: str) -> Json:
+        """Admin: queue a dead letter's job again with a fresh attempt budget."""
+        result: Json = self._json("POST", f"/admin/dead-letters/{letter_id}/requeue")
+        return result
+
+    def delete_dead_letter(self, letter_id: str) -> None:
+        """Admin: delete one dead letter (its job stays dead)."""
+        self._request("DELETE", f"/admin/dead-letters/{letter_id}")
+
+    def requeue_dead_letters(
+        self,
+        *,
+        processor: str | None = None,
+        error_code: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> Json:
+        """Admin: requeue every waiting dead letter matching the filters (up to 1000 a
+        call); returns {"affected", "skipped", "remaining"}."""
+        params = _drop_none(
+            {"processor": processor, "error_code": error_code, "since": since, "until": until}
+        )
+        result: Json = self._json("POST", "/admin/dead-letters/requeue", params=params)
+        return result
+
+    def purge_dead_letters(
+        self,
+        *,
+        processor: str | None = None,
+        error_code: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        state: str | None = None,
+    ) -> Json:
+        """Admin: delete every dead letter matching the filters (up to 1000 a call);
+        returns {"affected", "remaining"}."""
+        params = _drop_none(
+            {
+                "processor": processor,
+                "error_code": error_code,
+                "since": since,
+                "until": until,
+                "state": state,
+            }
+        )
+        result: Json = self._json("DELETE", "/admin/dead-letters", params=params)
+        return result
+
+    def queues(self) -> list[Json]:
+        """Admin: each job queue's depth per priority, paused flag, workers and oldest
+        waiting job's age."""
+        return list(self._json("GET", "/admin/queues")["items"])
+
+    def pause_queue(self, name: str) -> Json:
+        """Admin: stop the queue's workers taking new jobs (running ones finish)."""
+        result: Json = self._json("POST", f"/admin/queues/{name}/pause")
+        return result
+
+    def resume_queue(self, name: str) -> Json:
+        """Admin: let a paused queue's workers take jobs again."""
+        result: Json = self._json("POST", f"/admin/queues/{name}/resume")
+        return result
+
+    def stats(self) -> Json:
+        """Admin: jobs and deployments by status, queue depths, workers online, dead
+        letters waiting, paused queues."""
+        result: Json = self._json("GET", "/admin/stats")
+        return result
