@@ -13,7 +13,7 @@ run:  ## Install what is missing, migrate, and run API, workers, beat and Flower
 test:  ## The same set-up, then the whole test suite
 	@scripts/test.sh $(PYTEST_ARGS)
 
-lint:  ## ruff check and format check, then mypy (strict on shared/)
+lint:  ## ruff check and format check, then mypy (strict on shared/ and client/)
 	@test -x .venv/bin/ruff -a -x .venv/bin/mypy || scripts/setup.sh
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
