@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 
 from tests.helpers import wait_for
+from tests.integration.git_repos import OWNER, FakeGitHub
 from tests.integration.live_server import new_account, serve
+from tests.integration.workers import deploy_fleet
 
 DOCKYARD = str(Path(sys.executable).with_name("dockyard"))
 #: The progress bar's percentage, as rich draws it.
@@ -610,3 +612,67 @@ def test_apps_ls_and_a_missing_app(cli: Cli) -> None:
 def test_shell_completion_script(cli: Cli) -> None:
     script = cli.ok(env={"_DOCKYARD_COMPLETE": "bash_source"}).stdout
     assert "_dockyard_completion" in script and "complete " in script
+
+
+# --- deploy --------------------------------------------------------------------------------
+
+DEPLOY_PORTS = (21950, 21959)  # inside no other test's range
+
+
+@pytest.fixture(scope="module")
+def deploy_api(job_worker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A deploy fleet cloning from the GitHub stand-in, and an API started inside its
+    environment (the API checks repository URLs with the same settings)."""
+    github = FakeGitHub(tmp_path_factory.mktemp("github"))
+    github.publish("webapp")
+    github.publish("badbuild")
+    try:
+        with (
+            deploy_fleet(
+                github,
+                tmp_path_factory.mktemp("deploy"),
+                "cli-deploy-fleet",
+                DEPLOY_PORTS,
+                2,
+                DEPLOY_HEALTH_TIMEOUT="20",
+            ),
+            serve(tmp_path_factory.mktemp("deploy-api")) as base,
+        ):
+            yield base
+    finally:
+        github.remove_images()
+
+
+def test_deploy_follow_streams_the_build_and_ends_with_the_url(
+    tmp_path: Path, deploy_api: str
+) -> None:
+    cli = logged_in(tmp_path, deploy_api)
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    repo = f"https://github.com/{OWNER}/webapp"
+    done = cli.ok(
+        "deploy", repo, "--app", name, "--health-path", "/health", "-e", "GREETING=hi",
+        "--follow", timeout=300,
+    )  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert "==> clone" in lines and "==> build" in lines, done.stdout
+    assert lines[-1] == f"healthy: http://{name}.localhost:8080/", done.stdout
+
+    apps = {app["name"]: app for app in cli.json("apps", "ls")}
+    assert apps[name]["current_release"] == 1 and apps[name]["status"] == "running"
+    assert name in cli.ok("apps", "ls").stdout
+    shown = cli.ok("apps", "show", name).stdout
+    assert "GREETING" in shown and "v1" in shown
+    releases = cli.json("apps", "releases", name)
+    assert [r["release"] for r in releases] == [1]
+    assert "healthy" in cli.ok("apps", "releases", name).stdout
+
+    stopped = cli.json("apps", "stop", name)
+    assert stopped["status"] in ("stopping", "stopped")
+    wait_for(lambda: cli.json("apps", "show", name)["status"] == "stopped", timeout=60)
+    deleted = cli.json("apps", "delete", name, "--yes")
+    assert deleted["deleted"] is True
+    assert cli.run("apps", "show", name).returncode == 3
+
+    failed = cli.run("deploy", f"https://github.com/{OWNER}/badbuild", "--follow", timeout=300)
+    assert failed.returncode == 1, (failed.stdout, failed.stderr)
+    assert failed.stdout.splitlines()[-1].startswith("failed: build_failed: "), failed.stdout

@@ -176,10 +176,7 @@ def watch(state: State, job_id: str, as_json: bool) -> None:
             if as_json:
                 click.echo(json.dumps(event, default=str))
             else:
-                state.out.print(
-                    f"{when(event.get('created_at'))}  {watching.describe(event)}",
-                    highlight=False,
-                )
+                state.out.print(watching.describe(event), highlight=False)
     except KeyboardInterrupt:
         exits.leave(exits.INTERRUPTED)
     exits.leave(watching.outcome_code(client.wait(job_id)))
