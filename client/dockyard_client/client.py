@@ -513,7 +513,7 @@ class Client:
     ) -> Json:
         """Deploy a git repository as a release of the app `app` (created on its first
         deploy; a name derived from the repository when omitted); returns the deploy job,
-        whose `deployment_id` `follow_build()` follows. `access_token` clones a private
+        whose `params["deployment_id"]` `follow_build()` follows. `access_token` clones a private
         repository (kept encrypted by the server for the app's next deploys)."""
         body = _drop_none(
             {

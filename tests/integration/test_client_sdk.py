@@ -38,6 +38,7 @@ from dockyard_client import (
     Client,
     Conflict,
     NotFound,
+    PermissionDenied,
     RateLimited,
     ValidationError,
     verify_webhook_signature,
@@ -46,8 +47,9 @@ from dockyard_client import client as client_module
 from shared.db import session_scope
 from shared.models import Job
 from tests.helpers import wait_for
+from tests.integration.git_repos import FakeGitHub
 from tests.integration.live_server import new_account, serve
-from tests.integration.workers import celery_worker
+from tests.integration.workers import celery_worker, deploy_fleet
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "client" / "README.md"
@@ -549,6 +551,139 @@ def test_webhook_deliveries_verify_with_the_sdk(sdk: Client) -> None:
             sdk.webhook(webhook["id"])
     finally:
         receiver.server.shutdown()
+
+
+# --- deploys and apps ------------------------------------------------------------------------
+
+DEPLOY_PORTS = (22200, 22219)  # inside no other test's range
+
+
+@pytest.fixture(scope="module")
+def deploy_stack(settings, job_worker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A deploy worker cloning from the GitHub stand-in, and a live API started in its
+    environment (the API checks repository URLs with the same settings)."""
+    workdir = tmp_path_factory.mktemp("sdk-deploy")
+    github = FakeGitHub(workdir / "github")
+    github.publish("sdkapp", fixture="webapp")
+    try:
+        with (
+            deploy_fleet(
+                github, workdir, "sdk-deploy", DEPLOY_PORTS, 2, DEPLOY_HEALTH_TIMEOUT="30"
+            ),
+            serve(workdir) as url,
+        ):
+            yield {"base": url, "repo": github.url("sdkapp")}
+    finally:
+        github.remove_images()
+
+
+def test_deploy_follow_build_apps_releases_rollback(deploy_stack: dict) -> None:
+    base, repo = deploy_stack["base"], deploy_stack["repo"]
+    name = f"sdk-{uuid.uuid4().hex[:8]}"
+    email, password = new_account(base)
+    with Client(base) as client:
+        client.login(email, password)
+        job = client.deploy(repo, app=name, health_path="/health")
+        deployment_id = job["params"]["deployment_id"]
+        lines = list(client.follow_build(deployment_id, timeout=180))
+        assert lines[-1]["event"] == "outcome", lines[-3:]
+        outcome = lines[-1]["data"]["outcome"]
+        assert outcome["status"] == "healthy", outcome
+        assert {"step", "output"} <= {line["event"] for line in lines}
+        ids = [line["id"] for line in lines[:-1]]
+        assert ids == sorted(set(ids))  # each line once, in order
+        first = client.wait(job["id"], timeout=120)
+        assert first["status"] == "succeeded" and first["result"]["release"] == 1
+        assert client.deployment(deployment_id)["status"] == "healthy"
+
+        app = client.app(name)
+        assert app["current_release"] == 1 and app["url"] == outcome["url"]
+        assert name in [a["name"] for a in client.apps()]
+        assert client.update_app(name, auto_deploy=False)["auto_deploy"] is False
+
+        other_email, other_password = new_account(base)
+        with Client(base) as other:
+            other.login(other_email, other_password)
+            with pytest.raises(Conflict) as taken:
+                other.deploy(repo, app=name)
+            assert taken.value.code == "app_name_taken" and taken.value.request_id
+            with pytest.raises(NotFound):
+                other.app(name)
+        with pytest.raises(ValidationError) as invalid:
+            client.deploy(repo, app="Not A Name")
+        assert "app" in invalid.value.details["fields"]
+
+        second = client.wait(
+            client.deploy(repo, app=name, health_path="/health")["id"], timeout=180
+        )
+        assert second["status"] == "succeeded" and second["result"]["release"] == 2
+        rolled = client.wait(client.rollback(name, 1)["id"], timeout=120)
+        assert rolled["status"] == "succeeded" and rolled["result"]["release"] == 3
+        releases = list(client.releases(name, limit=2))  # two pages
+        assert [r["version"] for r in releases] == ["v3", "v2", "v1"]
+        assert releases[0]["rollback_of"] == 1
+
+        current = rolled["result"]["deployment_id"]
+        client.stop_deployment(current)
+        wait_for(
+            lambda: client.deployment(current)["status"] == "stopped",
+            timeout=30,
+            message="the deployment to stop",
+        )
+        assert client.delete_app(name)["deleted"] is True
+        with pytest.raises(NotFound):
+            client.app(name)
+
+
+# --- schedules and admin -------------------------------------------------------------------
+
+
+def test_schedules(sdk: Client) -> None:
+    schedule = sdk.create_schedule(
+        name="sdk nightly", processor="debug.echo", params={"message": "hi"}, cron="0 3 * * *"
+    )
+    assert sdk.schedule(schedule["id"])["name"] == "sdk nightly"
+    assert [s["id"] for s in sdk.schedules()] == [schedule["id"]]
+    assert sdk.update_schedule(schedule["id"], enabled=False)["enabled"] is False
+    triggered = sdk.trigger_schedule(schedule["id"])
+    assert sdk.wait(triggered["id"], timeout=30)["status"] == "succeeded"
+    assert [job["id"] for job in sdk.schedule_runs(schedule["id"])] == [triggered["id"]]
+    with pytest.raises(ValidationError) as invalid:
+        sdk.create_schedule(name="bad", processor="debug.echo", cron="not a cron")
+    assert invalid.value.details["fields"]
+    sdk.delete_schedule(schedule["id"])
+    with pytest.raises(NotFound):
+        sdk.schedule(schedule["id"])
+
+
+def test_admin_queues_stats_and_dead_letters(base: str, sdk: Client) -> None:
+    with pytest.raises(PermissionDenied) as denied:
+        sdk.stats()
+    assert denied.value.status == 403
+    email, password = new_account(base, admin=True)
+    with Client(base) as admin:
+        admin.login(email, password)
+        assert {"jobs_by_status", "queue_depths", "dead_letters_waiting"} <= set(admin.stats())
+        assert {"diagnostics", "files", "deploy"} <= {q["name"] for q in admin.queues()}
+        assert admin.pause_queue("deploy")["paused"] is True
+        assert admin.resume_queue("deploy")["paused"] is False
+
+        job = sdk.submit("debug.fail", {"fail_times": 5}, max_attempts=1)
+        assert sdk.wait(job["id"], timeout=30)["status"] == "dead"
+        letter = wait_for(
+            lambda: next((d for d in admin.dead_letters() if d["job_id"] == job["id"]), None),
+            timeout=30,
+            message="the dead letter",
+        )
+        admin.requeue_dead_letter(letter["id"])
+        wait_for(
+            lambda: [e["type"] for e in sdk.events(job["id"])].count("dead_lettered") == 2,
+            timeout=30,
+            message="the requeued job to die again",
+        )
+        purged = admin.purge_dead_letters(processor="debug.fail", state="all")
+        assert purged["affected"] >= 1
+        assert not [d for d in admin.dead_letters(state="all") if d["job_id"] == job["id"]]
 
 
 # --- the package on its own ------------------------------------------------------------------
