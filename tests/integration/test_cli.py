@@ -676,3 +676,12 @@ def test_deploy_follow_streams_the_build_and_ends_with_the_url(
     failed = cli.run("deploy", f"https://github.com/{OWNER}/badbuild", "--follow", timeout=300)
     assert failed.returncode == 1, (failed.stdout, failed.stderr)
     assert failed.stdout.splitlines()[-1].startswith("failed: build_failed: "), failed.stdout
+
+
+def test_register_then_logged_in(tmp_path: Path, api: str) -> None:
+    cli = Cli(tmp_path / "home", api)
+    email = f"new-{uuid.uuid4().hex[:8]}@example.com"
+    cli.ok("register", "--email", email, "--password-stdin", stdin="a long passphrase\n")
+    assert cli.json("whoami")["email"] == email
+    taken = cli.run("register", "--email", email, "--password-stdin", stdin="a long passphrase\n")
+    assert taken.returncode == 3 and "error: email_taken: " in taken.stderr

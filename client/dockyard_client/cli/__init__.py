@@ -21,6 +21,7 @@ from dockyard_client.cli.root import cli
 __all__ = ["cli", "invoke", "main"]
 
 for command in (
+    auth.register,
     auth.login,
     auth.logout,
     auth.whoami,

@@ -1,4 +1,4 @@
-"""`dockyard login`, `logout` and `whoami`: the saved login (credentials.py)."""
+"""`dockyard register`, `login`, `logout` and `whoami`: the saved login (credentials.py)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,33 @@ from dockyard_client.cli.output import emit_json, fields
 from dockyard_client.cli.state import State, pass_state
 from dockyard_client.client import Client
 
-
-@click.command()
-@click.option("--email", help="Your account's email (asked when left out).")
-@click.option(
+EMAIL_OPTION = click.option("--email", help="Your account's email (asked when left out).")
+PASSWORD_STDIN_OPTION = click.option(
     "--password-stdin",
     is_flag=True,
     help="Read the password from stdin (first line) instead of asking for it.",
 )
+
+
+def _password(from_stdin: bool, *, confirm: bool = False) -> str:
+    """From stdin's first line, or asked on the terminal without echo."""
+    if not from_stdin:
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=confirm, err=True))
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise click.UsageError("--password-stdin: no password on stdin")
+    return password
+
+
+def _login(state: State, email: str, password: str) -> None:
+    tokens = state.anonymous_client().login(email, password)
+    state.remember(tokens["access_token"], tokens.get("refresh_token"), email)
+    state.err.print(f"Logged in to {state.api_url} as {email}", highlight=False)
+
+
+@click.command()
+@EMAIL_OPTION
+@PASSWORD_STDIN_OPTION
 @pass_state
 def login(state: State, email: str | None, password_stdin: bool) -> None:
     """Log in and save the tokens for the next commands.
@@ -29,16 +48,20 @@ def login(state: State, email: str | None, password_stdin: bool) -> None:
     """
     if email is None:
         email = click.prompt("Email", err=True)
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if not password:
-            raise click.UsageError("--password-stdin: no password on stdin")
-    else:
-        password = click.prompt("Password", hide_input=True, err=True)
-    client = state.anonymous_client()
-    tokens = client.login(email, password)
-    state.remember(tokens["access_token"], tokens.get("refresh_token"), email)
-    state.err.print(f"Logged in to {state.api_url} as {email}", highlight=False)
+    _login(state, str(email), _password(password_stdin))
+
+
+@click.command()
+@EMAIL_OPTION
+@PASSWORD_STDIN_OPTION
+@pass_state
+def register(state: State, email: str | None, password_stdin: bool) -> None:
+    """Create an account (password: 8 characters or more, asked twice), then log in."""
+    if email is None:
+        email = click.prompt("Email", err=True)
+    password = _password(password_stdin, confirm=True)
+    state.anonymous_client().register(str(email), password)
+    _login(state, str(email), password)
 
 
 @click.command()
