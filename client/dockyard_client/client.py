@@ -458,7 +458,7 @@ class Client:
         if target.exists() and not overwrite:
             raise FileExistsError(str(target))
         partial = target.with_name(target.name + ".part")
-        url = str(info["url"])
+        url = str(self._http.base_url.join(str(info["url"])))  # absolute, or made so
         # The URL is pre-signed (storage or the API's own file route): no bearer token, which
         # would also confuse S3's signature check.
         try:

@@ -115,9 +115,11 @@ def follow(
         if response.status_code == 204:  # ended, and nothing after last_id
             response.close()
             return
+        received, reconnect_now = False, False
         try:
             for frame in parse(response.iter_lines()):
                 if frame.event in TOKEN_ENDINGS:
+                    reconnect_now = True
                     break  # reconnect: the request refreshes the token (or raises)
                 if frame.id is None and frame.event != "output":
                     continue
@@ -127,20 +129,27 @@ def follow(
                     if event_id <= last_id and not is_end(item):
                         continue
                     last_id = max(last_id, event_id)
-                failures = 0
+                received, failures = True, 0
                 yield item
                 if is_end(item):
                     return
         except httpx.ReadTimeout:
-            pass  # a keep-alive should have come: reconnect (the deadline is checked above)
+            reconnect_now = True  # not a failure: reconnect (the deadline is checked above)
         except httpx.TransportError:
-            failures += 1
-            if failures >= MAX_STREAM_FAILURES and poll is not None:
-                yield from _poll(poll, is_end, ended, last_id, poll_interval, deadline)
-                return
-            time.sleep(client.reconnect_delay)
+            pass  # dropped: counted below unless events came through
         finally:
             response.close()
+        if received or reconnect_now:
+            continue
+        # Dropped, or ended by the server, without a single new event: back off, and give
+        # up on streaming (poll, or raise) when it keeps happening.
+        failures += 1
+        if failures >= MAX_STREAM_FAILURES:
+            if poll is None:
+                raise APIConnectionError(f"{stream_path}: the stream keeps breaking")
+            yield from _poll(poll, is_end, ended, last_id, poll_interval, deadline)
+            return
+        time.sleep(client.reconnect_delay)
 
 
 def _read_timeout(deadline: float | None) -> float:
