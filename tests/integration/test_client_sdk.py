@@ -267,6 +267,11 @@ def small_quota(settings, job_worker, tmp_path_factory: pytest.TempPathFactory) 
         yield url
 
 
+def _mid_minute() -> None:
+    """The quota counts per calendar minute: start where the next few requests share one."""
+    wait_for(lambda: time.time() % 60 < 55, timeout=6, message="a fresh part of the minute")
+
+
 def _record_pauses(monkeypatch, then=None) -> list[float]:
     """The SDK's retry waits, recorded instead of slept (`then` runs at each)."""
     waits: list[float] = []
@@ -285,6 +290,7 @@ def test_429_is_retried_after_retry_after_then_succeeds(small_quota: str, monkey
     with Client(small_quota) as client:
         client.login(email, password)
         user_id = client.whoami()["id"]
+        _mid_minute()
         for i in range(3):
             client.submit("debug.echo", {"message": str(i)})
         redis = Redis.from_url(os.environ["REDIS_URL"])
@@ -309,6 +315,7 @@ def test_429_raises_rate_limited_after_max_retries(small_quota: str, monkeypatch
     waits = _record_pauses(monkeypatch)
     with Client(small_quota, max_retries=2) as client:
         client.login(email, password)
+        _mid_minute()
         for i in range(3):
             client.submit("debug.echo", {"message": str(i)})
         with pytest.raises(RateLimited) as limited:

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import ast
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -148,3 +150,19 @@ def test_non_json_errors_and_retry_after_forms() -> None:
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
     dated = error_from_response(_answer(503, text="busy", **{"Retry-After": later}))
     assert dated.retry_after is not None and 15 <= dated.retry_after <= 20
+
+
+def test_the_client_imports_nothing_of_the_server() -> None:
+    """`pip install ./client` brings httpx, click and rich only: the package must never
+    import the server's code or its libraries."""
+    package = Path(__file__).resolve().parents[2] / "client" / "dockyard_client"
+    server = {"api", "shared", "workers", "flask", "celery", "sqlalchemy", "boto3", "redis"}
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in server, f"{path}: imports {name}"
