@@ -36,7 +36,9 @@ DEFAULT_RETRY_WAIT = 1.0  # when a 429/503 carries no Retry-After
 _RETRIED_STATUSES = frozenset({429, 503})
 _CHUNK = 64 * 1024
 
+#: `on_tokens(access_token, refresh_token)`: told of every new pair, e.g. to save it.
 TokensCallback = Callable[[str, "str | None"], None]
+#: A JSON object as the API answers it.
 Json = dict[str, Any]
 
 
