@@ -5,6 +5,7 @@ variable is unset), holding the API URL it was made for, the access and refresh 
 the email. The tokens are secrets: the file is created with mode 0600 (never widened and
 then narrowed: `os.open` makes it so from its first byte) in a 0700 directory, and replaced
 atomically (a temporary sibling renamed over it) so a crash never leaves half a file.
+`locked()` serialises the token refreshes of `dockyard` commands running at the same time.
 """
 
 from __future__ import annotations
@@ -12,8 +13,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent refreshes are not serialised
+    fcntl = None  # type: ignore[assignment]
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -87,3 +94,19 @@ def remove(path: Path | None = None) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def locked(path: Path | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on the login (a `.lock` file beside it) for a refresh: the
+    API ends a login whose refresh token is spent twice, so two commands must not refresh
+    the same one at once."""
+    target = path or credentials_path()
+    target.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    fd = os.open(target.with_name(target.name + ".lock"), os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

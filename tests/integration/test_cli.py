@@ -202,6 +202,23 @@ def test_refreshed_tokens_are_saved_back(tmp_path: Path, settings, job_worker) -
         assert stat.S_IMODE(cli.credentials.stat().st_mode) == 0o600
         cli.ok("whoami")  # the saved refresh token is the live one
 
+        # Commands started together with an expired token refresh once between them: two
+        # spends of one refresh token would look like a theft and end the login.
+        time.sleep(2.5)
+        together = [
+            subprocess.Popen(
+                [DOCKYARD, "whoami"],
+                env=cli.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(8)
+        ]
+        outcomes = [(p.wait(timeout=60), p.communicate()[1]) for p in together]
+        assert all(code == 0 for code, _ in outcomes), outcomes
+        cli.ok("whoami")
+
 
 # --- errors and exit codes -----------------------------------------------------------------
 

@@ -87,7 +87,7 @@ class State:
             if token:
                 self._client = Client(self.api_url, token)
             elif saved is not None:
-                self._client = Client(
+                self._client = SharedLoginClient(
                     self.api_url,
                     saved.access_token,
                     refresh_token=saved.refresh_token,
@@ -98,7 +98,7 @@ class State:
         return self._client
 
     def anonymous_client(self) -> Client:
-        """A client without any token (login), saving what it obtains."""
+        """A client without any token (register, login)."""
         if self._client is not None:
             self._client.close()
         self._client = Client(self.api_url)
@@ -119,6 +119,27 @@ class State:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+class SharedLoginClient(Client):
+    """The SDK client for a saved login, which every `dockyard` command running at the same
+    time shares through the credentials file. A refresh happens under the file's lock and,
+    when another command has refreshed meanwhile, adopts its tokens instead of spending the
+    same refresh token again (the API takes a second spend for a theft and ends the login).
+    """
+
+    def refresh(self) -> dict[str, Any]:
+        with credentials.locked():
+            current = credentials.load()
+            if (
+                current is not None
+                and current.refresh_token
+                and current.refresh_token != self.refresh_token
+                and same_api(current.api_url, self.base_url)
+            ):
+                self.token, self.refresh_token = current.access_token, current.refresh_token
+                return {"access_token": self.token, "refresh_token": self.refresh_token}
+            return super().refresh()  # on_tokens saves the new pair, still under the lock
 
 
 def pass_state(function: F) -> F:
