@@ -295,10 +295,17 @@ def test_app_names_ownership_and_delete(user, api, github, proxy) -> None:
     assert "hi" not in patched.get_data(as_text=True)
 
     # A deploy without `app` lands on the name derived from the repository and the owner.
-    derived = deployed(user, github)
+    derived = deployed(user, github, branch="main")
     assert derived["result"]["app"] == derived_name(
         uuid.UUID(user.profile["id"]), "github.com/dockyard-tests/webapp"
     )
+    # The branch is remembered: the next release without one deploys it again.
+    assert app_of(user, derived["result"]["app"])["branch"] == "main"
+    again_derived = deployed(user, github)
+    assert again_derived["result"]["app"] == derived["result"]["app"]
+    assert again_derived["result"]["release"] == derived["result"]["release"] + 1
+    release = user.get(f"/api/v1/deployments/{again_derived['result']['deployment_id']}")
+    assert release.get_json()["ref"] == "main"
 
     deleted = user.delete(f"/api/v1/apps/{name}")
     assert deleted.status_code == 202, deleted.get_json()

@@ -191,12 +191,14 @@ def test_apps_reach_neither_other_users_apps_nor_platform_services(
     finally:
         stop(alice, mine)
         stop(bob, theirs)
-    # With no deployment left, each user's network went with their last stop.
-    left = {
-        n.name for n in docker.from_env().networks.list(filters={"label": networks.LABEL_NETWORK})
-    }
-    assert networks.network_name(uuid.UUID(alice.profile["id"])) not in left
-    assert networks.network_name(uuid.UUID(bob.profile["id"])) not in left
+    # With no deployment left, each user's network goes with their last stop (removed by the
+    # stop task right after it commits `stopped`, which the test saw).
+    def left() -> set[str]:
+        labelled = docker.from_env().networks.list(filters={"label": networks.LABEL_NETWORK})
+        return {n.name for n in labelled}
+
+    owners = {networks.network_name(uuid.UUID(u.profile["id"])) for u in (alice, bob)}
+    wait_for(lambda: not owners & left(), timeout=15, message="the users' networks removed")
 
 
 def iptables_rules() -> str:

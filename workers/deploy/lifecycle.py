@@ -136,9 +136,9 @@ def stop_deployment(deployment_id: uuid.UUID, client: docker.DockerClient) -> st
         deployment.stopped_at = now()
         owner_id = deployment.owner_id
         session.execute(delete(PortLease).where(PortLease.deployment_id == deployment_id))
+    _drop_network(client, owner_id)
     # A stopped current release leaves its app answering 503; a deleted app's route goes.
     routes.sync_quietly()
-    _drop_network(client, owner_id)
     # The image stays: a redeploy or a rollback of the same commit then starts from cache.
     log.info(
         "deployment stopped",
