@@ -34,7 +34,7 @@ def follow_deployment(state: State, deployment_id: str, *, as_json: bool) -> Non
             elif event == "step":
                 log.print(Text(f"==> {text}", style="bold"))
             else:
-                log.print(Text(text.rstrip("\n")), soft_wrap=True)
+                log.print(Text(text.rstrip("\n")))
     except KeyboardInterrupt:
         state.err.print(
             f"stopped following; the deploy goes on (deployment {deployment_id})",

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from dockyard_client.errors import AuthenticationError, DockyardError
+from dockyard_client.errors import APIConnectionError, AuthenticationError, DockyardError
 
 OK = 0
 FAILED = 1
@@ -47,12 +47,16 @@ def error_lines(error: DockyardError) -> list[str]:
     return lines
 
 
-def show_error(console: Console, error: DockyardError, *, logged_in: bool = True) -> None:
+def show_error(
+    console: Console, error: DockyardError, *, api_url: str, logged_in: bool = True
+) -> None:
     """Print the error on stderr as `error: <code>: <message>` and its details."""
     first, *rest = error_lines(error)
     console.print(Text("error: ", style="bold red") + Text(first), highlight=False)
     for line in rest:
         console.print(Text(line), highlight=False)
+    if isinstance(error, APIConnectionError):
+        console.print(Text(f"  server: {api_url} (--api-url, DOCKYARD_API_URL)"), highlight=False)
     if isinstance(error, AuthenticationError) and not logged_in:
         console.print(
             Text("hint: run `dockyard login` or set DOCKYARD_TOKEN"), style="dim", highlight=False

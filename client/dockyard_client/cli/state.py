@@ -34,6 +34,7 @@ def make_console(*, stderr: bool) -> Console:
         no_color=bool(os.environ.get("NO_COLOR")),
         highlight=False,
         width=width,
+        soft_wrap=True,  # a long line is the terminal's to wrap: copied, it stays one line
     )
 
 

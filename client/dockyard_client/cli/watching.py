@@ -150,7 +150,7 @@ def interrupted(state: State, job_id: str, *, cancel: bool) -> NoReturn:
     except (KeyboardInterrupt, click.exceptions.Abort):  # Abort: Ctrl-C inside the prompt
         pass
     except DockyardError as error:
-        exits.show_error(state.err, error)
+        exits.show_error(state.err, error, api_url=state.api_url)
     exits.leave(exits.INTERRUPTED)
 
 
