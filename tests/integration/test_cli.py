@@ -233,6 +233,9 @@ def test_usage_errors_exit_2(cli: Cli) -> None:
         ["run", "debug.echo", "--in", "soon"],
         ["run", "debug.echo", "--priority", "urgent"],
         ["run", "debug.echo", "--out", "x"],
+        ["run", "debug.echo", "--wait", "--out", "/no/such/directory/result.json"],
+        ["run", "text.stats", "/no/such/file.txt"],
+        ["jobs", "download", str(uuid.uuid4()), "--out", "/no/such/directory/x"],
     ):
         done = cli.run(*args)
         assert done.returncode == 2, (args, done.stdout, done.stderr)

@@ -47,9 +47,7 @@ def error_lines(error: DockyardError) -> list[str]:
     return lines
 
 
-def show_error(
-    console: Console, error: DockyardError, *, api_url: str, logged_in: bool = True
-) -> None:
+def show_error(console: Console, error: DockyardError, *, api_url: str) -> None:
     """Print the error on stderr as `error: <code>: <message>` and its details."""
     first, *rest = error_lines(error)
     console.print(Text("error: ", style="bold red") + Text(first), highlight=False)
@@ -57,9 +55,11 @@ def show_error(
         console.print(Text(line), highlight=False)
     if isinstance(error, APIConnectionError):
         console.print(Text(f"  server: {api_url} (--api-url, DOCKYARD_API_URL)"), highlight=False)
-    if isinstance(error, AuthenticationError) and not logged_in:
+    if isinstance(error, AuthenticationError) and error.code != "invalid_credentials":
         console.print(
-            Text("hint: run `dockyard login` or set DOCKYARD_TOKEN"), style="dim", highlight=False
+            Text("hint: log in with `dockyard login` (or set DOCKYARD_TOKEN)"),
+            style="dim",
+            highlight=False,
         )
 
 

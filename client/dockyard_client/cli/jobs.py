@@ -216,6 +216,8 @@ def retry(state: State, job_id: str, as_json: bool) -> None:
 @pass_state
 def download(state: State, job_id: str, out: Path | None, force: bool) -> None:
     """Save a file job's result (default: its own name, in the current directory)."""
+    if out is not None:
+        results.check_out(out, force)
     job = state.client().job(job_id)
     path = results.save(state, job, out, force)
     state.out.print(f"saved {path}", highlight=False)

@@ -38,8 +38,21 @@ def refuse_existing(path: Path, force: bool, job_id: str | None = None) -> None:
     raise Refusal(f"{path} exists; use --force to overwrite it or --out PATH{hint}")
 
 
+def check_out(out: Path, force: bool) -> None:
+    """What can be known of `--out` before the job runs: an existing file (without
+    --force) or a missing directory to write into exits 2."""
+    if out.is_dir():
+        return
+    refuse_existing(out, force)
+    if not out.parent.is_dir():
+        raise Refusal(f"{out.parent} is not a directory")
+
+
 def save(state: State, job: dict[str, Any], out: Path | None, force: bool) -> Path:
     """Download the job's result; returns where it went."""
     path = target(job, out)
     refuse_existing(path, force, str(job["id"]))
-    return state.client().download(str(job["id"]), path, overwrite=force)
+    try:
+        return state.client().download(str(job["id"]), path, overwrite=force)
+    except OSError as error:  # the local side: a full disk, no permission...
+        raise Refusal(f"cannot write {path}: {error.strerror or error}") from error

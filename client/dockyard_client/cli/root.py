@@ -22,7 +22,7 @@ class RootGroup(click.Group):
             return super().invoke(ctx)
         except DockyardError as error:
             state: State = ctx.obj
-            exits.show_error(state.err, error, api_url=state.api_url, logged_in=state.logged_in)
+            exits.show_error(state.err, error, api_url=state.api_url)
             ctx.exit(exits.API_ERROR)
 
 

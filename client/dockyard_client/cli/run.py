@@ -31,7 +31,9 @@ def when_options(at: str | None, in_: str | None) -> dict[str, Any]:
 @click.command()
 @click.argument("processor")
 @click.argument(
-    "file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    "file",
+    required=False,
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
 )
 @click.option(
     "--param",
@@ -94,8 +96,8 @@ def run(
     }
     if out is not None and not wait:
         raise click.UsageError("--out needs --wait")
-    if out is not None and not out.is_dir():
-        results.refuse_existing(out, force)  # before the job is even submitted
+    if out is not None:
+        results.check_out(out, force)  # before the job is even submitted
     client = state.client()
     if file is not None:
         job = client.submit_file(file, processor, params, **options)

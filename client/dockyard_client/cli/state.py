@@ -74,11 +74,6 @@ class State:
             return self._saved
         return None
 
-    @property
-    def logged_in(self) -> bool:
-        """A token will be sent (DOCKYARD_TOKEN or a saved login for this API)."""
-        return bool(os.environ.get(TOKEN_ENV)) or self.saved is not None
-
     def client(self) -> Client:
         """The SDK client: DOCKYARD_TOKEN wins; else the saved login, whose refreshed tokens
         are written back so the next run starts from them."""
