@@ -27,6 +27,19 @@ from dockyard_client.cli import exits
 from dockyard_client.cli.state import State
 from dockyard_client.errors import DockyardError
 
+#: The job's status once an event of this type has happened (other events leave it).
+STATUS_AFTER = {
+    "started": "running",
+    "retry_scheduled": "retrying",
+    "held": "held (queue paused)",
+    "released": "queued",
+    "requeued": "queued",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "dead_lettered": "dead",
+    "cancel_requested": "cancelling",
+    "cancelled": "cancelled",
+}
 STATUS_STYLES = {"succeeded": "green", "failed": "red", "dead": "red", "cancelled": "yellow"}
 
 
@@ -93,12 +106,7 @@ class ProgressView:
         """Move the bar (progress events) or say what happened (anything else)."""
         kind = str(event.get("type"))
         data = event.get("data") or {}
-        if kind in ("started", "succeeded", "failed", "cancelled", "requeued", "released"):
-            self.status = {"started": "running", "requeued": "queued", "released": "queued"}.get(
-                kind, kind
-            )
-        elif kind == "dead_lettered":
-            self.status = "dead"
+        self.status = STATUS_AFTER.get(kind, self.status)
         if self.progress is None or self.task is None:
             self.console.print(f"job {self.job_id} {describe(event)}", highlight=False)
             return
