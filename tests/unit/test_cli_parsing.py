@@ -13,6 +13,7 @@ import pytest
 from dockyard_client import credentials
 from dockyard_client.cli import invoke, parsing
 from dockyard_client.cli.exits import error_lines
+from dockyard_client.cli.output import when
 from dockyard_client.cli.state import make_console, same_api
 from dockyard_client.errors import ValidationError
 
@@ -126,3 +127,16 @@ def test_usage_errors_exit_2_in_process(capsys) -> None:
     assert invoke(["run", "debug.echo", "--in", "5m", "--at", "2030-01-01"]) == 2
     assert invoke(["--help"]) == 0
     assert "Usage: dockyard" in capsys.readouterr().out
+
+
+def test_times_show_in_local_time(monkeypatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        assert when("2026-11-26T21:08:28.035649+00:00") == "2026-11-26 22:08:28"
+        assert when(None) == "" and when("not a time") == "not a time"
+    finally:
+        monkeypatch.undo()
+        time.tzset()

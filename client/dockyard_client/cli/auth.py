@@ -7,7 +7,7 @@ import sys
 import click
 
 from dockyard_client import credentials
-from dockyard_client.cli.output import emit_json, fields
+from dockyard_client.cli.output import JSON_OPTION, emit_json, fields
 from dockyard_client.cli.state import State, pass_state
 from dockyard_client.client import Client
 
@@ -85,7 +85,7 @@ def logout(state: State) -> None:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@JSON_OPTION
 @pass_state
 def whoami(state: State, as_json: bool) -> None:
     """Who the token belongs to."""

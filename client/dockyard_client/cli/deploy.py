@@ -9,7 +9,7 @@ import click
 from rich.text import Text
 
 from dockyard_client.cli import exits, parsing
-from dockyard_client.cli.output import emit_json
+from dockyard_client.cli.output import JSON_OPTION, emit_json
 from dockyard_client.cli.state import State, pass_state
 
 
@@ -79,7 +79,7 @@ def report_deploy_job(state: State, job: dict[str, Any], *, as_json: bool) -> No
 @click.option("--health-path", metavar="PATH", help="Checked before traffic switches (/).")
 @click.option("--port", type=click.IntRange(1, 65535), help="The port the container listens on.")
 @click.option("--follow", "-f", is_flag=True, help="Stream the build log; end with the URL.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@JSON_OPTION
 @pass_state
 def deploy(
     state: State,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import click
@@ -22,11 +23,16 @@ def emit_json(document: Any) -> None:
 
 
 def when(value: Any) -> str:
-    """An API timestamp shortened to the second, `2026-11-26 21:08:28`; '' for none."""
+    """An API timestamp in local time, to the second (`2026-11-26 22:08:28`); '' for none."""
     if not value:
         return ""
-    text = str(value).replace("T", " ")
-    return text[:19]
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def size(value: Any) -> str:

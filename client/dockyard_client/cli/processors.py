@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from dockyard_client.cli.output import emit_json, table
+from dockyard_client.cli.output import JSON_OPTION, emit_json, table
 from dockyard_client.cli.state import State, pass_state
 
 
@@ -19,7 +19,7 @@ def _param_names(processor: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@JSON_OPTION
 @pass_state
 def processors(state: State, as_json: bool) -> None:
     """List the processors: name, kind, input, parameters (* = required)."""
