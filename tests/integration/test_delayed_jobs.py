@@ -94,7 +94,8 @@ def test_a_job_cancelled_before_it_is_due_is_never_released(client) -> None:
 def test_a_waiting_job_survives_a_restart_of_beat_and_worker(client, tmp_path) -> None:
     user = User(client)
     with celery_worker(tmp_path, "release", WORKER_QUEUES), celery_beat(tmp_path):
-        job = user.submit("debug.echo", {"message": "later", **FLEET}, delay_seconds=3)
+        # Due well after both have stopped, even on a loaded machine (stopping takes seconds).
+        job = user.submit("debug.echo", {"message": "later", **FLEET}, delay_seconds=8)
     # Both stopped before it was due; nothing releases it while they are down.
     assert user.job(job["id"])["status"] == "scheduled"
     _sleep_until(job["run_at"])
