@@ -191,6 +191,7 @@ def test_apps_reach_neither_other_users_apps_nor_platform_services(
     finally:
         stop(alice, mine)
         stop(bob, theirs)
+
     # With no deployment left, each user's network goes with their last stop (removed by the
     # stop task right after it commits `stopped`, which the test saw).
     def left() -> set[str]:
