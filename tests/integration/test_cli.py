@@ -475,6 +475,9 @@ class Tmux:
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
+        # tmux leaves its socket file behind: -L names it in tmux's directory.
+        directory = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
+        (directory / self.socket).unlink(missing_ok=True)
 
 
 def shell_script(cli: Cli, path: Path, command: str) -> Path:
