@@ -688,6 +688,12 @@ def test_admin_queues_stats_and_dead_letters(base: str, sdk: Client) -> None:
             timeout=30,
             message="the requeued job to die again",
         )
+        # Its second letter is recorded by the dead-letter worker after the event: await it.
+        wait_for(
+            lambda: any(d["job_id"] == job["id"] for d in admin.dead_letters()),
+            timeout=30,
+            message="the second dead letter",
+        )
         purged = admin.purge_dead_letters(processor="debug.fail", state="all")
         assert purged["affected"] >= 1
         assert not [d for d in admin.dead_letters(state="all") if d["job_id"] == job["id"]]
