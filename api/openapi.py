@@ -49,6 +49,7 @@ _OTHER_SUCCESS = {
     "v1.jobs.cancel": (202,),
     "v1.deployments.stop": (200,),
     "v1.file_jobs.download": (302,),
+    "v1.streams.job_stream": (204,),  # an ended job, nothing left to send
     "v1.deployment_logs_stream.deployment_log_stream": (204,),  # a finished log, all seen
     "v1.github_hooks.github_push": (200,),  # a ping's pong
 }
