@@ -44,7 +44,7 @@ from shared.deployment_status import LIVE, DeploymentStatus, set_status
 from shared.jobs import now
 from shared.models import App, Deployment
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
-from shared.repo_urls import InvalidRepository, Repository, parse_repo_url
+from shared.repo_urls import InvalidRepository
 from shared.views import API_PREFIX
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,12 @@ class AppView:
 
     @property
     def webhook_url(self) -> str:
-        return f"{settings().public_base_url.rstrip('/')}{API_PREFIX}/hooks/github/{self.name}"
+        return webhook_url(self.app.name)
+
+
+def webhook_url(name: str) -> str:
+    """Where GitHub sends the app's push events (the payload URL of its webhook)."""
+    return f"{settings().public_base_url.rstrip('/')}{API_PREFIX}/hooks/github/{name}"
 
 
 def view(app: App) -> AppView:
@@ -244,13 +249,6 @@ def list_releases(name: str) -> Response:
     return jsonify(RELEASE_LIST_SCHEMA.dump({"items": rows, "next_cursor": next_cursor}))
 
 
-def _repository(app: App) -> Repository:
-    try:
-        return parse_repo_url(app.repo_url, settings().deploy_allowed_hosts)
-    except InvalidRepository as error:
-        raise refuse_repository(error) from None
-
-
 @bp.post("/<string:name>/rollback")
 @jwt_required()
 @doc(
@@ -281,15 +279,10 @@ def rollback(name: str) -> Response:
             "instead.",
             {"release": target.release, "commit": target.commit_sha},
         )
-    wanted = DeployRequest(
-        repo=_repository(app),
-        ref=None,
-        container_port=None,
-        health_path=None,
-        env_names=None,
-        env_token=None,
-        app=app.name,
-    )
+    try:
+        wanted = DeployRequest.next_release(settings(), app.name, app.repo_url)
+    except InvalidRepository as error:
+        raise refuse_repository(error) from None
     job = deploy_job(
         settings(),
         app.owner_id,

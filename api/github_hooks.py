@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.apps import AppView, load_app
+from api.apps import load_app, webhook_url
 from api.errors import ApiError, not_found
 from api.extensions import publisher, settings
 from api.jobs import processor_or_422, resolve_max_attempts
@@ -52,7 +52,7 @@ from shared.apps import decrypt_secret, encrypt_secret
 from shared.deploy_jobs import DeployRequest, deploy_job
 from shared.models import App, AppHookDelivery, Deployment
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
-from shared.repo_urls import InvalidRepository, is_commit, parse_repo_url
+from shared.repo_urls import InvalidRepository, is_commit
 from shared.submission import NewJob, Submission, submit_job
 
 log = logging.getLogger(__name__)
@@ -222,18 +222,9 @@ def _deploy(arrival: Arrival) -> Response:
     assert commit is not None
     processor = processor_or_422(DEPLOY_PROCESSOR)
     try:
-        repo = parse_repo_url(app.repo_url, settings().deploy_allowed_hosts)
+        wanted = DeployRequest.next_release(settings(), app.name, app.repo_url, ref=commit)
     except InvalidRepository as error:
         return arrival.answer("ignored", f"the app's repository is refused: {error.message}")
-    wanted = DeployRequest(
-        repo=repo,
-        ref=commit,
-        container_port=None,
-        health_path=None,
-        env_names=None,
-        env_token=None,
-        app=app.name,
-    )
     owner, app_id = app.owner_id, app.id
     job = deploy_job(settings(), owner, wanted)
     deployment_id = uuid.UUID(job.params["deployment_id"])
@@ -303,7 +294,7 @@ def set_webhook_secret(name: str) -> Response:
     db_session().commit()
     shown = {
         "secret": secret,
-        "webhook_url": AppView(app, [], None).webhook_url,
+        "webhook_url": webhook_url(app.name),
         "content_type": HOOK_CONTENT_TYPE,
         "events": HOOK_EVENTS,
     }

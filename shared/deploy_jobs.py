@@ -122,6 +122,22 @@ class DeployRequest:
             app=params.get("app"),
         )
 
+    @classmethod
+    def next_release(
+        cls, settings: Settings, app_name: str, repo_url: str, ref: str | None = None
+    ) -> DeployRequest:
+        """A release of an existing app with everything as the app has it (a rollback, a
+        push hook's commit); InvalidRepository if its host is no longer allowed."""
+        return cls(
+            repo=parse_repo_url(repo_url, settings.deploy_allowed_hosts),
+            ref=ref,
+            container_port=None,
+            health_path=None,
+            env_names=None,
+            env_token=None,
+            app=app_name,
+        )
+
     def stored_params(self) -> dict[str, Any]:
         """What a schedule stores: the job's own params and the env token, no plaintext."""
         stored = {

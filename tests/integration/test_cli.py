@@ -206,7 +206,8 @@ def test_refreshed_tokens_are_saved_back(tmp_path: Path, settings, job_worker) -
         cli.ok("whoami")  # the saved refresh token is the live one
 
         # Commands started together with an expired token refresh once between them: two
-        # spends of one refresh token would look like a theft and end the login.
+        # spends of one refresh token would look like a theft and end the login. The wait is
+        # the access token's 2 s lifetime again: nothing to poll, the clock is the point.
         time.sleep(2.5)
         together = [
             subprocess.Popen(

@@ -20,10 +20,9 @@ from urllib3.util.retry import Retry
 
 from shared.config import Settings
 from tests.helpers import wait_for
-from tests.integration.proxy import CADDY, CaddyProxy, caddy_proxy, free_port, text_server
+from tests.integration.proxy import CaddyProxy, caddy_proxy, free_port, text_server
 from workers.deploy.proxy import NOT_FOUND_BODY, ProxyUnavailable, Route, apply
 
-pytestmark = pytest.mark.skipif(CADDY is None, reason="caddy is not installed")
 RATE = 20  # requests a second, per client
 MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
 
