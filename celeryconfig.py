@@ -7,8 +7,8 @@ answered 202 for is run even if the worker running it is killed.
 
 from kombu import Queue
 
-from shared import priorities, queues
 from shared.config import get_settings
+from shared.dispatch import priorities, queues
 
 _settings = get_settings()
 
@@ -43,16 +43,16 @@ worker_prefetch_multiplier = 1
 # A message lost with the broker's data (Redis restarted without persistence, a promoted
 # replica) is not waited for either: every job message carries a mark written in the same
 # Redis transaction, and the maintenance sweep republishes a published job whose mark is gone
-# (shared/broker_marks.py, workers/broker_recovery.py; README, Reliability).
+# (shared/dispatch/broker_marks.py, workers/broker_recovery.py; README, Reliability).
 broker_transport_options = {
     "visibility_timeout": _settings.broker_visibility_timeout,
-    # Priorities (shared/priorities.py): one Redis list per step for each queue, and a worker's
+    # Priorities (shared/dispatch/priorities.py): one Redis list per step for each queue, and a worker's
     # BRPOP names its lists in step order, so a waiting `high` job (step 0) is always taken
     # before `normal` (3) before `low` (6). With prefetch 1 and late acks a busy worker holds
     # no reserved backlog, so the order holds whenever a slot frees. Chosen over one queue
     # per priority because workers keep consuming `-Q files`: compose, k8s and Flower see the
     # same queue names, and kombu's own restore of unacked messages keeps their priority.
-    # Every job message carries its priority (shared/dispatch.py); maintenance messages carry
+    # Every job message carries its priority (shared/dispatch/publish.py); maintenance messages carry
     # none and wait at step 0, ahead of job work, which suits sweeps that unblock jobs.
     "priority_steps": list(priorities.STEPS),
 }

@@ -36,8 +36,8 @@ from shared import redis as shared_redis
 from shared.celery_app import app as celery_app
 from shared.celery_app import make_celery
 from shared.config import Settings, get_settings
+from shared.schemas.responses import API_PREFIX  # links in job and deployment bodies use it too
 from shared.storage import StorageError, build_storage
-from shared.views import API_PREFIX  # links in job and deployment bodies use it too
 
 
 def create_app(config: Settings | None = None) -> Flask:

@@ -1,5 +1,5 @@
 """Operator endpoints: dead letters (inspect, requeue, delete; one by one or in bulk), the
-platform's stats, and job queues (list, pause, resume: shared/queue_states.py)."""
+platform's stats, and job queues (list, pause, resume: shared/dispatch/queue_states.py)."""
 
 from __future__ import annotations
 
@@ -27,12 +27,14 @@ from api.schemas import (
     StatsSchema,
 )
 from api.session import db_session
-from shared import fast_publish, priorities, queue_states, queue_workers, queues, transitions
-from shared.jobs import JobConflict, now
+from shared.clock import now
+from shared.dispatch import fast_publish, priorities, queue_states, queue_workers, queues
+from shared.errors import JobConflict
+from shared.jobs import transitions
+from shared.jobs.status import JobStatus
+from shared.jobs.transitions import Effects
 from shared.models import DeadLetter, Deployment, Job
 from shared.processors import get_processor
-from shared.status import JobStatus
-from shared.transitions import Effects
 
 log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__, url_prefix="/admin")

@@ -35,17 +35,17 @@ from api.schemas import (
     RollbackSchema,
 )
 from api.session import db_session, json_body
-from shared import queues
-from shared.app_urls import app_url
-from shared.apps import encrypt_secret, image_kept
-from shared.crypto import encrypt_env
-from shared.deploy_jobs import DeployRequest, Rollback, deploy_job
-from shared.deployment_status import LIVE, DeploymentStatus, set_status
-from shared.jobs import now
+from shared.apps.releases import encrypt_secret, image_kept
+from shared.apps.urls import app_url
+from shared.clock import now
+from shared.deploy.jobs import DeployRequest, Rollback, deploy_job
+from shared.deploy.repo_urls import InvalidRepository
+from shared.deploy.status import LIVE, DeploymentStatus, set_status
+from shared.dispatch import queues
 from shared.models import App, Deployment
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
-from shared.repo_urls import InvalidRepository
-from shared.views import API_PREFIX
+from shared.schemas.responses import API_PREFIX
+from shared.security.crypto import encrypt_env
 
 log = logging.getLogger(__name__)
 bp = Blueprint("apps", __name__, url_prefix="/apps")

@@ -48,7 +48,7 @@ from api.schemas import (
 )
 from api.session import db_session, json_body
 from shared.models import User
-from shared.passwords import hash_password, verify_password
+from shared.security.passwords import hash_password, verify_password
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__, url_prefix="/auth")

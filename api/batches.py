@@ -2,7 +2,7 @@
 
 Every job is checked first, exactly as POST /jobs checks one (the same schema, processor,
 params and options rules); if any is invalid the answer lists each one's index and error and
-nothing is created. Otherwise shared/submission.py `submit_batch` creates them all in one
+nothing is created. Otherwise shared/jobs/submission.py `submit_batch` creates them all in one
 transaction and publishes them in one broker round trip.
 """
 
@@ -25,7 +25,7 @@ from api.openapi import doc
 from api.quotas import SubmitQuotas
 from api.schemas import BatchSchema, BatchSubmitSchema
 from api.session import db_session, json_body
-from shared.submission import BatchSubmission, Submission, submit_batch
+from shared.jobs.submission import BatchSubmission, Submission, submit_batch
 
 bp = Blueprint("batches", __name__, url_prefix="/jobs")
 BATCH_SCHEMA = BatchSchema()

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from shared.db import session_scope
 from shared.models import User
-from shared.passwords import hash_password
+from shared.security.passwords import hash_password
 
 
 def ensure_admin(

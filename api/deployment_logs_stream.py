@@ -39,10 +39,10 @@ from api.extensions import redis_client, settings
 from api.openapi import doc
 from api.quotas import StreamSlot
 from api.session import db_session
-from shared import deploy_log
+from shared.clock import now
 from shared.db import session_scope
-from shared.deployment_status import DeploymentStatus
-from shared.jobs import now
+from shared.deploy import log as deploy_log
+from shared.deploy.status import DeploymentStatus
 from shared.models import Deployment, DeploymentLogLine, JobLog
 
 bp = Blueprint("deployment_logs_stream", __name__, url_prefix="/deployments")

@@ -27,13 +27,13 @@ from api.schemas import (
     JobSchema,
 )
 from api.session import db_session, json_body
-from shared import queues
-from shared.deploy_jobs import DeployRequest, deploy_job
-from shared.deployment_status import ENDED, DeploymentStatus, set_status
-from shared.jobs import now
+from shared.clock import now
+from shared.deploy.jobs import DeployRequest, deploy_job
+from shared.deploy.repo_urls import InvalidRepository
+from shared.deploy.status import ENDED, DeploymentStatus, set_status
+from shared.dispatch import queues
 from shared.models import Deployment, JobLog
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
-from shared.repo_urls import InvalidRepository
 
 log = logging.getLogger(__name__)
 submit_bp = Blueprint("deploy_jobs", __name__, url_prefix="/jobs")

@@ -17,10 +17,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from shared.apps import AppNameTaken
-from shared.deploy_jobs import TooManyDeployments
-from shared.jobs import JobConflict
-from shared.status import IllegalTransition
+from shared.apps.releases import AppNameTaken
+from shared.deploy.jobs import TooManyDeployments
+from shared.errors import JobConflict
+from shared.jobs.status import IllegalTransition
 from shared.storage.base import StorageError
 
 log = logging.getLogger(__name__)

@@ -35,13 +35,13 @@ from api.schemas import (
     JobSchema,
 )
 from api.session import db_session
-from shared.content_types import SNIFF_BYTES, detect
+from shared.jobs.status import JobStatus
+from shared.jobs.submission import recent_job
 from shared.models import JobLog
 from shared.processors import Processor
 from shared.processors.files import accepts
-from shared.status import JobStatus
 from shared.storage.base import object_key, safe_filename
-from shared.submission import recent_job
+from shared.storage.content_types import SNIFF_BYTES, detect
 
 log = logging.getLogger(__name__)
 bp = Blueprint("file_jobs", __name__, url_prefix="/jobs")
@@ -94,7 +94,7 @@ def _refuse_before_reading() -> None:
 
 @dataclass(frozen=True)
 class UploadStager:
-    """Stores the upload under the new job's id (shared.submission's `InputStager`)."""
+    """Stores the upload under the new job's id (shared.jobs.submission's `InputStager`)."""
 
     upload: FileStorage
     owner: uuid.UUID

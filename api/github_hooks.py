@@ -48,12 +48,12 @@ from api.schemas import (
     GitHubPushSchema,
 )
 from api.session import db_session, json_body
-from shared.apps import decrypt_secret, encrypt_secret
-from shared.deploy_jobs import DeployRequest, deploy_job
+from shared.apps.releases import decrypt_secret, encrypt_secret
+from shared.deploy.jobs import DeployRequest, deploy_job
+from shared.deploy.repo_urls import InvalidRepository, is_commit
+from shared.jobs.submission import NewJob, Submission, submit_job
 from shared.models import App, AppHookDelivery, Deployment
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
-from shared.repo_urls import InvalidRepository, is_commit
-from shared.submission import NewJob, Submission, submit_job
 
 log = logging.getLogger(__name__)
 bp = Blueprint("github_hooks", __name__, url_prefix="/hooks/github")

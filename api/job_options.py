@@ -14,8 +14,8 @@ from flask import request
 from api.errors import ApiError
 from api.extensions import settings
 from api.schemas import JobOptionsSchema
-from shared.jobs import now
-from shared.priorities import Priority
+from shared.clock import now
+from shared.dispatch.priorities import Priority
 
 OPTIONS_SCHEMA = JobOptionsSchema()
 EARLIEST_RUN_AT = datetime(1970, 1, 1, tzinfo=UTC)

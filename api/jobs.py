@@ -30,11 +30,11 @@ from api.schemas import (
     JobSubmitSchema,
 )
 from api.session import db_session, json_body
-from shared import transitions
+from shared.jobs import transitions
+from shared.jobs.status import RETRYABLE_BY_USER, JobStatus
+from shared.jobs.submission import InputStager, NewJob, Submission, lock_owner, submit_job
 from shared.models import Job, JobEvent
 from shared.processors import Processor, get_processor, kind_of
-from shared.status import RETRYABLE_BY_USER, JobStatus
-from shared.submission import InputStager, NewJob, Submission, lock_owner, submit_job
 
 log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -119,7 +119,7 @@ def new_submission(
 
 
 def answer_submission(submission: Submission) -> Response:
-    """Submit (shared/submission.py) and answer: 202 with a new job, 200 with a replayed one."""
+    """Submit (shared/jobs/submission.py) and answer: 202 with a new job, 200 with a replayed one."""
     result = submit_job(
         db_session(), submission, celery=publisher(), redis_url=settings().redis_url
     )

@@ -30,11 +30,12 @@ from sqlalchemy import func, select
 
 from api.errors import ApiError
 from api.extensions import metrics_registry, settings
-from shared import metrics, priorities, queue_states, queues
+from shared import metrics
 from shared import redis as shared_redis
 from shared.config import Settings
 from shared.db import session_scope
-from shared.deployment_status import ACTIVE, in_order
+from shared.deploy.status import ACTIVE, in_order
+from shared.dispatch import priorities, queue_states, queues
 from shared.models import Deployment
 
 log = logging.getLogger(__name__)

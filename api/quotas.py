@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError
 from api.extensions import redis_client, settings
 from shared.config import Settings
-from shared.jobs import count_active_jobs, count_scheduled_jobs
+from shared.jobs.counts import count_active_jobs, count_scheduled_jobs
 from shared.models import Schedule, Webhook
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def precheck_submit_quotas(settings: Settings, session: Session, user_id: uuid.U
 
 @dataclass(frozen=True)
 class SubmitQuotas:
-    """A submit's quotas, as shared.submission asks them (its `Quotas`): the user's
+    """A submit's quotas, as shared.jobs.submission asks them (its `Quotas`): the user's
     submissions per minute, then, under the per-user lock, their active jobs and the kind's
     own quota (`kind_quota`: active deployments)."""
 
@@ -400,7 +400,7 @@ def clear_login_failures(settings: Settings, email: str) -> None:
 
 def check_schedules(settings: Settings, session: Session, user_id: uuid.UUID) -> None:
     """Refuse (429) a new schedule past QUOTA_SCHEDULES. Run under the per-user lock
-    (shared.submission.lock_owner) so concurrent creates cannot pass the limit together."""
+    (shared.jobs.submission.lock_owner) so concurrent creates cannot pass the limit together."""
     limit = settings.quota_schedules
     if limit == 0:
         return

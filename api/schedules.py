@@ -1,10 +1,10 @@
 """Recurring schedules: create, list, inspect, change, delete, run one now, list its runs.
 
-The rules of a recurrence and the job an occurrence makes are shared/schedules.py; the jobs
+The rules of a recurrence and the job an occurrence makes are shared/jobs/schedules.py; the jobs
 themselves are made by the schedule tick (workers/schedules.py), or here by a trigger.
 Schedules run processors that take no input: diagnostics, and deploy (a nightly redeploy
 of a branch). A deploy schedule's params are a POST /jobs/deploy body, checked the same way
-(api/deployments.py); its env is stored encrypted (shared/deploy_jobs.py) and only its
+(api/deployments.py); its env is stored encrypted (shared/deploy/jobs.py) and only its
 names are shown.
 """
 
@@ -45,13 +45,13 @@ from api.schemas import (
     ScheduleSchema,
 )
 from api.session import db_session, json_body
-from shared import schedules
-from shared.jobs import now
+from shared.clock import now
+from shared.deploy.repo_urls import InvalidRepository
+from shared.jobs import schedules
+from shared.jobs.submission import lock_owner, submit_job
 from shared.models import Job, Schedule
 from shared.processors import Processor
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
-from shared.repo_urls import InvalidRepository
-from shared.submission import lock_owner, submit_job
 
 bp = Blueprint("schedules", __name__, url_prefix="/schedules")
 

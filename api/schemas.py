@@ -1,6 +1,6 @@
 """Marshmallow schemas: request validation, response shapes, and the OpenAPI document.
 
-The bodies of a job and a deployment are shared/views.py's: webhook deliveries, rendered by
+The bodies of a job and a deployment are shared/schemas/responses.py's: webhook deliveries, rendered by
 a worker without Flask, show them too."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from typing import Any
 from flask import url_for
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
-from shared import schedules, webhook_outbox
-from shared.app_names import InvalidAppName, check_name
-from shared.apps import image_kept
-from shared.deploy_jobs import public_params
-from shared.priorities import Priority
+from shared.apps.names import InvalidAppName, check_name
+from shared.apps.releases import image_kept
+from shared.deploy.jobs import public_params
+from shared.dispatch.priorities import Priority
+from shared.jobs import schedules
 from shared.processors import all_processors
-from shared.views import (
+from shared.schemas.responses import (
     DEPLOYMENT_STATUSES,
     PRIORITIES,
     STATUSES,
@@ -28,7 +28,8 @@ from shared.views import (
     JobSchema,
     same_object,
 )
-from shared.views import Computed as _Computed
+from shared.schemas.responses import Computed as _Computed
+from shared.webhooks import outbox as webhook_outbox
 
 # The processor names each submit endpoint takes, declared as enums in the OpenAPI document
 # (the views still answer an unknown name with 422 `unknown_processor`).

@@ -1,6 +1,6 @@
 """Server-Sent Events: a job's live events, or all of the caller's jobs' events.
 
-Fed by Redis pub/sub (shared/live.py). With `Last-Event-ID` (or `?last_event_id=`), the
+Fed by Redis pub/sub (shared/jobs/live.py). With `Last-Event-ID` (or `?last_event_id=`), the
 events after that id are replayed from the job_events table first, so a reconnecting client
 misses nothing; live messages already replayed are skipped. A user only ever receives events
 of their own jobs (admins: of any job on the per-job stream). Each open stream holds one
@@ -38,10 +38,10 @@ from api.extensions import redis_client, settings
 from api.jobs import load_job
 from api.openapi import doc
 from api.quotas import StreamSlot
-from shared import events, live
 from shared.db import session_scope
+from shared.jobs import events, live
+from shared.jobs.status import TERMINAL
 from shared.models import Job, JobEvent
-from shared.status import TERMINAL
 
 bp = Blueprint("streams", __name__, url_prefix="/jobs")
 REPLAY_LIMIT = 5000

@@ -1,11 +1,11 @@
 """Webhook subscriptions: create, list, inspect, change, delete, rotate the secret, ping,
 list deliveries and redeliver one.
 
-The URL is checked when it is saved (shared/webhook_urls.py; the sender checks it again at
+The URL is checked when it is saved (shared/webhooks/urls.py; the sender checks it again at
 every delivery). The secret is generated here, shown only in the answers of a create and a
-rotation, and stored as a Fernet token (shared/crypto.py), so a database dump alone cannot
+rotation, and stored as a Fernet token (shared/security/crypto.py), so a database dump alone cannot
 sign. Deliveries are recorded as `pending` rows and sent after the commit
-(shared/webhook_outbox.py); the webhooks worker does the sending.
+(shared/webhooks/outbox.py); the webhooks worker does the sending.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ from api.schemas import (
     WebhookSecretSchema,
 )
 from api.session import db_session, json_body
-from shared import webhook_outbox
-from shared.crypto import cipher
-from shared.jobs import now
+from shared.clock import now
+from shared.jobs.submission import lock_owner
 from shared.models import Webhook, WebhookAttempt, WebhookDelivery
-from shared.submission import lock_owner
-from shared.webhook_urls import UrlRefused, check_url
+from shared.security.crypto import cipher
+from shared.webhooks import outbox as webhook_outbox
+from shared.webhooks.urls import UrlRefused, check_url
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 

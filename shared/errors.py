@@ -28,3 +28,12 @@ class PermanentJobError(JobError):
 
 class JobCancelled(Exception):
     """Raised inside a running job when its owner asked for cancellation."""
+
+
+class JobConflict(Exception):
+    """The job's current state does not allow the operation (HTTP 409)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

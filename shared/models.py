@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from shared.deployment_status import DeploymentStatus
+from shared.deploy.status import DeploymentStatus
 
 _STOPPED = DeploymentStatus.STOPPED.value  # in the partial indexes' conditions
 JsonType = JSON().with_variant(JSONB(), "postgresql")
@@ -146,7 +146,7 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )
-    # Job control: `high`/`normal`/`low` (shared/priorities.py); a `scheduled` job waits for
+    # Job control: `high`/`normal`/`low` (shared/dispatch/priorities.py); a `scheduled` job waits for
     # `run_at`; labels are user key/value pairs; jobs made by a schedule name it and the
     # occurrence they are for; jobs of one batch share its id.
     priority: Mapped[str] = mapped_column(String(8), nullable=False, default="normal")
@@ -242,7 +242,7 @@ class QueueState(Base):
 
 class Webhook(Base):
     """A user's endpoint for notifications (README, Webhooks). `secret` and
-    `previous_secret` are Fernet tokens (shared/crypto.py), never plaintext."""
+    `previous_secret` are Fernet tokens (shared/security/crypto.py), never plaintext."""
 
     __tablename__ = "webhooks"
     __table_args__ = (
@@ -399,7 +399,7 @@ class Deployment(Base):
     """A repository built and running on a leased host port, from one deploy job.
 
     `env` holds the user's variables for the app, encrypted (one Fernet token of the JSON
-    object, shared/crypto.py). They are secrets: the API never returns them and nothing logs
+    object, shared/security/crypto.py). They are secrets: the API never returns them and nothing logs
     them; only the worker that starts the container decrypts them. The column is emptied
     (NULL) once the deployment has been stopped past DEPLOY_IMAGE_RETENTION, or at once when
     it failed; `env_names` keeps the names the API shows.
@@ -498,7 +498,7 @@ class App(Base):
     (`Deployment.app_id`, numbered from `last_release`); `current_deployment_id` is the one
     the proxy routes to, switched only after a release's health check.
 
-    `env`, `access_token` and `webhook_secret` are Fernet tokens (shared/crypto.py), never
+    `env`, `access_token` and `webhook_secret` are Fernet tokens (shared/security/crypto.py), never
     returned by the API: env only by its names, the secret once when it is set.
     """
 

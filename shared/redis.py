@@ -31,7 +31,7 @@ def _client(role: str, url: str, pid: int) -> Redis:
 
 
 def broker(url: str) -> Redis:
-    """The broker's database: job messages (shared.fast_publish) and their marks."""
+    """The broker's database: job messages (shared.dispatch.fast_publish) and their marks."""
     return _client("broker", url, os.getpid())
 
 

@@ -152,8 +152,8 @@ def job_worker(settings: Settings):
     from celery.contrib.testing.worker import start_worker
 
     import workers.tasks  # noqa: F401  (registers the tasks)
-    from shared import queues
     from shared.celery_app import app as celery_app
+    from shared.dispatch import queues
 
     with start_worker(
         celery_app,

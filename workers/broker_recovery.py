@@ -1,6 +1,6 @@
 """Broker-loss recovery: a job the broker no longer holds a message for is published again.
 
-PostgreSQL is the source of truth; Redis is not durable (see shared.broker_marks for how a
+PostgreSQL is the source of truth; Redis is not durable (see shared.dispatch.broker_marks for how a
 lost message is told from a waiting one). Each maintenance sweep looks at published, unclaimed
 jobs (`queued`, and `retrying` ones whose backoff message may be waiting) and:
 
@@ -29,16 +29,17 @@ from typing import Any
 from redis import Redis
 from sqlalchemy import select, tuple_
 
-from shared import broker_marks, fast_publish, transitions
 from shared import redis as shared_redis
 from shared.celery_app import app as celery_app
+from shared.clock import now
 from shared.config import Settings
 from shared.db import session_scope
-from shared.jobs import now
+from shared.dispatch import broker_marks, fast_publish
+from shared.jobs import transitions
+from shared.jobs.status import JobStatus
+from shared.jobs.transitions import Effects
 from shared.models import Job
 from shared.processors import get_processor
-from shared.status import JobStatus
-from shared.transitions import Effects
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Dead letters, the consumer side: recording the message a dead job sent (shared/dead_letters.py
+"""Dead letters, the consumer side: recording the message a dead job sent (shared/jobs/dead_letters.py
 builds and sends it)."""
 
 from __future__ import annotations

@@ -22,13 +22,13 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from shared.clock import now
 from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import JobCancelled, PermanentJobError, RetryableJobError
-from shared.jobs import now
+from shared.jobs.status import JobStatus
 from shared.models import Job, JobLog
 from shared.processors import JobContext, Limits, Processor
-from shared.status import JobStatus
 from shared.storage import Storage, build_storage
 from shared.storage.base import StorageError, object_key
 from workers import sandbox

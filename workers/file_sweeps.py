@@ -14,11 +14,11 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 
+from shared.clock import now
 from shared.config import Settings
 from shared.db import session_scope
-from shared.jobs import now
+from shared.jobs.status import JobStatus
 from shared.models import Job
-from shared.status import JobStatus
 from shared.storage.base import StorageError
 from workers.file_jobs import INPUT_DELETED_ON, worker_storage
 

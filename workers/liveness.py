@@ -1,6 +1,6 @@
 """What a worker node tells the broker about itself, so the maintenance sweep can tell a
 message held by a live worker from one taken by a worker that died before claiming its job
-(shared/broker_marks.py explains the marks).
+(shared/dispatch/broker_marks.py explains the marks).
 
 All of it runs in the worker's main process, which receives the messages: a liveness key per
 node, refreshed every `HEARTBEAT_INTERVAL` and expiring after `HEARTBEAT_STALE_AFTER` (with
@@ -19,9 +19,9 @@ from typing import Any
 from celery.signals import task_received, worker_ready, worker_shutdown
 from celery.worker import state as worker_state
 
-from shared import broker_marks, fast_publish
 from shared.celery_app import app
 from shared.config import get_settings
+from shared.dispatch import broker_marks, fast_publish
 from workers import queue_pause
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""A worker node's side of paused queues (shared/queue_states.py): it stops consuming a
+"""A worker node's side of paused queues (shared/dispatch/queue_states.py): it stops consuming a
 paused queue of its fleet and starts again on resume, so its processes take no new work
 and do not churn on messages the claim would only hold back.
 
@@ -25,9 +25,9 @@ from celery.utils.serialization import strtobool
 from celery.worker.control import control_command, ok
 from redis import Redis
 
-from shared import fast_publish, queue_states, queue_workers
 from shared.celery_app import app
 from shared.db import session_scope
+from shared.dispatch import fast_publish, queue_states, queue_workers
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from docker.errors import DockerException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.jobs.status import JobStatus
 from shared.models import Job
-from shared.status import JobStatus
 from workers.sandbox import LABEL_ATTEMPT, LABEL_JOB, LABEL_MANAGED
 
 log = logging.getLogger(__name__)

@@ -26,13 +26,13 @@ import time
 from celery import Celery
 from sqlalchemy import func, select
 
-from shared import transitions
+from shared.clock import now
 from shared.db import session_scope
-from shared.dispatch import publish_jobs
-from shared.jobs import now
+from shared.dispatch.publish import publish_jobs
+from shared.jobs import transitions
+from shared.jobs.status import JobStatus
 from shared.models import Job
 from shared.processors import get_processor
-from shared.status import JobStatus
 
 log = logging.getLogger(__name__)
 

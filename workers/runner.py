@@ -19,17 +19,18 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from shared import events, queue_states, transitions
+from shared.clock import now
 from shared.config import Settings
 from shared.db import session_scope
-from shared.dispatch import delivered
+from shared.dispatch import queue_states
+from shared.dispatch.publish import delivered
 from shared.errors import JobCancelled, JobError, RetryableJobError
-from shared.fast_transitions import try_start, try_succeed
-from shared.jobs import now
+from shared.jobs import events, transitions
+from shared.jobs.fast_transitions import try_start, try_succeed
+from shared.jobs.status import JobStatus
+from shared.jobs.transitions import Effects
 from shared.models import Job
 from shared.processors import Processor, get_processor
-from shared.status import JobStatus
-from shared.transitions import Effects
 from workers import families  # noqa: F401  (registers the executors of every job family)
 from workers.executors import executor_for
 
@@ -138,7 +139,7 @@ def _claim_locked(delivery: Delivery) -> tuple[Claim | None, Effects | None]:
 
 def _held_back(session: Session, job: Job | None) -> bool:
     """A job not started yet whose queue is paused: it waits, unpublished, for the resume
-    (shared/queue_states.py); a running job's redelivery still finishes its attempt."""
+    (shared/dispatch/queue_states.py); a running job's redelivery still finishes its attempt."""
     return (
         job is not None
         and job.status in (JobStatus.QUEUED.value, JobStatus.RETRYING.value)

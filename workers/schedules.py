@@ -7,7 +7,7 @@ beat processes, or a slow tick overlapping the next) never handle the same sched
 the job insert, the new `next_run_at` and `last_job_id` commit together, so a tick killed
 half way leaves the occurrence due for the next one. The unique (schedule_id, scheduled_for)
 on jobs is the last guard: an occurrence inserted twice (a `next_run_at` moved back by hand)
-makes no second job (shared.submission answers the existing one).
+makes no second job (shared.jobs.submission answers the existing one).
 
 What an occurrence makes:
 
@@ -34,15 +34,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import schedules
+from shared.clock import now
 from shared.config import Settings
 from shared.db import new_session
-from shared.deploy_jobs import TooManyDeployments
-from shared.jobs import now
+from shared.deploy.jobs import TooManyDeployments
+from shared.deploy.repo_urls import InvalidRepository
+from shared.jobs import schedules
+from shared.jobs.submission import submit_job
 from shared.models import Job, Schedule
 from shared.processors import get_processor
-from shared.repo_urls import InvalidRepository
-from shared.submission import submit_job
 
 log = logging.getLogger(__name__)
 

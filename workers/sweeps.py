@@ -15,16 +15,17 @@ from typing import Any
 from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import Session
 
-from shared import queue_states, transitions
+from shared.clock import now
 from shared.config import Settings
 from shared.db import session_scope
-from shared.dead_letters import dead_letter_payload, send_dead_letter
-from shared.dispatch import Dispatch, publish_job
-from shared.jobs import now
+from shared.dispatch import queue_states
+from shared.dispatch.publish import Dispatch, publish_job
+from shared.jobs import transitions
+from shared.jobs.dead_letters import dead_letter_payload, send_dead_letter
+from shared.jobs.status import JobStatus
+from shared.jobs.transitions import Effects
 from shared.models import DeadLetter, Job
 from shared.processors import get_processor
-from shared.status import JobStatus
-from shared.transitions import Effects
 from workers.broker_recovery import recover_lost_messages
 
 log = logging.getLogger(__name__)

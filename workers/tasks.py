@@ -16,10 +16,11 @@ from celery.signals import after_setup_logger, task_postrun, task_prerun, worker
 from docker.errors import DockerException
 from sqlalchemy.exc import DBAPIError
 
-from shared import logging_setup, queues
+from shared import logging_setup
 from shared.celery_app import app
 from shared.config import get_settings
 from shared.db import reset_engine, session_scope, use_asynchronous_commit
+from shared.dispatch import queues
 from shared.errors import RetryableJobError
 from workers import liveness, sandbox  # noqa: F401  (liveness: signal handlers)
 from workers.dead_letters import record_dead_letter

@@ -19,9 +19,9 @@ late without harm:
   whose lease passed: retries after backoff, messages lost with the broker, SIGKILLed
   workers, deliveries put back by the per-endpoint cap.
 
-The body is rendered once (shared/webhook_payloads.py) at the first attempt and kept, so
+The body is rendered once (shared/webhooks/payloads.py) at the first attempt and kept, so
 every retry sends and signs the same bytes. The request goes to an address that
-shared/webhook_urls.py checked just before (no DNS lookup between check and connect), with
+shared/webhooks/urls.py checked just before (no DNS lookup between check and connect), with
 no redirects followed. A disabled webhook's pending deliveries end `failed` when taken, with
 the reason as their last attempt's error (not sent: a user re-enables and redelivers).
 """
@@ -42,16 +42,22 @@ from celery import Celery
 from sqlalchemy import or_, select, text
 from sqlalchemy.orm import Session
 
-from shared import metrics, queues
+from shared import metrics
 from shared import redis as shared_redis
+from shared.clock import now
 from shared.config import Settings
-from shared.crypto import cipher
 from shared.db import session_scope
-from shared.jobs import now
+from shared.dispatch import queues
 from shared.models import Webhook, WebhookAttempt, WebhookDelivery
-from shared.webhook_payloads import render
-from shared.webhook_signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, signature_header
-from shared.webhook_urls import CheckedUrl, UrlRefused, check_url
+from shared.security.crypto import cipher
+from shared.webhooks.payloads import render
+from shared.webhooks.signing import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    signature_header,
+)
+from shared.webhooks.urls import CheckedUrl, UrlRefused, check_url
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from shared import queues
+from shared.dispatch import queues
 from shared.processors.registry import Kind, Processor, register, register_kind
 
 NAME = "deploy.repository"

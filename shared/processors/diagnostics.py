@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 
 from marshmallow import Schema, fields, validate
 
-from shared import queues
+from shared.dispatch import queues
 from shared.errors import PermanentJobError, RetryableJobError
 from shared.processors.registry import JobContext, Kind, Processor, register, register_kind
 

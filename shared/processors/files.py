@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from shared import queues
+from shared.dispatch import queues
 from shared.processors.registry import Kind, Limits, Processor, register, register_kind
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")

@@ -28,7 +28,7 @@ from typing import Any
 
 import requests
 
-from shared.app_urls import host_for
+from shared.apps.urls import host_for
 from shared.config import Settings
 from tests.helpers import wait_for
 from workers.deploy.proxy import caddy_config

@@ -19,7 +19,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from shared.app_names import derived_name
+from shared.apps.names import derived_name
 from shared.config import get_settings
 from tests.helpers import User, wait_for
 from tests.integration.git_repos import FakeGitHub

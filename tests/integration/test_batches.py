@@ -97,7 +97,7 @@ def test_a_batch_is_created_in_order_in_one_transaction_and_runs(client) -> None
 
 def test_a_failure_in_the_middle_of_a_batch_leaves_nothing(client, monkeypatch, settings) -> None:
     """The insert has run when the publish fails: the rollback takes every row with it."""
-    from shared import submission
+    from shared.jobs import submission
 
     def broken(*_: Any, **__: Any) -> bool:
         raise RuntimeError("injected failure after the insert")

@@ -16,8 +16,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from shared import broker_marks, priorities
 from shared.db import session_scope
+from shared.dispatch import broker_marks, priorities
 from shared.models import Job, JobEvent
 from tests.helpers import wait_for
 from tests.integration.stack import Api, PrivateRedis, api_server, scratch_database

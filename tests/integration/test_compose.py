@@ -27,7 +27,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared import priorities
+from shared.dispatch import priorities
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

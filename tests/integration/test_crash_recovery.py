@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import select
 
 from shared.db import session_scope
-from shared.dispatch import Dispatch, send
+from shared.dispatch.publish import Dispatch, send
+from shared.dispatch.queues import TASK_DIAGNOSTIC
 from shared.models import Job
-from shared.queues import TASK_DIAGNOSTIC
 from tests.helpers import User, wait_for
 from tests.integration.workers import celery_beat, celery_worker
 

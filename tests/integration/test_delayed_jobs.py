@@ -16,10 +16,10 @@ import pytest
 from redis import Redis
 from sqlalchemy import select, text, update
 
-from shared import priorities
 from shared.celery_app import make_celery
 from shared.config import get_settings
 from shared.db import session_scope
+from shared.dispatch import priorities
 from shared.models import Job, JobEvent
 from tests.helpers import User, wait_for
 from tests.integration.workers import celery_beat, celery_worker

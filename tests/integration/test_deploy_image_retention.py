@@ -16,9 +16,9 @@ import docker
 import pytest
 from sqlalchemy import delete, update
 
+from shared.clock import now
 from shared.config import Settings
 from shared.db import session_scope
-from shared.jobs import now
 from shared.models import Deployment
 from tests.helpers import User
 from workers.deploy.containers import remove_image

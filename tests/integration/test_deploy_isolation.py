@@ -19,10 +19,10 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from shared.crypto import decrypt_env, encrypt_env
+from shared.clock import now
 from shared.db import session_scope
-from shared.jobs import now
 from shared.models import Deployment
+from shared.security.crypto import decrypt_env, encrypt_env
 from tests.helpers import User, direct_url, wait_for
 from tests.integration.git_repos import FakeGitHub
 from tests.integration.workers import deploy_fleet

@@ -15,10 +15,10 @@ import pytest
 import requests
 from sqlalchemy import select, update
 
-from shared import deploy_log
+from shared.clock import now
 from shared.config import get_settings
 from shared.db import session_scope
-from shared.jobs import now
+from shared.deploy import log as deploy_log
 from shared.models import Deployment, DeploymentLogLine
 from tests.helpers import User, wait_for
 from tests.integration.git_repos import FakeGitHub

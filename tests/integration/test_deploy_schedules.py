@@ -15,8 +15,8 @@ import pytest
 import requests
 from sqlalchemy import delete, select, text, update
 
+from shared.clock import now
 from shared.db import session_scope
-from shared.jobs import now
 from shared.models import Deployment, Job, Schedule
 from tests.helpers import User, direct_url, wait_for
 from tests.integration.git_repos import FakeGitHub

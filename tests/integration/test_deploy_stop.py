@@ -15,10 +15,10 @@ import pytest
 import requests
 from docker.errors import NotFound
 
+from shared.clock import now
 from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import RetryableJobError
-from shared.jobs import now
 from shared.models import Deployment, PortLease
 from tests.helpers import User
 from workers.deploy import containers

@@ -196,12 +196,12 @@ def test_rejections_answer_4xx_and_store_nothing(user, make_app, bucket) -> None
 def test_a_failed_job_insert_removes_the_upload(user, bucket, monkeypatch) -> None:
     from sqlalchemy.exc import OperationalError
 
-    import shared.submission
+    import shared.jobs.submission
 
     def broken_insert(*args, **kwargs):
         raise OperationalError("INSERT INTO jobs", {}, Exception("database went away"))
 
-    monkeypatch.setattr(shared.submission, "insert_job", broken_insert)
+    monkeypatch.setattr(shared.jobs.submission, "insert_job", broken_insert)
     response = user.upload("file.checksum", b"precious bytes")
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "service_unavailable"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from marshmallow import Schema, fields
 
-from shared import queues
+from shared.dispatch import queues
 from shared.processors import Kind, Processor, registry
 from tests.helpers import User, wait_for
 from workers import executors

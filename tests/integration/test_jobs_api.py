@@ -243,7 +243,7 @@ def test_unpublished_job_is_published_by_the_sweep(make_app, settings) -> None:
 @pytest.mark.usefixtures("job_worker")
 def test_message_for_a_missing_job_is_dropped(settings, caplog) -> None:  # noqa: ANN001
     from shared.celery_app import app as celery_app
-    from shared.dispatch import Dispatch, send
+    from shared.dispatch.publish import Dispatch, send
 
     dispatch = Dispatch(uuid.uuid4(), uuid.uuid4(), "diagnostics", "dockyard.diagnostic.run")
 

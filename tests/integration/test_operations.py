@@ -10,8 +10,8 @@ from datetime import timedelta
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
+from shared.clock import now
 from shared.db import session_scope
-from shared.jobs import now
 from shared.logging_setup import JsonFormatter
 from shared.models import Job
 from tests.helpers import User, wait_for
@@ -228,4 +228,4 @@ def test_logs_are_json_lines_with_context_and_no_secrets(app, job_worker) -> Non
         assert secret not in text
     traced = [r for r in records if r.get("request_id") == "trace-1"]
     loggers = {r["logger"] for r in traced if r.get("job_id") == job["id"]}
-    assert {"shared.submission", "workers.runner"} <= loggers  # one id, API to worker
+    assert {"shared.jobs.submission", "workers.runner"} <= loggers  # one id, API to worker

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import delete, select
 
-from shared import queue_states
 from shared.db import session_scope
+from shared.dispatch import queue_states
 from shared.models import Job, QueueState
 from tests.helpers import User, wait_for
 from tests.integration.test_operations import scrape, value

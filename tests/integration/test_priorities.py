@@ -1,5 +1,5 @@
 """Priorities: within one fleet a worker always takes waiting `high` work before `normal`
-before `low` (shared/priorities.py), and every later delivery of a job keeps its priority."""
+before `low` (shared/dispatch/priorities.py), and every later delivery of a job keeps its priority."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import uuid
 
 from redis import Redis
 
-from shared import priorities, transitions
 from shared.config import get_settings
 from shared.db import session_scope
+from shared.dispatch import priorities
+from shared.jobs import transitions
 from shared.models import Job
 from tests.helpers import User, wait_for
 from tests.integration.workers import celery_worker

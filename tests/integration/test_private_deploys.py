@@ -29,7 +29,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from shared.apps import decrypt_secret
+from shared.apps.releases import decrypt_secret
 from shared.db import get_engine, session_scope
 from shared.logging_setup import JsonFormatter
 from tests.helpers import User, direct_url, wait_for

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from shared.config import Settings
+from shared.deploy.repo_urls import Repository, parse_repo_url
 from shared.errors import PermanentJobError
-from shared.repo_urls import Repository, parse_repo_url
 from tests.integration.git_repos import FakeGitHub, SlowGitHttpServer
 from workers.deploy import git
 

@@ -76,8 +76,8 @@ def test_the_scheduled_reaper_runs_on_the_files_fleet(client, settings, tmp_path
     """The beat entry's task, sent the way beat sends it, is consumed by a worker of the
     `files` fleet (the one with the Docker engine) and removes an orphan container."""
     import celeryconfig
-    from shared import queues
     from shared.celery_app import app as celery_app
+    from shared.dispatch import queues
     from tests.helpers import wait_for
     from tests.integration.workers import celery_worker
 

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import delete, select, update
 
+from shared.clock import now
 from shared.db import session_scope
-from shared.jobs import now
 from shared.models import Job, Schedule
 from tests.helpers import User, wait_for
 from tests.integration.workers import celery_beat, celery_worker

@@ -1,4 +1,4 @@
-"""The submit service (shared/submission.py) on the paths the HTTP tests cannot time: a
+"""The submit service (shared/jobs/submission.py) on the paths the HTTP tests cannot time: a
 concurrent request with the same Idempotency-Key inserting first, a failure after the input
 was staged, and a replay answered before any quota is spent."""
 
@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 
 from shared.db import new_session, session_scope
+from shared.jobs.submission import Submission, submit_job
 from shared.models import Job
 from shared.processors import get_processor
-from shared.submission import Submission, submit_job
 from tests.helpers import User
 
 

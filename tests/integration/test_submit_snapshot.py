@@ -8,9 +8,9 @@ import uuid
 from sqlalchemy import inspect
 
 from shared.db import session_scope
+from shared.jobs.submission import Submission, insert_job
 from shared.models import Job
 from shared.processors import get_processor
-from shared.submission import Submission, insert_job
 from tests.helpers import User
 
 

@@ -1,5 +1,5 @@
-"""The single-statement twins of start and succeed (shared/fast_transitions.py) must leave the
-same row and the same events as the general transitions (shared/transitions.py): two jobs in
+"""The single-statement twins of start and succeed (shared/jobs/fast_transitions.py) must leave the
+same row and the same events as the general transitions (shared/jobs/transitions.py): two jobs in
 the same state, one moved each way, compared column by column."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy import inspect, select
 
-from shared import transitions
+from shared.clock import now
 from shared.db import session_scope
-from shared.fast_transitions import try_start, try_succeed
-from shared.jobs import now
+from shared.jobs import transitions
+from shared.jobs.fast_transitions import try_start, try_succeed
 from shared.models import Job, JobEvent, Webhook, WebhookDelivery
 from tests.helpers import User
 

@@ -23,12 +23,12 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from shared import queues
+from shared.clock import now
 from shared.config import Settings
 from shared.db import session_scope
-from shared.jobs import now
+from shared.dispatch import queues
 from shared.models import Webhook, WebhookAttempt, WebhookDelivery
-from shared.webhook_signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, verify
+from shared.webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, verify
 from tests.helpers import User, wait_for
 from tests.integration.workers import celery_beat, celery_worker
 

@@ -1,5 +1,5 @@
 """Webhook deliveries are recorded in the transaction of the state change that causes them
-(shared/webhook_outbox.py): one pending row per interested webhook, whichever path the job
+(shared/webhooks/outbox.py): one pending row per interested webhook, whichever path the job
 took (the single-statement succeed or the general transitions), and the deliver message is
 sent after the commit."""
 
@@ -13,16 +13,18 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select, text
 
-from shared import queues, transitions, webhook_outbox
 from shared.celery_app import app as celery_app
 from shared.config import Settings
 from shared.db import get_engine, session_scope
-from shared.deployment_status import DeploymentStatus, set_status
+from shared.deploy.status import DeploymentStatus, set_status
+from shared.dispatch import queues
 from shared.errors import PermanentJobError, RetryableJobError
-from shared.fast_transitions import try_succeed
+from shared.jobs import transitions
+from shared.jobs.fast_transitions import try_succeed
 from shared.models import Deployment, Job, Webhook, WebhookDelivery
 from shared.redis import broker
-from shared.webhook_payloads import render
+from shared.webhooks import outbox as webhook_outbox
+from shared.webhooks.payloads import render
 from tests.helpers import User
 
 TASK = "dockyard.diagnostics.run"

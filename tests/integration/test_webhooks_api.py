@@ -14,11 +14,11 @@ import pytest
 from redis import Redis
 from sqlalchemy import update
 
-from shared import priorities, queues
 from shared.config import get_settings
-from shared.crypto import cipher
 from shared.db import session_scope
+from shared.dispatch import priorities, queues
 from shared.models import Webhook, WebhookAttempt, WebhookDelivery
+from shared.security.crypto import cipher
 from tests.helpers import User
 
 PUBLIC_URL = "https://1.1.1.1/dockyard"  # a literal public address: no DNS needed

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.backoff import retry_delay
+from shared.jobs.backoff import retry_delay
 
 
 def test_delays_double_and_stay_within_jitter_and_cap() -> None:

@@ -1,5 +1,5 @@
 """The SDK's offline parts: its webhook check accepts exactly what the server's signer
-(shared/webhook_signing.py) produces, its SSE parser, and its error mapping."""
+(shared/webhooks/signing.py) produces, its SSE parser, and its error mapping."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from dockyard_client import (
     verify_webhook_signature,
 )
 from dockyard_client.sse import Frame, parse
-from shared.webhook_signing import SIGNATURE_HEADER, signature_header, verify
+from shared.webhooks.signing import SIGNATURE_HEADER, signature_header, verify
 
 SECRET = "whsec_current"
 BODY = b'{"id":"d1","type":"job.succeeded","created_at":"2026-11-26T20:00:00+00:00","data":{}}'

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from shared.content_types import detect
+from shared.storage.content_types import detect
 
 
 def _zip() -> bytes:

@@ -10,7 +10,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from shared.config import ConfigError, load_settings
-from shared.crypto import SecretsError, decrypt_env, encrypt_env
+from shared.security.crypto import SecretsError, decrypt_env, encrypt_env
 
 # Production with every other secret set to a random value (shared/config.py refuses the
 # shipped ones), so the only thing missing is DEPLOY_SECRETS_KEY.
@@ -32,7 +32,7 @@ def test_production_without_deploy_secrets_key_refuses_to_start() -> None:
 
 def test_development_without_a_key_derives_one_and_warns(caplog) -> None:
     settings = load_settings({"DOCKYARD_ENV": "development", "JWT_SECRET_KEY": "x" * 40})
-    with caplog.at_level(logging.WARNING, logger="shared.crypto"):
+    with caplog.at_level(logging.WARNING, logger="shared.security.crypto"):
         token = encrypt_env({"A": "1"}, settings)
     assert decrypt_env(token, settings) == {"A": "1"}
     assert any("DEPLOY_SECRETS_KEY is not set" in r.getMessage() for r in caplog.records)

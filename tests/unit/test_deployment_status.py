@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from api.schemas import DeploymentSchema
-from shared.deployment_status import (
+from shared.deploy.status import (
     ACTIVE,
     COUNTS_FOR_QUOTA,
     ENDED,

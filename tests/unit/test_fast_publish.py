@@ -8,8 +8,8 @@ import uuid
 
 from kombu import Connection
 
-from shared import fast_publish, queues
 from shared.celery_app import make_celery
+from shared.dispatch import fast_publish, queues
 
 
 def test_message_matches_celerys_own() -> None:

@@ -10,7 +10,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from shared.app_urls import app_url, host_for
+from shared.apps.urls import app_url, host_for
 from shared.config import Settings
 from workers.deploy.proxy import NOT_FOUND_BODY, Route, caddy_config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.repo_urls import (
+from shared.deploy.repo_urls import (
     InvalidRepository,
     check_ref,
     is_commit,

@@ -1,4 +1,4 @@
-"""When a schedule's occurrences fall (shared/schedules.py): periods, cron in a time zone
+"""When a schedule's occurrences fall (shared/jobs/schedules.py): periods, cron in a time zone
 across DST, catch-up after downtime, and the reasons a recurrence is refused."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from shared.schedules import InvalidSchedule, recurrence
+from shared.jobs.schedules import InvalidSchedule, recurrence
 
 NEW_YORK = ZoneInfo("America/New_York")
 

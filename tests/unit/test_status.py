@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from shared.status import (
+from shared.jobs.status import (
     TERMINAL,
     TRANSITIONS,
     IllegalTransition,

@@ -1,4 +1,4 @@
-"""The signature recipe: shared/webhook_signing.py signs, and both its `verify` and the
+"""The signature recipe: shared/webhooks/signing.py signs, and both its `verify` and the
 README's receiver example (run as printed, between its markers) accept exactly what it signs:
 a wrong secret, a changed body or an old timestamp is refused."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.webhook_signing import SIGNATURE_HEADER, signature_header, verify
+from shared.webhooks.signing import SIGNATURE_HEADER, signature_header, verify
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECRET = "whsec_current"

@@ -15,8 +15,8 @@ import docker
 from requests.exceptions import ReadTimeout
 
 from shared.config import Settings
+from shared.deploy.repo_urls import Repository
 from shared.errors import PermanentJobError
-from shared.repo_urls import Repository
 from workers.deploy import build_limits
 from workers.docker_errors import ENGINE_ERRORS, engine_failure
 

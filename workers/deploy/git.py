@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from shared.config import Settings
+from shared.deploy.repo_urls import Repository, is_commit, looks_abbreviated
 from shared.errors import PermanentJobError, RetryableJobError
-from shared.repo_urls import Repository, is_commit, looks_abbreviated
 
 #: Checkouts live in the temporary directory under this prefix while they are cloned and built.
 CHECKOUT_PREFIX = "dockyard-clone-"

@@ -20,15 +20,15 @@ from docker.errors import DockerException
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from sqlalchemy import ColumnElement, delete, or_, select, update
 
-from shared import queues
 from shared.celery_app import app as celery_app
+from shared.clock import now
 from shared.config import Settings
 from shared.db import session_scope
-from shared.deployment_status import ACTIVE, ENDED, HOLDS_PORT, LIVE, DeploymentStatus, set_status
+from shared.deploy.status import ACTIVE, ENDED, HOLDS_PORT, LIVE, DeploymentStatus, set_status
+from shared.dispatch import queues
 from shared.errors import RetryableJobError
-from shared.jobs import now
+from shared.jobs.status import JobStatus
 from shared.models import App, Deployment, Job, PortLease
-from shared.status import JobStatus
 from workers.deploy import containers, firewall, git, live_log, networks, routes
 from workers.deploy.ports import release_port
 from workers.docker_errors import ENGINE_ERRORS, engine_failure

@@ -4,7 +4,7 @@ appended to deployment_log_lines as they are produced, for the live build stream
 
 Lines are buffered and written in one INSERT per flush: at most every FLUSH_SECONDS, or as
 soon as FLUSH_LINES lines or FLUSH_BYTES wait, and at the end. After each flush a tiny
-message on the deployment's pub/sub channel (shared/deploy_log.py) wakes the streams; the
+message on the deployment's pub/sub channel (shared/deploy/log.py) wakes the streams; the
 table stays the record. The log is a courtesy to the user, never a reason for a deploy to
 fail: a database or Redis error while writing it is logged and the lines are dropped. A
 deployment stores at most LIMIT_BYTES of output (all its attempts together), then one
@@ -27,12 +27,12 @@ from typing import Any
 import docker
 from sqlalchemy import delete, func, insert, select
 
-from shared import deploy_log
 from shared import redis as shared_redis
+from shared.clock import now
 from shared.config import Settings, get_settings
 from shared.db import session_scope
-from shared.deployment_status import ENDED
-from shared.jobs import now
+from shared.deploy import log as deploy_log
+from shared.deploy.status import ENDED
 from shared.models import Deployment, DeploymentLogLine
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from shared.config import Settings
 from shared.db import session_scope
-from shared.deployment_status import ACTIVE
+from shared.deploy.status import ACTIVE
 from shared.models import Deployment
 from workers.deploy import firewall
 from workers.docker_errors import ENGINE_ERRORS, engine_failure

@@ -20,18 +20,18 @@ import docker.errors
 from cryptography.fernet import InvalidToken
 from sqlalchemy import select, update
 
-from shared import events
-from shared.app_urls import app_url
-from shared.apps import decrypt_secret
+from shared.apps.releases import decrypt_secret
+from shared.apps.urls import app_url
+from shared.clock import now
 from shared.config import Settings
-from shared.crypto import SecretsError, decrypt_env
 from shared.db import session_scope
-from shared.deployment_status import LIVE, DeploymentStatus, set_status
+from shared.deploy.repo_urls import InvalidRepository, Repository, check_ref, parse_repo_url
+from shared.deploy.status import LIVE, DeploymentStatus, set_status
 from shared.errors import JobCancelled, JobError, PermanentJobError, RetryableJobError
-from shared.jobs import now
+from shared.jobs import events
 from shared.models import App, Deployment
 from shared.processors import JobContext, Processor
-from shared.repo_urls import InvalidRepository, Repository, check_ref, parse_repo_url
+from shared.security.crypto import SecretsError, decrypt_env
 from workers import sandbox
 from workers.deploy import containers, git, live_log, networks
 from workers.deploy.build import BuildLog, build, image_tag

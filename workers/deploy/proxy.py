@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from shared.app_urls import host_for
+from shared.apps.urls import host_for
 from shared.config import Settings, load_settings
 
 SERVER = "apps"

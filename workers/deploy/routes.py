@@ -24,10 +24,11 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy import select
 
-from shared import locks, queues
+from shared import locks
 from shared.config import Settings, get_settings
 from shared.db import session_scope
-from shared.deployment_status import LIVE
+from shared.deploy.status import LIVE
+from shared.dispatch import queues
 from shared.models import App, Deployment
 from workers.deploy import proxy
 

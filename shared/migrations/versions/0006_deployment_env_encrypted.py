@@ -25,7 +25,7 @@ BATCH = 500
 
 
 def upgrade() -> None:
-    from shared.crypto import encrypt_env
+    from shared.security.crypto import encrypt_env
 
     op.add_column(
         "deployments",
@@ -70,7 +70,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    from shared.crypto import decrypt_env
+    from shared.security.crypto import decrypt_env
 
     op.drop_index("ix_deployments_env_held", table_name="deployments")
     connection = op.get_bind()

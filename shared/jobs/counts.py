@@ -1,31 +1,17 @@
-"""Small job helpers both sides use: the clock, the 409 error, the active-jobs count.
+"""Counts of a user's jobs that quotas read (active jobs, delayed jobs waiting to run).
 
-Submitting is `shared/submission.py`; every status change is `shared/transitions.py`.
+Submitting is `shared/jobs/submission.py`; every status change is `shared/jobs/transitions.py`.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from shared.jobs.status import ACTIVE, JobStatus
 from shared.models import Job
-from shared.status import ACTIVE, JobStatus
-
-
-class JobConflict(Exception):
-    """The job's current state does not allow the operation (HTTP 409)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def count_active_jobs(session: Session, owner_id: uuid.UUID) -> int:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import object_session
 
-from shared import webhook_outbox
+from shared.webhooks import outbox as webhook_outbox
 
 if TYPE_CHECKING:  # models import this module for the column default
     from shared.models import Deployment

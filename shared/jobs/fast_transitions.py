@@ -1,12 +1,12 @@
 """Single-statement twins of the two transitions every job makes: start and succeed
-(shared/transitions.py has the general versions and the field lists both use).
+(shared/jobs/transitions.py has the general versions and the field lists both use).
 
 A job's common path is queued -> running -> succeeded. Done with the ORM, each step costs a
 locking SELECT, an UPDATE and an event INSERT; here each is one guarded UPDATE with its event
 written by the same statement (a data-modifying CTE), which triples a worker's throughput.
 Anything unusual (a redelivery, a cancel, a superseded dispatch) matches no row and falls
-back to the general, row-locking path (`workers.runner` calling `shared.transitions`), and
-so does a job whose queue is paused (the general path holds it: shared/queue_states.py).
+back to the general, row-locking path (`workers.runner` calling `shared.jobs.transitions`), and
+so does a job whose queue is paused (the general path holds it: shared/dispatch/queue_states.py).
 tests/integration/test_transition_twins.py checks that both write the same row and events.
 """
 
@@ -18,11 +18,12 @@ from typing import Any
 
 from sqlalchemy import text
 
-from shared import live, webhook_outbox
 from shared.db import session_scope
-from shared.dispatch import wait_for_uncommitted_job
-from shared.status import JobStatus, can_transition
-from shared.transitions import CLEARED_ON_START, CLEARED_ON_SUCCESS, Effects
+from shared.dispatch.publish import wait_for_uncommitted_job
+from shared.jobs import live
+from shared.jobs.status import JobStatus, can_transition
+from shared.jobs.transitions import CLEARED_ON_START, CLEARED_ON_SUCCESS, Effects
+from shared.webhooks import outbox as webhook_outbox
 
 _CLAIMABLE = (JobStatus.QUEUED.value, JobStatus.RETRYING.value)
 assert all(can_transition(s, JobStatus.RUNNING) for s in _CLAIMABLE)
@@ -30,7 +31,7 @@ assert can_transition(JobStatus.RUNNING, JobStatus.SUCCEEDED)
 
 
 def _nulls(names: tuple[str, ...]) -> str:
-    """SET items from shared.transitions' own column-name constants (no input reaches SQL)."""
+    """SET items from shared.jobs.transitions' own column-name constants (no input reaches SQL)."""
     return ", ".join(f"{name} = NULL" for name in names)
 
 
@@ -56,7 +57,7 @@ FROM claimed
 """.replace("{cleared}", _nulls(CLEARED_ON_START))
 )
 
-#: The job.succeeded deliveries of the job in `done`, as shared.webhook_outbox.record writes
+#: The job.succeeded deliveries of the job in `done`, as shared.webhooks.outbox.record writes
 #: them (an owner without webhooks: one probe of ix_webhooks_owner_enabled).
 _SUCCEEDED_WEBHOOKS = webhook_outbox.INSERT.format(
     event=f"'{webhook_outbox.JOB_SUCCEEDED}'",
@@ -114,7 +115,7 @@ def try_start(
 
 def try_succeed(job_id: Any, dispatch_id: Any, result: dict[str, Any]) -> Effects | None:
     """Record success if this delivery still owns the running job (its metric is left to
-    count, as shared.transitions.succeed leaves it); None to take the general path. Its
+    count, as shared.jobs.transitions.succeed leaves it); None to take the general path. Its
     webhook deliveries are recorded by the same statement and sent here, after the commit
     (the returned Effects has none left to send)."""
     with session_scope() as session:

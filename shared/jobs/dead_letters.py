@@ -1,6 +1,6 @@
 """Dead letters, the producer side: the message sent when a job exhausted its attempts.
 
-In shared/ because a job is dead-lettered by a transition (shared/transitions.py), which the
+In shared/ because a job is dead-lettered by a transition (shared/jobs/transitions.py), which the
 runner and the sweeps both make; the consumer that records it is workers/dead_letters.py.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 from celery import Celery
 
-from shared import queues
 from shared.celery_app import app as celery_app
+from shared.dispatch import queues
 from shared.models import Job
 
 log = logging.getLogger(__name__)

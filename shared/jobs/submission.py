@@ -11,7 +11,7 @@ In order:
    request is known to be new and within quota.
 4. Insert: one statement writes the job and its `submitted` event and takes the job's lock.
 5. Rows that belong to the job (`with_job`: a deployment) join the same transaction.
-6. Publish before the commit (`shared.dispatch.publish_new_job`), then commit: one commit.
+6. Publish before the commit (`shared.dispatch.publish.publish_new_job`), then commit: one commit.
 7. The metric and the live event.
 
 If anything after staging fails, or a concurrent request with the same key inserted first,
@@ -36,13 +36,15 @@ from sqlalchemy import BigInteger, DateTime, column, select, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Session
 
-from shared import live, locks, logging_setup, metrics
-from shared.dispatch import Dispatch, publish_new_job, publish_new_jobs
-from shared.jobs import JobConflict, now
+from shared import locks, logging_setup, metrics
+from shared.clock import now
+from shared.dispatch.priorities import Priority
+from shared.dispatch.publish import Dispatch, publish_new_job, publish_new_jobs
+from shared.errors import JobConflict
+from shared.jobs import live
+from shared.jobs.status import JobStatus
 from shared.models import Job, JobBatch, JobEvent
-from shared.priorities import Priority
 from shared.processors import Processor
-from shared.status import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +230,7 @@ def _concurrent_winner(session: Session, submission: Submission) -> Job:
 
 
 # One statement inserts the job and its `submitted` event and takes the job's advisory lock
-# (held until commit, see shared.dispatch.publish_new_job). `published_at` is set
+# (held until commit, see shared.dispatch.publish.publish_new_job). `published_at` is set
 # optimistically and cleared if the publish then fails. An insert that collides with another
 # (the same Idempotency-Key, or the same schedule occurrence: uq_jobs_owner_idempotency_key,
 # uq_jobs_schedule_occurrence) returns no row instead of aborting the transaction.

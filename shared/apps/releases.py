@@ -1,7 +1,7 @@
 """Apps: claiming a name, what a release inherits from its app, and which releases keep
 their image.
 
-A deploy names an app (or gets the derived name, shared/app_names.py). The first deploy of a
+A deploy names an app (or gets the derived name, shared/apps/names.py). The first deploy of a
 name creates the app for its user; a deploy by anyone else answers 409 app_name_taken. Each
 deploy is the app's next release (`last_release + 1`, under the app row's lock, in the
 deploy job's own transaction). What the deploy leaves out (ref, health_path, container_port,
@@ -18,10 +18,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from shared.config import Settings
-from shared.crypto import cipher
-from shared.deployment_status import DeploymentStatus
+from shared.deploy.repo_urls import Repository, is_commit
+from shared.deploy.status import DeploymentStatus
 from shared.models import App, Deployment
-from shared.repo_urls import Repository, is_commit
+from shared.security.crypto import cipher
 
 
 class AppNameTaken(Exception):

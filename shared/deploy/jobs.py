@@ -17,14 +17,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared import apps
-from shared.app_names import derived_name
+from shared.apps import releases as apps
+from shared.apps.names import derived_name
 from shared.config import Settings
-from shared.crypto import encrypt_env
-from shared.deployment_status import COUNTS_FOR_QUOTA, INITIAL
+from shared.deploy.repo_urls import Repository, check_ref, parse_repo_url
+from shared.deploy.status import COUNTS_FOR_QUOTA, INITIAL
+from shared.jobs.submission import NewJob
 from shared.models import App, Deployment
-from shared.repo_urls import Repository, check_ref, parse_repo_url
-from shared.submission import NewJob
+from shared.security.crypto import encrypt_env
 
 #: The key of a stored deploy request's encrypted env (never shown: only `env_names` is).
 ENCRYPTED_ENV = "env_encrypted"

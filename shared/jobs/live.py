@@ -1,7 +1,7 @@
 """Live job events: every job event, once committed, is published on Redis pub/sub for the
 API's Server-Sent Events streams (api/streams.py).
 
-Events written through the ORM (`shared.events.record`) are collected when the session
+Events written through the ORM (`shared.jobs.events.record`) are collected when the session
 flushes and published when it commits (dropped on rollback), so a client never sees an event
 that did not happen. The single-statement paths (submit, fast claim and success) broadcast
 what their statement returned. Every message carries its job's owner (`owner_id`), whichever

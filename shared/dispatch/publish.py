@@ -21,9 +21,10 @@ from celery import Celery
 from sqlalchemy import tuple_, update
 from sqlalchemy.orm import Session
 
-from shared import broker_marks, fast_publish, locks, priorities
+from shared import locks
 from shared.celery_app import app as celery_app
 from shared.db import session_scope
+from shared.dispatch import broker_marks, fast_publish, priorities
 from shared.models import Job
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """How a job and a deployment look from outside: the body of `GET /jobs/{id}` and
-`GET /deployments/{id}`, and the `data` of a webhook delivery (shared/webhook_payloads.py).
+`GET /deployments/{id}`, and the `data` of a webhook delivery (shared/webhooks/payloads.py).
 
 One definition for both, here rather than in api/ because the webhooks worker renders
 deliveries and workers never import Flask or api/. The API's schemas (api/schemas.py) are
@@ -16,10 +16,10 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 from marshmallow.utils import missing
 
-from shared.deployment_status import DeploymentStatus
-from shared.priorities import Priority
+from shared.deploy.status import DeploymentStatus
+from shared.dispatch.priorities import Priority
+from shared.jobs.status import JobStatus
 from shared.processors import kind_of
-from shared.status import JobStatus
 
 #: Where the API's routes live (api/__init__.py mounts its blueprints here).
 API_PREFIX = "/api/v1"

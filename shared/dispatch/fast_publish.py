@@ -20,8 +20,8 @@ from typing import Any
 from celery import Celery
 from redis import Redis
 
-from shared import broker_marks, priorities
 from shared import redis as shared_redis
+from shared.dispatch import broker_marks, priorities
 
 
 def supports(celery: Celery) -> bool:
@@ -88,7 +88,7 @@ def push_task_message(
     priority: str | None = None,
 ) -> None:
     """LPUSH the message onto the queue's list, with its broker mark in the same transaction
-    (see shared.broker_marks); raises redis errors like send_task would."""
+    (see shared.dispatch.broker_marks); raises redis errors like send_task would."""
     message = task_message(celery, task_name, task_id, kwargs, queue, kwargsrepr, priority)
     push_task_messages(celery, [(queue, priority, message)])
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from shared import live  # noqa: F401  (publishes committed events to live streams)
+from shared.jobs import live  # noqa: F401  (publishes committed events to live streams)
 from shared.models import JobEvent
 
 SUBMITTED = "submitted"

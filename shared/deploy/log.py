@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from shared.deployment_status import DeploymentStatus
+from shared.deploy.status import DeploymentStatus
 
 STEP = "step"
 OUTPUT = "output"

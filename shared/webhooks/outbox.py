@@ -9,7 +9,7 @@ Who is interested: the owner's enabled webhooks whose `events` hold the event or
 whose `labels` the job carries, every one (`job labels @> webhook labels`). A deployment has
 no labels, so deployment events go only to webhooks without a label filter. The match is
 one SQL condition (`MATCH`), shared with the single-statement succeed of
-shared/fast_transitions.py; the owner's probe uses the partial index
+shared/jobs/fast_transitions.py; the owner's probe uses the partial index
 ix_webhooks_owner_enabled, so an owner without webhooks costs one index lookup.
 """
 
@@ -25,8 +25,8 @@ from celery import Celery
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
-from shared import fast_publish, priorities, queues
 from shared.celery_app import app as celery_app
+from shared.dispatch import fast_publish, priorities, queues
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The body of a webhook delivery: `{id, type, created_at, data}` (README, Webhooks).
 
-`data` is the job or the deployment exactly as the API shows it (shared/views.py, the
+`data` is the job or the deployment exactly as the API shows it (shared/schemas/responses.py, the
 schemas the API answers with), read when the body is rendered: the webhooks worker renders
 it at the first attempt and keeps the bytes, so every retry sends and signs the same body.
 A `ping` has no subject: its data names the webhook. A subject deleted before the first
@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from shared.models import Deployment, Job, WebhookDelivery
-from shared.views import DeploymentSchema, JobSchema
-from shared.webhook_outbox import PING
+from shared.schemas.responses import DeploymentSchema, JobSchema
+from shared.webhooks.outbox import PING
 
 _JOB = JobSchema()
 _DEPLOYMENT = DeploymentSchema()

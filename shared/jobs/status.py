@@ -24,7 +24,7 @@ S = JobStatus
 #: Every legal move. `running -> retrying` also covers a worker lost mid-job;
 #: `failed/dead/cancelled -> queued` is an explicit user or operator retry;
 #: `scheduled -> queued` is the release of a delayed job when it is due;
-#: `retrying -> queued` a due retry held back by a paused queue (shared/queue_states.py).
+#: `retrying -> queued` a due retry held back by a paused queue (shared/dispatch/queue_states.py).
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.SCHEDULED: frozenset({S.QUEUED, S.CANCELLED}),
     S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),

@@ -23,12 +23,12 @@ from croniter import croniter
 from sqlalchemy.orm import Session
 
 from shared.config import Settings
-from shared.deploy_jobs import DeployRequest, deploy_job
+from shared.deploy.jobs import DeployRequest, deploy_job
+from shared.jobs.status import ACTIVE, WAITING, JobStatus
+from shared.jobs.submission import NewJob, Quotas, Submission
 from shared.models import Schedule
 from shared.processors import Processor, kind_of
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
-from shared.status import ACTIVE, WAITING, JobStatus
-from shared.submission import NewJob, Quotas, Submission
 
 MIN_EVERY_SECONDS = 10
 MAX_EVERY_SECONDS = 366 * 24 * 3600  # a year and a day: keeps the arithmetic in range
@@ -149,10 +149,10 @@ def submission(
 ) -> Submission:
     """The submission of one run of `schedule`: its job carries `schedule_id` and
     `scheduled_for` = `occurrence` (unique per schedule: a second insert of the same
-    occurrence is a no-op, see shared.submission), runs at once, and becomes the schedule's
+    occurrence is a no-op, see shared.jobs.submission), runs at once, and becomes the schedule's
     `last_job_id` in the same transaction.
 
-    A deploy schedule's run is a deploy job (shared.deploy_jobs): its Deployment row joins
+    A deploy schedule's run is a deploy job (shared.deploy.jobs): its Deployment row joins
     the same transaction and the active-deployments quota holds even where `quotas` is None
     (the tick), raising TooManyDeployments. A stored repository URL is checked again against
     today's DEPLOY_ALLOWED_HOSTS (InvalidRepository)."""

@@ -7,8 +7,8 @@ worker of a paused queue from starting new work (running jobs finish):
 1. Workers stop consuming it (workers/queue_pause.py): a broadcast on every change
    (`announce`), a check as a worker starts, and a periodic check that heals a lost
    broadcast. Messages submitted meanwhile simply wait in the broker.
-2. The claim refuses it: the fast claim's guard (shared/fast_transitions.py) matches no job
-   of a paused queue, and the general path holds the job (shared/transitions.py `hold`:
+2. The claim refuses it: the fast claim's guard (shared/jobs/fast_transitions.py) matches no job
+   of a paused queue, and the general path holds the job (shared/jobs/transitions.py `hold`:
    `queued`, unpublished, its broker mark removed), for a message a worker took before it
    heard of the pause or a retry's countdown that came due meanwhile.
 3. The sweeps leave held jobs alone (`not_paused`); resume publishes them (`release_held`)
@@ -30,13 +30,13 @@ from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from shared import priorities, queues
+from shared.clock import now
 from shared.db import session_scope
-from shared.dispatch import Dispatch, publish_jobs
-from shared.jobs import now
+from shared.dispatch import priorities, queues
+from shared.dispatch.publish import Dispatch, publish_jobs
+from shared.jobs.status import JobStatus
 from shared.models import Job, QueueState
 from shared.processors import get_processor
-from shared.status import JobStatus
 
 log = logging.getLogger(__name__)
 

@@ -1,16 +1,16 @@
 """Every move a job makes, in one place: its guard, the fields it sets, the event it writes,
 and what follows its commit (the message to send, the metric to count).
 
-The rules (which status may follow which) are `shared/status.py`; this module is the effects.
+The rules (which status may follow which) are `shared/jobs/status.py`; this module is the effects.
 The API (cancel, retry, dead-letter requeue), the runner (claim, outcome) and the sweeps
 (worker lost, lost messages) all call these functions, so "what happens on cancel" is read
 here and nowhere else. Each function works inside the caller's session and returns the
 `Effects` to apply once the caller has committed: a message sent for an uncommitted state
 could be taken by a worker that then cannot see it. Live events need no call: every event
-written here is broadcast when its transaction commits (shared/live.py).
+written here is broadcast when its transaction commits (shared/jobs/live.py).
 
 The two moves nearly every job makes, claim and succeed, also have single-statement twins in
-`shared/fast_transitions.py`, built from the field lists below so the two cannot drift.
+`shared/jobs/fast_transitions.py`, built from the field lists below so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -23,15 +23,17 @@ from typing import Any, Literal
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from shared import events, metrics, webhook_outbox
-from shared.backoff import retry_delay
+from shared import metrics
+from shared.clock import now
 from shared.config import Settings
-from shared.dead_letters import dead_letter_payload, send_dead_letter
-from shared.dispatch import Dispatch, delivered, publish_job
-from shared.errors import JobError
-from shared.jobs import JobConflict, now
+from shared.dispatch.publish import Dispatch, delivered, publish_job
+from shared.errors import JobConflict, JobError
+from shared.jobs import events
+from shared.jobs.backoff import retry_delay
+from shared.jobs.dead_letters import dead_letter_payload, send_dead_letter
+from shared.jobs.status import RETRYABLE_BY_USER, WAITING, JobStatus, check_transition
 from shared.models import Job
-from shared.status import RETRYABLE_BY_USER, WAITING, JobStatus, check_transition
+from shared.webhooks import outbox as webhook_outbox
 
 # -- field lists shared with the single-statement twins ------------------------------------
 #: Cleared when an attempt starts: what the previous attempt reported no longer applies.
@@ -77,7 +79,7 @@ class Effects:
     webhook_deliveries: list[uuid.UUID] = field(default_factory=list)  # recorded, to send
 
     def send(self, celery: Celery | None = None, session: Session | None = None) -> None:
-        """Send the messages; `celery`/`session` as shared.dispatch.publish_job takes them."""
+        """Send the messages; `celery`/`session` as shared.dispatch.publish.publish_job takes them."""
         if self.unmark is not None:
             delivered(self.unmark, celery)
         if self.dispatch is not None:
@@ -149,7 +151,7 @@ def _clear(job: Job, names: tuple[str, ...]) -> None:
 
 def start(session: Session, job: Job, host: str, pid: int) -> None:
     """queued/retrying (or a running job whose worker died) -> running, one more attempt.
-    Twin: shared.fast_transitions.try_start."""
+    Twin: shared.jobs.fast_transitions.try_start."""
     set_status(job, JobStatus.RUNNING)
     job.attempts += 1
     job.started_at = job.started_at or now()
@@ -161,7 +163,7 @@ def start(session: Session, job: Job, host: str, pid: int) -> None:
 
 
 def succeed(session: Session, job: Job, result: dict[str, Any]) -> Effects:
-    """running -> succeeded. Twin: shared.fast_transitions.try_succeed."""
+    """running -> succeeded. Twin: shared.jobs.fast_transitions.try_succeed."""
     set_status(job, JobStatus.SUCCEEDED)
     job.result = result
     _clear(job, CLEARED_ON_SUCCESS)
@@ -293,7 +295,7 @@ def worker_lost(
 
 def hold(session: Session, job: Job, reason: str = "queue_paused") -> Effects:
     """queued/retrying, delivered while its queue is paused -> queued and unpublished
-    (shared/queue_states.py): the message is dropped unrun and its mark removed; the job
+    (shared/dispatch/queue_states.py): the message is dropped unrun and its mark removed; the job
     waits in PostgreSQL, and resume publishes it again with the same dispatch id and
     priority. A retry whose backoff is over waits as `queued`, like any job due to run."""
     if job.status != JobStatus.QUEUED.value:

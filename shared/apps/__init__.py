@@ -1,0 +1,1 @@
+"""Apps: platform-wide names, releases, and the URL each app answers on."""

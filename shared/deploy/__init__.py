@@ -1,0 +1,1 @@
+"""Deploy jobs: building one, the deployment state machine, repository URLs, the build log."""

@@ -1,0 +1,1 @@
+"""Getting a job's message to its queue: publishing, priorities, queues, pauses, broker marks."""

@@ -1,0 +1,1 @@
+"""Jobs: the state machine, every transition, submission, events, live streams, schedules."""

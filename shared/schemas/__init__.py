@@ -1,0 +1,1 @@
+"""Marshmallow schemas both sides use: how a job and a deployment look from outside."""

@@ -1,0 +1,1 @@
+"""Outgoing webhooks: the outbox, payloads, signatures and the URLs Dockyard may call."""
