@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -21,9 +21,6 @@ from dockyard_client.errors import (
     ServerError,
 )
 
-if TYPE_CHECKING:
-    from dockyard_client.client import Client
-
 __all__ = ["Frame", "follow", "parse"]
 
 #: Stream endings the server sends when the stream's token ended: reconnect (refreshing).
@@ -31,6 +28,17 @@ TOKEN_ENDINGS = frozenset({"token_expired", "token_revoked", "token_unverifiable
 #: Consecutive failed connections after which watching falls back to polling.
 MAX_STREAM_FAILURES = 3
 _NO_STREAM_STATUSES = frozenset({404, 405, 501})
+
+
+class StreamSource(Protocol):
+    """What following a stream needs of the client (Client is one): declared here so that
+    this module does not import client.py, which imports it."""
+
+    reconnect_delay: float
+
+    def open_stream(
+        self, path: str, last_event_id: int | None, *, read_timeout: float = ...
+    ) -> httpx.Response: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,7 @@ def parse(lines: Iterable[str]) -> Iterator[Frame]:
 
 
 def follow(
-    client: Client,
+    client: StreamSource,
     *,
     stream_path: str,
     make_item: Callable[[Frame], dict[str, Any]],
@@ -88,68 +96,113 @@ def follow(
     404/405/501, 429 (too many streams) or failing to connect MAX_STREAM_FAILURES times in
     a row switches to `poll(after_id)` every `poll_interval` s (when a poll is given;
     `ended()` says when polling may stop). TimeoutError past `timeout` seconds."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    last_id = 0
-    failures = 0
-    while True:
-        if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"{stream_path}: not ended after {timeout} s")
+    follower = _Follower(client, stream_path, make_item, is_end, timeout)
+    fallback = yield from follower.stream()
+    if fallback is not None:
+        if poll is None:
+            raise fallback
+        yield from _poll(poll, is_end, ended, follower.last_id, poll_interval, follower.deadline)
+
+
+class _Follower:
+    """One stream followed across reconnections: the last id seen and the failures in a row
+    are the state every reconnection reads."""
+
+    def __init__(
+        self,
+        client: StreamSource,
+        stream_path: str,
+        make_item: Callable[[Frame], dict[str, Any]],
+        is_end: Callable[[dict[str, Any]], bool],
+        timeout: float | None,
+    ) -> None:
+        self.client = client
+        self.stream_path = stream_path
+        self.make_item = make_item
+        self.is_end = is_end
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.last_id = 0
+        self.failures = 0
+
+    def stream(self) -> Generator[dict[str, Any], None, DockyardError | None]:
+        """Yield items until the ending one (returns None), or return the error to fall back
+        to polling on (or to raise, when there is no poll)."""
+        while True:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                raise TimeoutError(f"{self.stream_path}: not ended after {self.timeout} s")
+            response = self._connect()
+            if isinstance(response, DockyardError):
+                return response
+            if response is None:
+                continue
+            outcome = yield from self._read(response)
+            if outcome == "ended":
+                return None
+            # Dropped, or ended by the server, without a single new event: back off, and
+            # give up on streaming (poll, or raise) when it keeps happening.
+            if outcome == "dropped" and self._failed():
+                return APIConnectionError(f"{self.stream_path}: the stream keeps breaking")
+
+    def _connect(self) -> httpx.Response | DockyardError | None:
+        """Open the stream from the last id: the response, the error to fall back on, or
+        None to try again (after the back-off of a failed connection)."""
         try:
-            response = client.open_stream(
-                stream_path, last_id, read_timeout=_read_timeout(deadline)
+            return self.client.open_stream(
+                self.stream_path, self.last_id, read_timeout=_read_timeout(self.deadline)
             )
         except DockyardError as error:
-            if _stream_unavailable(error) and poll is not None:
-                yield from _poll(poll, is_end, ended, last_id, poll_interval, deadline)
-                return
+            if _stream_unavailable(error):
+                return error
             if not isinstance(error, (APIConnectionError, ServerError)):
                 raise
-            failures += 1
-            if failures < MAX_STREAM_FAILURES:
-                time.sleep(client.reconnect_delay)
-                continue
-            if poll is None:
-                raise
-            yield from _poll(poll, is_end, ended, last_id, poll_interval, deadline)
-            return
+            return error if self._failed() else None
+
+    def _failed(self) -> bool:
+        """Count a failure in a row; True once there were too many (else wait, then retry)."""
+        self.failures += 1
+        if self.failures >= MAX_STREAM_FAILURES:
+            return True
+        time.sleep(self.client.reconnect_delay)
+        return False
+
+    def _read(self, response: httpx.Response) -> Generator[dict[str, Any], None, str]:
+        """Yield one connection's new items; returns "ended", "reconnect" (events came
+        through, or the token or read timed out) or "dropped" (nothing new came)."""
         if response.status_code == 204:  # ended, and nothing after last_id
             response.close()
-            return
-        received, reconnect_now = False, False
+            return "ended"
+        received = False
         try:
             for frame in parse(response.iter_lines()):
                 if frame.event in TOKEN_ENDINGS:
-                    reconnect_now = True
-                    break  # reconnect: the request refreshes the token (or raises)
-                if frame.id is None and frame.event != "output":
+                    return "reconnect"  # the next request refreshes the token (or raises)
+                item = self._new_item(frame)
+                if item is None:
                     continue
-                item = make_item(frame)
-                if frame.id is not None and frame.id.isdigit():
-                    event_id = int(frame.id)
-                    if event_id <= last_id and not is_end(item):
-                        continue
-                    last_id = max(last_id, event_id)
-                received, failures = True, 0
+                received, self.failures = True, 0
                 yield item
-                if is_end(item):
-                    return
+                if self.is_end(item):
+                    return "ended"
         except httpx.ReadTimeout:
-            reconnect_now = True  # not a failure: reconnect (the deadline is checked above)
+            return "reconnect"  # not a failure: the deadline is checked before reconnecting
         except httpx.TransportError:
-            pass  # dropped: counted below unless events came through
+            pass  # dropped: a failure unless events came through
         finally:
             response.close()
-        if received or reconnect_now:
-            continue
-        # Dropped, or ended by the server, without a single new event: back off, and give
-        # up on streaming (poll, or raise) when it keeps happening.
-        failures += 1
-        if failures >= MAX_STREAM_FAILURES:
-            if poll is None:
-                raise APIConnectionError(f"{stream_path}: the stream keeps breaking")
-            yield from _poll(poll, is_end, ended, last_id, poll_interval, deadline)
-            return
-        time.sleep(client.reconnect_delay)
+        return "reconnect" if received else "dropped"
+
+    def _new_item(self, frame: Frame) -> dict[str, Any] | None:
+        """The frame's item, or None when it carries nothing new (no id, or one seen)."""
+        if frame.id is None and frame.event != "output":
+            return None
+        item = self.make_item(frame)
+        if frame.id is not None and frame.id.isdigit():
+            event_id = int(frame.id)
+            if event_id <= self.last_id and not self.is_end(item):
+                return None
+            self.last_id = max(self.last_id, event_id)
+        return item
 
 
 def _read_timeout(deadline: float | None) -> float:
