@@ -92,8 +92,8 @@ task_routes = {
     # The reaper needs the Docker engine, which only the files fleet is given.
     queues.TASK_REAP_CONTAINERS: {"queue": queues.FILES},
     # Deployments live on the deploy fleet's Docker engine: only its workers may touch them.
-    "dockyard.deploy.stop": {"queue": queues.DEPLOY},
-    "dockyard.deploy.check": {"queue": queues.DEPLOY},
+    queues.TASK_DEPLOY_STOP: {"queue": queues.DEPLOY},
+    queues.TASK_DEPLOY_CHECK: {"queue": queues.DEPLOY},
 }
 task_create_missing_queues = False
 
@@ -122,7 +122,7 @@ beat_schedule = {
         "options": {"queue": queues.MAINTENANCE, "expires": _settings.file_sweep_interval * 3},
     },
     "dockyard-check-deployments": {
-        "task": "dockyard.deploy.check",
+        "task": queues.TASK_DEPLOY_CHECK,
         "schedule": _settings.deploy_check_interval,
         "options": {"queue": queues.DEPLOY, "expires": _settings.deploy_check_interval * 3},
     },
