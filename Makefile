@@ -2,7 +2,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint bench migrate clean up down scale
+.PHONY: help run test lint fmt bench migrate clean up down scale
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -18,6 +18,11 @@ lint:  ## ruff check and format check, then mypy (strict on shared/ and client/)
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+
+fmt:  ## Rewrite the code as lint wants it: ruff's safe fixes, then ruff format
+	@test -x .venv/bin/ruff || scripts/setup.sh
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
 
 bench:  ## Performance comparison (see README, Performance)
 	@scripts/setup.sh
