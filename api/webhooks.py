@@ -44,6 +44,7 @@ from shared.jobs.submission import lock_owner
 from shared.models import Webhook, WebhookAttempt, WebhookDelivery
 from shared.security.crypto import cipher
 from shared.webhooks import outbox as webhook_outbox
+from shared.webhooks.status import DeliveryStatus
 from shared.webhooks.urls import UrlRefused, check_url
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -306,7 +307,7 @@ def ping(webhook_id: uuid.UUID) -> Response:
         id=uuid.uuid4(),
         webhook_id=webhook.id,
         event_type=webhook_outbox.PING,
-        status="pending",
+        status=DeliveryStatus.PENDING.value,
         attempts=0,
         next_attempt_at=now(),
     )
@@ -354,7 +355,7 @@ def redeliver(webhook_id: uuid.UUID, delivery_id: uuid.UUID) -> Response:
     # A new cycle: WEBHOOK_MAX_ATTEMPTS more tries, numbered from 1 again; the earlier
     # attempts stay in the history. A lease (locked_until) a sender holds is left alone, so
     # a delivery being sent right now is not sent twice at once.
-    delivery.status = "pending"
+    delivery.status = DeliveryStatus.PENDING.value
     delivery.attempts = 0
     delivery.next_attempt_at = now()
     delivery.delivered_at = None

@@ -24,8 +24,10 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.deploy.status import DeploymentStatus
+from shared.webhooks.status import DeliveryStatus
 
 _STOPPED = DeploymentStatus.STOPPED.value  # in the partial indexes' conditions
+_PENDING = DeliveryStatus.PENDING.value
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
 
@@ -281,7 +283,9 @@ class WebhookDelivery(Base):
     __table_args__ = (
         Index("ix_webhook_deliveries_webhook_created", "webhook_id", "created_at", "id"),
         Index(
-            "ix_webhook_deliveries_due", "next_attempt_at", postgresql_where="status = 'pending'"
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=f"status = '{_PENDING}'",
         ),
     )
 
@@ -297,7 +301,7 @@ class WebhookDelivery(Base):
         UUID(as_uuid=True), ForeignKey("deployments.id", ondelete="SET NULL")
     )
     body: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=_PENDING)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

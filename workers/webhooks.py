@@ -57,11 +57,11 @@ from shared.webhooks.signing import (
     SIGNATURE_HEADER,
     signature_header,
 )
+from shared.webhooks.status import DeliveryStatus
 from shared.webhooks.urls import CheckedUrl, UrlRefused, check_url
 
 log = logging.getLogger(__name__)
 
-PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 #: A lease outlasts the request's timeout by this much (URL check, rendering, the commits);
 #: after it a killed worker's delivery is sent again.
 LEASE_MARGIN = timedelta(seconds=10)
@@ -203,7 +203,11 @@ def _take(
     query = (
         select(WebhookDelivery, Webhook)
         .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-        .where(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= moment, free)
+        .where(
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+            WebhookDelivery.next_attempt_at <= moment,
+            free,
+        )
     )
     if delivery_id is None:
         query = query.order_by(WebhookDelivery.next_attempt_at).limit(1)
@@ -340,9 +344,9 @@ def _record_failure(
     )
     delivery.locked_until = None
     if not webhook.enabled or delivery.attempts >= settings.webhook_max_attempts:
-        delivery.status = FAILED
+        delivery.status = DeliveryStatus.FAILED.value
         delivery.next_attempt_at = None
-        outcome = FAILED
+        outcome = DeliveryStatus.FAILED.value
     else:
         delivery.next_attempt_at = moment + backoff(settings, delivery.attempts)
         outcome = "retry"
@@ -368,9 +372,9 @@ _DELIVERED = text(
     """
 WITH d AS (
     UPDATE webhook_deliveries
-    SET status = 'delivered', attempts = attempts + 1, delivered_at = :moment,
+    SET status = :delivered, attempts = attempts + 1, delivered_at = :moment,
         next_attempt_at = NULL, locked_until = NULL, updated_at = :moment
-    WHERE id = :id AND status = 'pending' AND locked_until = :lease
+    WHERE id = :id AND status = :pending AND locked_until = :lease
     RETURNING id, attempts, webhook_id, event_type, created_at
 ), attempt AS (
     INSERT INTO webhook_attempts
@@ -401,11 +405,15 @@ def _finish_delivered(taken: Taken, attempt: Attempt) -> Recorded | None:
                 "duration_ms": attempt.duration_ms,
                 "response_body": attempt.response_body,
                 "resolution": SUCCESS_RESOLUTION,
+                "delivered": DeliveryStatus.DELIVERED.value,
+                "pending": DeliveryStatus.PENDING.value,
             },
         ).first()
     if row is None:
         return None
-    return Recorded(DELIVERED, row.event_type, (moment - row.created_at).total_seconds())
+    return Recorded(
+        DeliveryStatus.DELIVERED.value, row.event_type, (moment - row.created_at).total_seconds()
+    )
 
 
 def _finish(taken: Taken, attempt: Attempt, settings: Settings) -> str:
@@ -422,7 +430,7 @@ def _finish(taken: Taken, attempt: Attempt, settings: Settings) -> str:
             .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
             .where(
                 WebhookDelivery.id == taken.delivery_id,
-                WebhookDelivery.status == PENDING,
+                WebhookDelivery.status == DeliveryStatus.PENDING,
                 WebhookDelivery.locked_until == taken.lease,
             )
             .with_for_update(of=WebhookDelivery)
@@ -496,7 +504,7 @@ def dispatch_due(celery: Celery, limit: int = DISPATCH_BATCH) -> int:
         rows = session.scalars(
             select(WebhookDelivery)
             .where(
-                WebhookDelivery.status == PENDING,
+                WebhookDelivery.status == DeliveryStatus.PENDING,
                 WebhookDelivery.next_attempt_at <= moment,
                 or_(
                     WebhookDelivery.locked_until.is_(None),
