@@ -18,8 +18,11 @@ import yaml
 
 from shared.config import (
     DEFAULT_JWT_SECRET,
+    ENVIRONMENT_ONLY,
+    SETTINGS,
     SHIPPED_SECRETS,
     ConfigError,
+    Secret,
     Settings,
     load_settings,
 )
@@ -215,6 +218,24 @@ def test_production_refuses_short_secrets(target: str) -> None:
         load_settings(with_value(target, secrets.token_hex(15)))  # 30 characters
     assert caught.value.variable == target
     assert load_settings(with_value(target, secrets.token_hex(16))).is_production
+
+
+def test_every_declared_secret_is_what_production_checks() -> None:
+    """The secret column of docs/configuration.md is the production check: every variable
+    declared secret is refused when shipped, and a short value is refused exactly for the
+    ones a person or `make up` chooses (not for a provider's AWS key or database password)."""
+    declared = {v.env: v.secret for v in (*SETTINGS, *ENVIRONMENT_ONLY) if v.secret.value}
+    assert sorted(declared) == TARGETS
+    for target, secret in declared.items():
+        with pytest.raises(ConfigError) as caught:
+            load_settings(with_value(target, "change-me"))
+        assert caught.value.variable == target
+        short = with_value(target, secrets.token_hex(15))
+        if secret is Secret.CHOSEN:
+            with pytest.raises(ConfigError, match="at least 32"):
+                load_settings(short)
+        else:
+            assert load_settings(short).is_production
 
 
 def test_aws_and_database_passwords_have_no_length_rule() -> None:

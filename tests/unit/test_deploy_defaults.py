@@ -1,19 +1,35 @@
-"""The deploy limits' defaults are the ones the README's configuration table promises: the
-integration tests run with small values, so only this checks what an operator gets."""
+"""The deploy limits' defaults are the ones docs/configuration.md promises: the integration
+tests run with small values, so only this checks what an operator gets."""
 
 from __future__ import annotations
 
-from shared.config import load_settings
+import pytest
+
+from shared.config import SETTINGS, load_settings
+from shared.config_docs import PAGE
+
+LIMITS = [
+    "DEPLOY_REPLACE_GRACE",
+    "DEPLOY_CLONE_TIMEOUT",
+    "DEPLOY_MAX_REPO_BYTES",
+    "DEPLOY_BUILD_TIMEOUT",
+    "DEPLOY_BUILD_MEMORY",
+    "DEPLOY_MEMORY",
+    "DEPLOY_CPUS",
+    "DEPLOY_PIDS",
+    "DEPLOY_GIT_PROTOCOLS",
+]
 
 
-def test_deploy_limit_defaults_match_the_readme() -> None:
-    settings = load_settings({})
-    assert settings.deploy_replace_grace == 10.0
-    assert settings.deploy_clone_timeout == 120.0
-    assert settings.deploy_max_repo_bytes == 209715200
-    assert settings.deploy_build_timeout == 600.0
-    assert settings.deploy_build_memory == 1073741824
-    assert settings.deploy_memory == 536870912
-    assert settings.deploy_cpus == 1.0
-    assert settings.deploy_pids == 256
-    assert settings.deploy_git_protocols == "https"
+@pytest.mark.parametrize("variable", LIMITS)
+def test_deploy_limit_defaults_match_the_configuration_page(variable: str) -> None:
+    """The page's default cell, read back through the setting's own parser, is the value
+    `load_settings` gives with nothing set."""
+    (setting,) = [s for s in SETTINGS if s.env == variable]
+    (row,) = [
+        line for line in PAGE.read_text().splitlines() if line.startswith(f"| `{variable}` |")
+    ]
+    shown = row.split(" | ")[2]
+    assert shown.startswith("`") and shown.endswith("`"), row
+    loaded = getattr(load_settings({}), setting.attribute)
+    assert setting.parser(variable, shown.strip("`")) == loaded
