@@ -8,7 +8,6 @@ deploy workers bring the proxy's routes in line with these rows.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -38,16 +37,15 @@ from api.session import db_session, json_body
 from shared.apps.releases import encrypt_secret, image_kept
 from shared.apps.urls import app_url
 from shared.clock import now
+from shared.deploy import transitions
 from shared.deploy.jobs import DeployRequest, Rollback, deploy_job
 from shared.deploy.repo_urls import InvalidRepository
-from shared.deploy.status import LIVE, DeploymentStatus, set_status
-from shared.dispatch import queues
+from shared.deploy.status import LIVE
 from shared.models import App, Deployment
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
 from shared.schemas.responses import API_PREFIX
 from shared.security.crypto import encrypt_env
 
-log = logging.getLogger(__name__)
 bp = Blueprint("apps", __name__, url_prefix="/apps")
 
 APP_SCHEMA = AppSchema()
@@ -211,20 +209,15 @@ def delete_app(name: str) -> Response:
             .with_for_update()
         )
     )
-    for deployment in live:
-        set_status(deployment, DeploymentStatus.STOPPING)
-        deployment.updated_at = now()
+    effects = transitions.Effects()
+    for deployment in live:  # live: each one moves to stopping
+        _stopping, stop = transitions.request_stop(session, deployment)
+        effects.merge(stop)
     # Deployments keep their rows (app_id becomes NULL): the image sweep then releases the
     # images of app-less releases at once, and a release still starting fails at its switch.
     session.delete(app)
     session.commit()
-    for deployment in live:
-        try:
-            publisher().send_task(
-                queues.TASK_DEPLOY_STOP, args=[str(deployment.id)], queue=queues.DEPLOY
-            )
-        except Exception:  # the periodic check finishes stops whose message was lost
-            log.warning("stop not sent", exc_info=True, extra={"event": "stop_unsent"})
+    effects.apply(publisher())
     body = AppDeletedSchema().dump(
         {"name": name, "deleted": True, "stopping": [d.id for d in live]}
     )

@@ -3,7 +3,6 @@ logs, stop it. The API never touches Docker: stopping is a task for the deploy f
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Any
 
@@ -27,15 +26,12 @@ from api.schemas import (
     JobSchema,
 )
 from api.session import db_session, json_body
-from shared.clock import now
+from shared.deploy import transitions
 from shared.deploy.jobs import DeployRequest, deploy_job
 from shared.deploy.repo_urls import InvalidRepository
-from shared.deploy.status import ENDED, DeploymentStatus, set_status
-from shared.dispatch import queues
 from shared.models import Deployment, JobLog
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
 
-log = logging.getLogger(__name__)
 submit_bp = Blueprint("deploy_jobs", __name__, url_prefix="/jobs")
 bp = Blueprint("deployments", __name__, url_prefix="/deployments")
 
@@ -167,25 +163,14 @@ def deployment_logs(deployment_id: uuid.UUID) -> Response:
 )
 def stop(deployment_id: uuid.UUID) -> Response:
     deployment = load_deployment(deployment_id, for_update=True)
-    if deployment.status == DeploymentStatus.STARTING:
-        raise ApiError(
-            409,
-            "deployment_starting",
-            "The deployment is still starting; cancel its job to stop it.",
-            {"job_id": str(deployment.job_id)},
-        )
-    if deployment.status in ENDED:
-        db_session().commit()
-        return jsonify(DEPLOYMENT_SCHEMA.dump(deployment))
-    set_status(deployment, DeploymentStatus.STOPPING)
-    deployment.updated_at = now()
-    db_session().commit()
     try:
-        publisher().send_task(
-            queues.TASK_DEPLOY_STOP, args=[str(deployment.id)], queue=queues.DEPLOY
-        )
-    except Exception:  # the periodic check finishes stops whose message was lost
-        log.warning("stop not sent", exc_info=True, extra={"event": "stop_unsent"})
+        stopping, effects = transitions.request_stop(db_session(), deployment)
+    except transitions.DeploymentStarting as starting:
+        raise ApiError(
+            409, starting.code, starting.message, {"job_id": str(starting.job_id)}
+        ) from None
+    db_session().commit()
+    effects.apply(publisher())
     response = jsonify(DEPLOYMENT_SCHEMA.dump(deployment))
-    response.status_code = 202
+    response.status_code = 202 if stopping else 200
     return response

@@ -1,30 +1,28 @@
 """The deployment state machine: which status may follow which, and the named sets of
 statuses each part of the platform reads (the check, quotas, ports, images, networks).
 
+A pure table, with no ORM or broker import: the models read it for the column default and
+the partial indexes, the API schemas for the list of statuses. What a move does (its fields,
+its port lease, its webhook deliveries, the stop message) is `shared/deploy/transitions.py`,
+the one place that changes a deployment's status.
+
 A deployment is created `starting` with its deploy job. The job's pipeline brings it up
-(`healthy`), or the job ends without it and `settle_after_job` marks it `failed` (or
+(`healthy`), or the job ends without it and `transitions.settle` marks it `failed` (or
 `stopped` when the job was cancelled). The periodic check moves a live deployment between
 `healthy` and `unhealthy`. A user's stop moves a live one to `stopping`; the stop task (or
 a retire, or the check finishing a lost stop) removes its container and marks it `stopped`.
 `stopped` and `failed` are final: a redeploy is a new deployment.
 
 Adding a status: a member here, its moves in TRANSITIONS, its place in the named sets (the
-unit tests check the sets partition the statuses), the schema's list in `api/schemas.py`
-and the README's list of statuses.
+unit tests check the sets partition the statuses), the move that enters it in
+`shared/deploy/transitions.py` (and its webhook event, if any), and the README's list of
+statuses. The API schema's list is built from this enum.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from typing import TYPE_CHECKING
-
-from sqlalchemy.orm import object_session
-
-from shared.webhooks import outbox as webhook_outbox
-
-if TYPE_CHECKING:  # models import this module for the column default
-    from shared.models import Deployment
 
 log = logging.getLogger(__name__)
 
@@ -116,34 +114,3 @@ def check_transition(
             },
         )
         raise IllegalDeploymentTransition(deployment_id, current, target)
-
-
-#: The webhook event of each status a deployment may change into (README, Webhooks).
-WEBHOOK_EVENTS = {
-    S.HEALTHY: webhook_outbox.DEPLOYMENT_HEALTHY,
-    S.UNHEALTHY: webhook_outbox.DEPLOYMENT_UNHEALTHY,
-    S.FAILED: webhook_outbox.DEPLOYMENT_FAILED,
-    S.STOPPED: webhook_outbox.DEPLOYMENT_STOPPED,
-}
-
-
-def set_status(deployment: Deployment, target: DeploymentStatus) -> None:
-    """Move a loaded (preferably row-locked) deployment to `target`, refusing an illegal
-    move. The column keeps the plain string value, as a row loaded from the database has.
-
-    A change into a status webhooks are told about records its deliveries in the
-    deployment's own session (same transaction), sent once that session commits; a check
-    that finds nothing new (`healthy -> healthy`) tells nobody, nor does a deployment in no
-    session (a unit test's)."""
-    check_transition(deployment.id, deployment.status, target)
-    changed = DeploymentStatus(deployment.status) is not target
-    deployment.status = target.value
-    session = object_session(deployment)
-    if changed and target in WEBHOOK_EVENTS and session is not None:
-        deliveries = webhook_outbox.record(
-            session,
-            owner_id=deployment.owner_id,
-            event_type=WEBHOOK_EVENTS[target],
-            deployment_id=deployment.id,
-        )
-        webhook_outbox.send_after_commit(session, deliveries)

@@ -22,11 +22,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from shared.celery_app import app as celery_app
 from shared.dispatch import fast_publish, priorities, queues
+from shared.webhooks.status import DeliveryStatus
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +60,17 @@ MATCH = (
 )
 
 #: The row a delivery starts as; `{source}` and `{match}` complete the INSERT ... SELECT.
-INSERT = """
+#: (The status is the enum's constant, not input: nothing from a request is formatted in.)
+INSERT = f"""
 INSERT INTO webhook_deliveries
     (id, webhook_id, event_type, job_id, deployment_id, status, attempts, next_attempt_at,
      created_at, updated_at)
-SELECT gen_random_uuid(), w.id, {event}, {job_id}, {deployment_id}, 'pending', 0, now(),
-    now(), now()
-FROM {source}
-WHERE {match}
+SELECT gen_random_uuid(), w.id, {{event}}, {{job_id}}, {{deployment_id}},
+    '{DeliveryStatus.PENDING}', 0, now(), now(), now()
+FROM {{source}}
+WHERE {{match}}
 RETURNING id
-"""
+"""  # noqa: S608
 
 _RECORD = text(
     INSERT.format(
@@ -154,29 +156,3 @@ def send(delivery_ids: Sequence[uuid.UUID], celery: Celery | None = None) -> boo
         )
         return False
     return True
-
-
-_AFTER_COMMIT = "dockyard_webhook_deliveries"
-
-
-def send_after_commit(session: Session, delivery_ids: Sequence[uuid.UUID]) -> None:
-    """For code that records deliveries deep inside a transaction it does not commit (a
-    deployment's status change): the ids are sent once `session` commits, dropped if it
-    rolls back (nothing was recorded then)."""
-    if not delivery_ids:
-        return
-    pending = session.info.get(_AFTER_COMMIT)
-    if pending is None:
-        pending = session.info[_AFTER_COMMIT] = []
-        event.listen(session, "after_commit", _send_pending)
-        event.listen(session, "after_rollback", _drop_pending)
-    pending.extend(delivery_ids)
-
-
-def _send_pending(session: Session) -> None:
-    delivery_ids, session.info[_AFTER_COMMIT] = session.info[_AFTER_COMMIT], []
-    send(delivery_ids)
-
-
-def _drop_pending(session: Session) -> None:
-    session.info[_AFTER_COMMIT] = []

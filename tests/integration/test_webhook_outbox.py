@@ -8,15 +8,18 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import event, select, text
+from sqlalchemy.orm import Session
 
 from shared.celery_app import app as celery_app
 from shared.config import Settings
 from shared.db import get_engine, session_scope
-from shared.deploy.status import DeploymentStatus, set_status
+from shared.deploy import transitions as deploy_transitions
+from shared.deploy.status import DeploymentStatus
 from shared.dispatch import queues
 from shared.errors import PermanentJobError, RetryableJobError
 from shared.jobs import transitions
@@ -300,19 +303,21 @@ def test_deployment_events_go_to_webhooks_without_a_label_filter(app) -> None:
                 status=DeploymentStatus.STARTING.value,
             )
         )
-    sent = set()
-    for target in (
-        DeploymentStatus.HEALTHY,
-        DeploymentStatus.HEALTHY,  # a check that found nothing new tells nobody
-        DeploymentStatus.UNHEALTHY,
-        DeploymentStatus.STOPPING,  # not an event
-        DeploymentStatus.STOPPED,
-    ):
+    moves: list[Callable[[Session, Deployment], deploy_transitions.Effects]] = [
+        lambda session, row: deploy_transitions.mark_healthy(session, row, "http://hello"),
+        # a check that found nothing new tells nobody
+        lambda session, row: deploy_transitions.record_health(session, row, True, None),
+        lambda session, row: deploy_transitions.record_health(session, row, False, None),
+        lambda session, row: deploy_transitions.request_stop(session, row)[1],  # not an event
+        deploy_transitions.finish_stop,
+    ]
+    for move in moves:
         with session_scope() as session:
             deployment = session.get(Deployment, deployment_id, with_for_update=True)
             assert deployment is not None
-            set_status(deployment, target)
-        sent = _sent_delivery_ids()
+            effects = move(session, deployment)
+        webhook_outbox.send(effects.webhook_deliveries)  # after the commit, as apply does
+    sent = _sent_delivery_ids()
     assert _deliveries(deployment_id=deployment_id) == sorted(
         [
             (every, "deployment.healthy", "pending"),
@@ -334,7 +339,7 @@ def test_deployment_events_go_to_webhooks_without_a_label_filter(app) -> None:
         deployment = session.get(Deployment, deployment_id)
         assert deployment is not None
         deployment.status = DeploymentStatus.HEALTHY.value
-        set_status(deployment, DeploymentStatus.STOPPED)
+        deploy_transitions.finish_stop(session, deployment)
         raise RuntimeError("rolled back")
     assert len(_deliveries(deployment_id=deployment_id)) == 4
 
@@ -391,8 +396,7 @@ def test_the_body_shows_the_job_and_the_deployment_as_the_api_does(app) -> None:
     with session_scope() as session:
         deployment = session.get(Deployment, deployment_id)
         assert deployment is not None
-        set_status(deployment, DeploymentStatus.FAILED)
-        deployment.error_code, deployment.error_message = "build_failed", "no Dockerfile"
+        deploy_transitions.settle(session, deployment, "failed", "build_failed", "no Dockerfile")
     body = _rendered(_delivery(deployment_id=deployment_id))
     assert body["type"] == "deployment.failed"
     assert body["data"] == user.get(f"/api/v1/deployments/{deployment_id}").get_json()

@@ -1,15 +1,19 @@
 """The deployment state machine allows exactly the moves the code makes, and its named
-sets are what their callers need (the check, the quota, port leases, the stop)."""
+sets are what their callers need (the check, the quota, port leases, the stop). The table is
+pure: no ORM, broker or webhook import (what the moves do is tested with PostgreSQL, in
+tests/integration/test_deploy_transitions.py). The webhook delivery statuses, a pure
+table too, keep their stored values."""
 
 from __future__ import annotations
 
+import ast
 import itertools
 import logging
-import uuid
+from pathlib import Path
 
 import pytest
 
-from api.schemas import DeploymentSchema
+from shared.deploy import status as status_module
 from shared.deploy.status import (
     ACTIVE,
     COUNTS_FOR_QUOTA,
@@ -24,9 +28,11 @@ from shared.deploy.status import (
     can_transition,
     check_transition,
     in_order,
-    set_status,
 )
-from shared.models import Deployment
+from shared.models import Deployment, WebhookDelivery
+from shared.schemas.responses import DeploymentSchema
+from shared.webhooks import status as delivery_status_module
+from shared.webhooks.status import DeliveryStatus
 
 S = DeploymentStatus
 
@@ -91,19 +97,6 @@ def test_the_table_is_exactly_the_moves_made() -> None:
     assert table == ALLOWED
 
 
-def test_set_status_moves_a_row_and_refuses_an_illegal_move(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    deployment = Deployment(id=uuid.uuid4(), status=S.HEALTHY.value)
-    set_status(deployment, S.STOPPING)
-    assert deployment.status == "stopping" and type(deployment.status) is str
-    set_status(deployment, S.STOPPED)
-    with caplog.at_level(logging.WARNING), pytest.raises(IllegalDeploymentTransition):
-        set_status(deployment, S.HEALTHY)  # a stop, once done, is never undone
-    assert deployment.status == "stopped"
-    assert any(str(deployment.id) == getattr(r, "deployment_id", "") for r in caplog.records)
-
-
 def test_live_transitional_and_ended_partition_the_statuses() -> None:
     assert set(DeploymentStatus) == LIVE | TRANSITIONAL | ENDED
     assert not (LIVE & TRANSITIONAL) and not (LIVE & ENDED) and not (TRANSITIONAL & ENDED)
@@ -145,3 +138,28 @@ def test_port_and_quota_sets() -> None:
 def test_in_order_follows_the_declaration() -> None:
     assert in_order(ACTIVE) == [S.STARTING, S.HEALTHY, S.UNHEALTHY, S.STOPPING]
     assert in_order(ENDED) == [S.STOPPED, S.FAILED]
+
+
+def _imported_modules(module: object) -> set[str]:
+    path = Path(str(getattr(module, "__file__", "")))
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("module", [status_module, delivery_status_module])
+def test_the_status_tables_are_pure(module: object) -> None:
+    """No ORM import (the models import these tables: no circle), no broker, no outbox."""
+    assert _imported_modules(module) <= {"__future__", "enum", "logging"}
+
+
+def test_delivery_status_values_are_the_stored_ones() -> None:
+    assert [s.value for s in DeliveryStatus] == ["pending", "delivered", "failed"]
+    table = WebhookDelivery.__table__
+    assert table.c.status.default.arg == DeliveryStatus.PENDING  # type: ignore[attr-defined]
+    due = next(index for index in table.indexes if index.name == "ix_webhook_deliveries_due")
+    assert str(due.dialect_options["postgresql"]["where"]) == "status = 'pending'"

@@ -20,11 +20,11 @@ from docker.errors import DockerException
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from sqlalchemy import ColumnElement, delete, or_, select, update
 
-from shared.celery_app import app as celery_app
 from shared.clock import now
 from shared.config import Settings
 from shared.db import session_scope
-from shared.deploy.status import ACTIVE, ENDED, HOLDS_PORT, LIVE, DeploymentStatus, set_status
+from shared.deploy import transitions
+from shared.deploy.status import ACTIVE, ENDED, HOLDS_PORT, LIVE, DeploymentStatus
 from shared.dispatch import queues
 from shared.errors import RetryableJobError
 from shared.jobs.status import JobStatus
@@ -37,12 +37,6 @@ log = logging.getLogger(__name__)
 
 TASK_STOP = queues.TASK_DEPLOY_STOP
 TASK_CHECK = queues.TASK_DEPLOY_CHECK
-
-
-def send_stop(deployment_id: uuid.UUID, countdown: float | None = None) -> None:
-    celery_app.send_task(
-        TASK_STOP, args=[str(deployment_id)], queue=queues.DEPLOY, countdown=countdown
-    )
 
 
 def image_in_use(tag: str, except_id: uuid.UUID) -> bool:
@@ -83,7 +77,6 @@ def drop_image_unless_used(client: docker.DockerClient, tag: str, deployment_id:
 def schedule_retire(deployment: Deployment, settings: Settings) -> list[uuid.UUID]:
     """The new release is healthy and routed: the app's earlier live releases are retired
     after the grace period (requests the proxy already sent them finish)."""
-    retire_at = now() + timedelta(seconds=settings.deploy_replace_grace)
     same_app = (
         Deployment.app_id == deployment.app_id
         if deployment.app_id is not None
@@ -103,16 +96,10 @@ def schedule_retire(deployment: Deployment, settings: Settings) -> list[uuid.UUI
                 .with_for_update()
             )
         )
+        effects = transitions.Effects()
         for old in olds:
-            old.replaced_by = deployment.id
-            old.retire_at = retire_at
-    for old in olds:
-        try:
-            send_stop(old.id, countdown=settings.deploy_replace_grace)
-        except Exception:  # the periodic check retires it once retire_at has passed
-            log.warning(
-                "could not schedule a retire", exc_info=True, extra={"event": "retire_unsent"}
-            )
+            effects.merge(transitions.retire(old, deployment.id, settings.deploy_replace_grace))
+    effects.apply()  # a lost message: the periodic check retires it once retire_at has passed
     return [old.id for old in olds]
 
 
@@ -132,10 +119,9 @@ def stop_deployment(deployment_id: uuid.UUID, client: docker.DockerClient) -> st
             # Rolled back: the deployment stays `stopping`; the stop task retries, and the
             # periodic check finishes stops older than a minute.
             raise engine_failure(error) from error
-        set_status(deployment, DeploymentStatus.STOPPED)
-        deployment.stopped_at = now()
+        stopped = transitions.finish_stop(session, deployment)
         owner_id = deployment.owner_id
-        session.execute(delete(PortLease).where(PortLease.deployment_id == deployment_id))
+    stopped.apply()
     _drop_network(client, owner_id)
     # A stopped current release leaves its app answering 503; a deleted app's route goes.
     routes.sync_quietly()
@@ -160,11 +146,13 @@ def settle_after_job(job_id: uuid.UUID, client: docker.DockerClient | None = Non
     """A deploy job ended: a deployment it did not bring up is `failed` (or `stopped` when
     the job was cancelled), its port lease is released and, with a client, its container
     and image tag are removed (left behind when its worker died mid-deploy)."""
-    leftovers = _settle(job_id)
-    if leftovers is not None:
-        live_log.record_outcome(job_id)  # the last line of the deployment's live log
-    if leftovers is not None and client is not None:
-        container_id, tag, deployment_id, owner_id = leftovers
+    settled = _settle(job_id)
+    if settled is None:
+        return
+    effects, (container_id, tag, deployment_id, owner_id) = settled
+    effects.apply()
+    live_log.record_outcome(job_id)  # the last line of the deployment's live log
+    if client is not None:
         containers.remove(client, container_id)
         # Before the image: a container its row does not name would keep the tag in use.
         containers.remove_for_deployment(client, str(deployment_id))
@@ -173,7 +161,12 @@ def settle_after_job(job_id: uuid.UUID, client: docker.DockerClient | None = Non
         _drop_network(client, owner_id)
 
 
-def _settle(job_id: uuid.UUID) -> tuple[str | None, str | None, uuid.UUID, uuid.UUID] | None:
+_Leftovers = tuple[str | None, str | None, uuid.UUID, uuid.UUID]
+
+
+def _settle(job_id: uuid.UUID) -> tuple[transitions.Effects, _Leftovers] | None:
+    """Settle the job's deployment (shared.deploy.transitions.settle) and commit; its
+    effects and what it leaves on the engine (container, image tag, ids), or None."""
     with session_scope() as session:
         row = session.execute(
             select(Deployment, Job.status, Job.error_code, Job.error_message)
@@ -184,23 +177,12 @@ def _settle(job_id: uuid.UUID) -> tuple[str | None, str | None, uuid.UUID, uuid.
         if row is None:
             return None
         deployment, job_status, code, message = row
-        if deployment.status != DeploymentStatus.STARTING:
+        effects = transitions.settle(session, deployment, job_status, code, message)
+        if effects is None:
             return None
-        if job_status == JobStatus.CANCELLED.value:
-            set_status(deployment, DeploymentStatus.STOPPED)
-            deployment.stopped_at = now()
-        elif job_status in (JobStatus.FAILED.value, JobStatus.DEAD.value):
-            set_status(deployment, DeploymentStatus.FAILED)
-            deployment.error_code, deployment.error_message = code, message
-            # Nothing can start a failed deployment again (a retried job refuses it): its
-            # env values are deleted now rather than kept for the retention.
-            deployment.env = None
-        else:
-            return None
-        session.execute(delete(PortLease).where(PortLease.deployment_id == deployment.id))
         leftovers = (deployment.container_id, deployment.image, deployment.id, deployment.owner_id)
         deployment.container_id = None
-        return leftovers
+    return effects, leftovers
 
 
 def _probe(deployment: Deployment, client: docker.DockerClient, settings: Settings) -> bool:
@@ -273,14 +255,13 @@ def _record_health(deployment: Deployment, client: docker.DockerClient, settings
     (the last tail is kept when the container has none to give)."""
     healthy = _probe(deployment, client, settings)
     tail = containers.logs_tail(client, deployment.container_id or "", 200)
+    effects = transitions.Effects()
     with session_scope() as session:
-        # Locked and moved by set_status: a change of health is a webhook event.
+        # Locked: a change of health is a webhook event, recorded with the change.
         current = session.get(Deployment, deployment.id, with_for_update=True)
-        if current is not None and current.status in LIVE:
-            set_status(current, DeploymentStatus.HEALTHY if healthy else DeploymentStatus.UNHEALTHY)
-            current.checked_at = now()
-            if tail:
-                current.runtime_log, current.runtime_log_at = tail, now()
+        if current is not None:
+            effects = transitions.record_health(session, current, healthy, tail)
+    effects.apply()
     return healthy
 
 

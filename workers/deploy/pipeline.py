@@ -22,11 +22,11 @@ from sqlalchemy import select, update
 
 from shared.apps.releases import decrypt_secret
 from shared.apps.urls import app_url
-from shared.clock import now
 from shared.config import Settings
 from shared.db import session_scope
+from shared.deploy import transitions
 from shared.deploy.repo_urls import InvalidRepository, Repository, check_ref, parse_repo_url
-from shared.deploy.status import LIVE, DeploymentStatus, set_status
+from shared.deploy.status import LIVE, DeploymentStatus
 from shared.errors import JobCancelled, JobError, PermanentJobError, RetryableJobError
 from shared.jobs import events
 from shared.models import App, Deployment
@@ -418,9 +418,10 @@ def _report(attempt: _Attempt, port: int) -> tuple[str, list[uuid.UUID]]:
 
 
 def _mark_healthy(deployment: Deployment, url: str) -> None:
-    """starting -> healthy, through set_status (a webhook event, recorded with the change,
-    sent after the commit), and the app's current release in the same transaction. An
-    app deleted while this release was starting fails it: nothing would route to it."""
+    """starting -> healthy (shared.deploy.transitions.mark_healthy: a webhook event,
+    recorded with the change, sent after the commit), and the app's current release in the
+    same transaction. An app deleted while this release was starting fails it: nothing
+    would route to it."""
     with session_scope() as session:
         row = session.get(Deployment, deployment.id, with_for_update=True)
         if row is None:
@@ -428,11 +429,10 @@ def _mark_healthy(deployment: Deployment, url: str) -> None:
         if deployment.app_id is not None and row.app_id is None:
             raise PermanentJobError("app_deleted", "The app was deleted during the deploy.")
         app = session.get(App, row.app_id, with_for_update=True) if row.app_id else None
-        set_status(row, DeploymentStatus.HEALTHY)
-        row.url, row.healthy_at, row.checked_at = url, now(), now()
-        row.error_code = row.error_message = None
+        healthy = transitions.mark_healthy(session, row, url)
         if app is not None and _newer_than_current(session, app, row):
             app.current_deployment_id = row.id
+    healthy.apply()
 
 
 def _newer_than_current(session: Any, app: App, release: Deployment) -> bool:
