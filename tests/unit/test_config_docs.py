@@ -126,6 +126,23 @@ def test_every_variable_the_scripts_read_is_declared() -> None:
     assert scripts - set(ALL_NAMES) == set()
 
 
+def test_script_defaults_are_the_scripts_own() -> None:
+    """A script variable's default on the page is the one its scripts and compose files
+    fall back to (`${NAME:-default}`), wherever that default is a literal."""
+    paths = [*sorted((ROOT / "scripts").glob("*.sh")), ROOT / "docker-compose.yml"]
+    paths += sorted((ROOT / "deploy" / "compose").glob("*.yml"))
+    texts = [path.read_text() for path in paths]
+    checked = 0
+    for variable in SCRIPT_VARIABLES:
+        if not re.fullmatch(r"`[^`]+`", variable.shown_default):
+            continue
+        for text in texts:
+            for default in re.findall(rf"\$\{{{variable.env}:-([^}}$]*)\}}", text):
+                assert f"`{default}`" == variable.shown_default, variable.env
+                checked += 1
+    assert checked >= 20
+
+
 def test_no_other_page_documents_a_setting_by_hand() -> None:
     """The README and the other docs pages link to the configuration page rather than keep
     their own table of settings (a row whose first cell is a declared variable)."""
