@@ -12,6 +12,10 @@ log() { printf '[compose-images] %s\n' "$*" >&2; }
 scripts/images.sh >&2
 BASE_IMAGE="${DOCKYARD_BASE_IMAGE:-dockyard/base:bookworm}"
 mkdir -p var/log deploy/wheels
+# One build at a time (compose.sh and the pytest-celery tests both call this script): two
+# would write the same wheels directory and tags.
+exec 9>var/compose-images.lock
+flock 9
 
 build() {  # build TAG DOCKERFILE CONTEXT [build args...]
   local tag="$1" file="$2" context="$3"
