@@ -22,8 +22,30 @@ build() {  # build TAG DOCKERFILE CONTEXT [build args...]
   shift 3
   log "building $tag"
   docker build -q -t "$tag" -f "$file" "$@" "$context" >"var/log/build-${tag//[\/:]/_}.log" 2>&1 \
-    || { log "build of $tag failed:"; tail -30 "var/log/build-${tag//[\/:]/_}.log" >&2; exit 1; }
+    || { log "build of $tag failed:"; tail -30 "var/log/build-${tag//[\/:]/_}.log" >&2; return 1; }
 }
+pids=()
+background() {  # background COMMAND...: run it alongside, `await` collects its status
+  "$@" &
+  pids+=($!)
+}
+await() {  # wait for every background build; fail if any failed
+  local failed=0 pid
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  pids=()
+  [[ $failed -eq 0 ]] || exit 1
+}
+
+# The images FROM the Debian base spend their time in apt downloads and the wheels in pip's:
+# they run side by side (most of it is waiting on the network, even on 2 cores).
+background build dockyard/base-venv:bookworm deploy/compose/base-venv.Dockerfile deploy/compose \
+  --build-arg BASE_IMAGE="$BASE_IMAGE"
+background build dockyard/redis-local:latest deploy/compose/redis.Dockerfile deploy/compose \
+  --build-arg BASE_IMAGE="$BASE_IMAGE"
+background build dockyard/postgres-local:latest deploy/compose/postgres.Dockerfile deploy/compose \
+  --build-arg BASE_IMAGE="$BASE_IMAGE"
+background build dockyard/proxy:local deploy/compose/proxy.Dockerfile deploy \
+  --build-arg BASE_IMAGE="$BASE_IMAGE"
 
 # Wheels are rebuilt only when the sources change, reproducibly (fixed timestamps), so an
 # unchanged tree gives the same image and `compose up` leaves running containers alone.
@@ -39,17 +61,11 @@ if [[ "$(cat deploy/wheels/.stamp 2>/dev/null || true)" != "$stamp" ]]; then
   echo "$stamp" >deploy/wheels/.stamp
 fi
 
-build dockyard/base-venv:bookworm deploy/compose/base-venv.Dockerfile deploy/compose \
-  --build-arg BASE_IMAGE="$BASE_IMAGE"
+await  # the platform image needs the wheels and base-venv; the S3 stand-in needs the platform
 build dockyard/platform:latest deploy/Dockerfile . --build-arg BASE_IMAGE=dockyard/base-venv:bookworm \
-  --build-arg PIP_INDEX_OPTION=--no-index
-build dockyard/redis-local:latest deploy/compose/redis.Dockerfile deploy/compose \
-  --build-arg BASE_IMAGE="$BASE_IMAGE"
-build dockyard/postgres-local:latest deploy/compose/postgres.Dockerfile deploy/compose \
-  --build-arg BASE_IMAGE="$BASE_IMAGE"
+  --build-arg PIP_INDEX_OPTION=--no-index || exit 1
 build dockyard/s3-local:latest deploy/compose/s3.Dockerfile deploy \
-  --build-arg PLATFORM_IMAGE=dockyard/platform:latest
-build dockyard/proxy:local deploy/compose/proxy.Dockerfile deploy --build-arg BASE_IMAGE="$BASE_IMAGE"
+  --build-arg PLATFORM_IMAGE=dockyard/platform:latest || exit 1
 
 cat <<ENV
 PLATFORM_IMAGE=dockyard/platform:latest

@@ -24,25 +24,30 @@ DB_HOST=127.0.0.1
 DB_PORT=5432
 REDIS_PORT=6379
 
-# --- system packages (only what is missing; apt-get update at most once) -------------------
-apt_updated=0
+# --- system packages (only what is missing, in one apt-get update and one install) ----------
+# One batch: every separate install pays for apt's dependency resolution and dpkg's triggers
+# again. It includes what scripts/images.sh needs (the Docker engine, debootstrap) and, for
+# the tests, docker-compose (`make up` in the compose tests would install it mid-run).
+missing=()
 need_pkg() {  # need_pkg COMMAND PACKAGE...
-  local cmd="$1"; shift
-  if ! command -v "$cmd" >/dev/null 2>&1; then
-    if [[ $apt_updated -eq 0 ]]; then
-      log "apt-get update"
-      DEBIAN_FRONTEND=noninteractive apt-get update -qq
-      apt_updated=1
-    fi
-    log "installing $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-  fi
+  command -v "$1" >/dev/null 2>&1 || missing+=("${@:2}")
 }
 need_pkg redis-server redis-server
 need_pkg pg_ctlcluster postgresql
 need_pkg git git
 need_pkg wrk wrk
 need_pkg caddy caddy  # the apps' reverse proxy (`make run` starts it; no system service)
+need_pkg dockerd docker.io
+need_pkg debootstrap debootstrap
+if [[ $WITH_TEST -eq 1 ]] && ! docker compose version >/dev/null 2>&1; then
+  need_pkg docker-compose docker-compose
+fi
+if [[ ${#missing[@]} -gt 0 ]]; then
+  log "apt-get update"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 # Caddy binds a new listening socket (SO_REUSEPORT) on every route change and closes the old
 # one: with this, connections still queued on the old socket move to the new one instead of
 # being reset (Linux 5.14+; it is per network namespace).
@@ -51,6 +56,13 @@ if [[ -e /proc/sys/net/ipv4/tcp_migrate_req && "$(cat /proc/sys/net/ipv4/tcp_mig
     && log "net.ipv4.tcp_migrate_req=1 (no connection reset when the proxy changes routes)" \
     || log "WARNING: could not set net.ipv4.tcp_migrate_req=1: a route change may reset a connection"
 fi
+
+# --- Docker engine and the processor images, in the background -----------------------------
+# Making the base image (debootstrap, about a minute of downloads) does not need the
+# virtualenv and pip's install does not need Docker: on a fresh machine they overlap.
+images_log="$VAR/log/images.log"
+scripts/images.sh >"$images_log" 2>&1 &
+images_pid=$!
 
 # --- virtualenv and the project (skipped when pyproject.toml did not change) ---------------
 if [[ ! -x .venv/bin/python ]]; then
@@ -108,8 +120,11 @@ for db in "${databases[@]}"; do
   fi
 done
 
-# --- Docker engine and the processor images (file jobs run in them) ----------------------
-scripts/images.sh
+# --- Docker engine and the processor images (file jobs run in them): started above -------
+images_status=0
+wait "$images_pid" || images_status=$?
+cat "$images_log"
+[[ $images_status -eq 0 ]] || { log "scripts/images.sh failed (see above)"; exit 1; }
 
 # --- migrations ------------------------------------------------------------------------------
 for db in "${databases[@]}"; do
