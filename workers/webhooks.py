@@ -159,11 +159,11 @@ def _acquire_slot(settings: Settings, url: str, delivery_id: uuid.UUID, lease: d
             _ACQUIRE,
             1,
             _endpoint_key(url),
-            time.time(),
-            lease.timestamp(),
-            settings.webhook_endpoint_concurrency,
+            str(time.time()),
+            str(lease.timestamp()),
+            str(settings.webhook_endpoint_concurrency),
             str(delivery_id),
-            int(settings.webhook_timeout + LEASE_MARGIN.total_seconds()) + 60,
+            str(int(settings.webhook_timeout + LEASE_MARGIN.total_seconds()) + 60),
         )
         return bool(taken)
     except Exception:

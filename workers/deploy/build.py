@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import docker
 from requests.exceptions import ReadTimeout
@@ -58,7 +59,7 @@ class BuildLog:
 _KILLED = 137
 
 
-def build_failure(chunk: dict, settings: Settings) -> str:
+def build_failure(chunk: dict[str, Any], settings: Settings) -> str:
     """The user's message for a failed build, saying why when the engine's answer shows
     it: a step killed at the memory cap otherwise reads as a bare "non-zero code: 137"."""
     message = f"The image build failed: {chunk['error'].strip()[-500:]}"

@@ -87,13 +87,13 @@ def start(
 def logs_tail(client: docker.DockerClient, container_id: str, lines: int = 200) -> str:
     with contextlib.suppress(DockerException, RequestsConnectionError):
         raw = client.containers.get(container_id).logs(tail=lines, timestamps=False)
-        return raw.decode(errors="replace")
+        return str(raw.decode(errors="replace"))
     return ""
 
 
 def is_running(client: docker.DockerClient, container_id: str) -> bool:
     try:
-        return client.containers.get(container_id).status == "running"
+        return bool(client.containers.get(container_id).status == "running")
     except NotFound:
         return False
 

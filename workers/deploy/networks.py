@@ -21,6 +21,7 @@ import uuid
 import docker
 from docker.errors import APIError, NotFound
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from shared.config import Settings
 from shared.db import session_scope
@@ -70,7 +71,7 @@ def ensure(client: docker.DockerClient, owner_id: uuid.UUID, settings: Settings)
     return name
 
 
-def _lock(session, owner_id: uuid.UUID) -> None:  # noqa: ANN001 - a Session
+def _lock(session: Session, owner_id: uuid.UUID) -> None:
     session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"deploy-network:{owner_id}"))))
 
 

@@ -10,7 +10,7 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import docker
 import docker.errors
 from cryptography.fernet import InvalidToken
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from shared.apps.releases import decrypt_secret
 from shared.apps.urls import app_url
@@ -56,7 +57,7 @@ class Steps:
         self.live = live
 
     @contextlib.contextmanager
-    def step(self, name: str, **data: Any):  # noqa: ANN201 - a context manager
+    def step(self, name: str, **data: Any) -> Iterator[dict[str, Any]]:
         started = time.monotonic()
         extra: dict[str, Any] = {}
         outcome = "done"
@@ -435,7 +436,7 @@ def _mark_healthy(deployment: Deployment, url: str) -> None:
     healthy.apply()
 
 
-def _newer_than_current(session: Any, app: App, release: Deployment) -> bool:
+def _newer_than_current(session: Session, app: App, release: Deployment) -> bool:
     """A release becomes current unless a later release of the app is already live (two
     deploys racing: the later release number wins, whichever finishes first)."""
     if app.current_deployment_id is None:
