@@ -369,3 +369,25 @@ def test_effects_of_several_moves_merge(owner: uuid.UUID) -> None:
         ([str(first)], "stopping"),
         ([str(second)], "stopping"),
     ]
+
+
+def test_the_stop_endpoint_answers_each_case_as_before(app: Any) -> None:
+    """POST /deployments/{id}/stop over request_stop: 409 with the job to cancel while
+    starting, 202 `stopping` when live, 200 as is once ended."""
+    user = User(app.test_client())
+    owner = uuid.UUID(user.profile["id"])
+    starting, live, ended = (_deployment(owner, s) for s in (S.STARTING, S.HEALTHY, S.STOPPED))
+
+    refused = user.post(f"/api/v1/deployments/{starting}/stop")
+    assert refused.status_code == 409
+    error = refused.get_json()["error"]
+    assert (error["code"], error["message"], error["details"]) == (
+        "deployment_starting",
+        "The deployment is still starting; cancel its job to stop it.",
+        {"job_id": str(_row(starting).job_id)},
+    )
+    accepted = user.post(f"/api/v1/deployments/{live}/stop")
+    assert accepted.status_code == 202 and accepted.get_json()["status"] == "stopping"
+    answered = user.post(f"/api/v1/deployments/{ended}/stop")
+    assert answered.status_code == 200 and answered.get_json()["status"] == "stopped"
+    assert answered.get_json()["id"] == str(ended)
