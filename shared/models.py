@@ -148,9 +148,9 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
     )
-    # Job control: `high`/`normal`/`low` (shared/dispatch/priorities.py); a `scheduled` job waits for
-    # `run_at`; labels are user key/value pairs; jobs made by a schedule name it and the
-    # occurrence they are for; jobs of one batch share its id.
+    # Job control: `high`/`normal`/`low` (shared/dispatch/priorities.py); a `scheduled` job
+    # waits for `run_at`; labels are user key/value pairs; jobs made by a schedule name it and
+    # the occurrence they are for; jobs of one batch share its id.
     priority: Mapped[str] = mapped_column(String(8), nullable=False, default="normal")
     run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     labels: Mapped[dict[str, str]] = mapped_column(JsonType, nullable=False, default=dict)
@@ -403,10 +403,10 @@ class Deployment(Base):
     """A repository built and running on a leased host port, from one deploy job.
 
     `env` holds the user's variables for the app, encrypted (one Fernet token of the JSON
-    object, shared/security/crypto.py). They are secrets: the API never returns them and nothing logs
-    them; only the worker that starts the container decrypts them. The column is emptied
-    (NULL) once the deployment has been stopped past DEPLOY_IMAGE_RETENTION, or at once when
-    it failed; `env_names` keeps the names the API shows.
+    object, shared/security/crypto.py). They are secrets: the API never returns them and
+    nothing logs them; only the worker that starts the container decrypts them. The column
+    is emptied (NULL) once the deployment has been stopped past DEPLOY_IMAGE_RETENTION, or at
+    once when it failed; `env_names` keeps the names the API shows.
     """
 
     __tablename__ = "deployments"
