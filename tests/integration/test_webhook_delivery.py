@@ -133,9 +133,14 @@ def beat(tmp_path_factory: pytest.TempPathFactory, env_settings: None) -> Iterat
         yield
 
 
-@pytest.fixture()
-def worker(tmp_path: Path, beat: None) -> Iterator[Any]:
-    with celery_worker(tmp_path, "webhooks", queues.WEBHOOKS, concurrency=3) as process:
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory, beat: None) -> Iterator[Any]:
+    """The module's webhooks worker (starting one takes seconds), shared by the tests after
+    the first that asks for it: the tests that run workers of their own (other settings, one
+    killed) come first in this file, so this one never takes their deliveries. Every test
+    waits for its deliveries to end, so none leaves work behind for the next."""
+    workdir = tmp_path_factory.mktemp("webhooks-worker")
+    with celery_worker(workdir, "webhooks", queues.WEBHOOKS, concurrency=3) as process:
         yield process
 
 
@@ -198,6 +203,89 @@ def wait_status(delivery_id: uuid.UUID, status: str, timeout: float = 30.0) -> A
     )
 
 
+# Tests with workers of their own first: the module's `worker` starts with the first test
+# that asks for it and runs until the module ends.
+def test_a_job_failing_3_times_then_200_is_delivered_on_the_fourth_attempt(
+    receiver: Receiver, tmp_path: Path, beat: None, hooks: Hooks, job_worker: Any
+) -> None:
+    path = receiver.route(lambda r: 200 if len(receiver.at(r.path)) >= 4 else 503)
+    webhook_id, secret = hooks.webhook(receiver.url(path), ["job.succeeded"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WEBHOOK_MAX_ATTEMPTS", "5")
+        patch.setenv("WEBHOOK_BACKOFF", "0.5,1,1")
+        patch.setenv("WEBHOOK_BACKOFF_SCALE", "1")
+        with celery_worker(tmp_path, "webhooks-4", queues.WEBHOOKS, concurrency=2):
+            job = hooks.user.submit("debug.echo", {"message": "hello"})
+            hooks.user.wait_status(job["id"], "succeeded")
+            with session_scope() as session:
+                [delivery_id] = session.scalars(
+                    select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == webhook_id)
+                ).all()
+            row, attempts = wait_status(delivery_id, "delivered")
+    assert [a.response_code for a in attempts] == [503, 503, 503, 200]
+    assert row.attempts == 4
+    got = receiver.at(path)
+    assert len({r.body for r in got}) == 1  # every retry sent the same bytes
+    assert verify(secret, got[-1].headers, got[-1].body)
+    body = json.loads(got[-1].body)
+    assert body["type"] == "job.succeeded" and body["data"]["id"] == job["id"]
+    assert body["data"]["status"] == "succeeded"
+
+
+def test_a_worker_killed_mid_delivery_delivers_it_later_once(
+    receiver: Receiver, tmp_path: Path, beat: None, hooks: Hooks
+) -> None:
+    arrived, release = threading.Event(), threading.Event()
+
+    def first_blocks(received: Received) -> int:
+        if len(receiver.at(received.path)) == 1:
+            arrived.set()
+            release.wait(30)
+        return 200
+
+    path = receiver.route(first_blocks)
+    webhook_id, _ = hooks.webhook(receiver.url(path))
+    with celery_worker(tmp_path, "webhooks-doomed", queues.WEBHOOKS) as doomed:
+        delivery_id = hooks.ping(webhook_id)
+        assert arrived.wait(20), doomed.log()
+        doomed.kill_group()
+    release.set()
+    with celery_worker(tmp_path, "webhooks-after", queues.WEBHOOKS):
+        # The lease (WEBHOOK_TIMEOUT + margin) expires; the dispatcher sends it again.
+        row, attempts = wait_status(delivery_id, "delivered", timeout=40)
+    assert row.attempts == 1 and [a.response_code for a in attempts] == [200]
+    got = receiver.at(path)
+    assert [r.delivery for r in got] == [str(delivery_id)] * 2  # the killed try, the retry
+    # `answered` is set once the response is written, which may be after the worker recorded it.
+    wait_for(lambda: got[1].answered == 200, timeout=5, message="the retry's 200 to be recorded")
+
+
+def test_a_webhook_failing_for_webhook_disable_after_is_disabled(
+    receiver: Receiver, tmp_path: Path, beat: None, hooks: Hooks
+) -> None:
+    path = receiver.route(lambda _: 500)
+    webhook_id, _ = hooks.webhook(receiver.url(path))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WEBHOOK_DISABLE_AFTER", "1")
+        patch.setenv("WEBHOOK_MAX_ATTEMPTS", "20")  # the disabling ends it, not the budget
+        patch.setenv("WEBHOOK_BACKOFF", "0.3")
+        patch.setenv("WEBHOOK_BACKOFF_SCALE", "1")
+        with celery_worker(tmp_path, "webhooks-disable", queues.WEBHOOKS):
+            delivery_id = hooks.ping(webhook_id)
+            row, attempts = wait_status(delivery_id, "failed")
+    shown = hooks.user.get(f"/api/v1/webhooks/{webhook_id}").get_json()
+    assert shown["enabled"] is False
+    assert shown["disabled_reason"].startswith("disabled automatically: every delivery has failed")
+    # Sent until a failure came a second after the first, then the next one is not sent.
+    assert 3 <= row.attempts < 20
+    assert attempts[-1].error == "not sent: the webhook is disabled"
+    assert all(a.response_code == 500 for a in attempts[:-1])
+    assert len(receiver.at(path)) == row.attempts - 1
+    refused = hooks.user.post(f"/api/v1/webhooks/{webhook_id}/ping")
+    assert refused.status_code == 409
+    assert refused.get_json()["error"]["code"] == "webhook_disabled"
+
+
 def test_a_signed_delivery_arrives_and_verifies(
     receiver: Receiver, worker: Any, hooks: Hooks, client: Any
 ) -> None:
@@ -225,33 +313,6 @@ def test_a_signed_delivery_arrives_and_verifies(
     scrape = client.get("/metrics").get_data(as_text=True)
     assert 'dockyard_webhook_deliveries_total{event="ping",outcome="delivered"}' in scrape
     assert 'dockyard_webhook_delivery_latency_seconds_count{event="ping"}' in scrape
-
-
-def test_a_job_failing_3_times_then_200_is_delivered_on_the_fourth_attempt(
-    receiver: Receiver, tmp_path: Path, beat: None, hooks: Hooks, job_worker: Any
-) -> None:
-    path = receiver.route(lambda r: 200 if len(receiver.at(r.path)) >= 4 else 503)
-    webhook_id, secret = hooks.webhook(receiver.url(path), ["job.succeeded"])
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("WEBHOOK_MAX_ATTEMPTS", "5")
-        patch.setenv("WEBHOOK_BACKOFF", "0.5,1,1")
-        patch.setenv("WEBHOOK_BACKOFF_SCALE", "1")
-        with celery_worker(tmp_path, "webhooks-4", queues.WEBHOOKS, concurrency=2):
-            job = hooks.user.submit("debug.echo", {"message": "hello"})
-            hooks.user.wait_status(job["id"], "succeeded")
-            with session_scope() as session:
-                [delivery_id] = session.scalars(
-                    select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == webhook_id)
-                ).all()
-            row, attempts = wait_status(delivery_id, "delivered")
-    assert [a.response_code for a in attempts] == [503, 503, 503, 200]
-    assert row.attempts == 4
-    got = receiver.at(path)
-    assert len({r.body for r in got}) == 1  # every retry sent the same bytes
-    assert verify(secret, got[-1].headers, got[-1].body)
-    body = json.loads(got[-1].body)
-    assert body["type"] == "job.succeeded" and body["data"]["id"] == job["id"]
-    assert body["data"]["status"] == "succeeded"
 
 
 def test_an_endpoint_that_never_answers_200_ends_failed(
@@ -313,34 +374,6 @@ def test_both_signatures_during_a_rotation_overlap(
     assert not verify(old, last.headers, last.body)
 
 
-def test_a_worker_killed_mid_delivery_delivers_it_later_once(
-    receiver: Receiver, tmp_path: Path, beat: None, hooks: Hooks
-) -> None:
-    arrived, release = threading.Event(), threading.Event()
-
-    def first_blocks(received: Received) -> int:
-        if len(receiver.at(received.path)) == 1:
-            arrived.set()
-            release.wait(30)
-        return 200
-
-    path = receiver.route(first_blocks)
-    webhook_id, _ = hooks.webhook(receiver.url(path))
-    with celery_worker(tmp_path, "webhooks-doomed", queues.WEBHOOKS) as doomed:
-        delivery_id = hooks.ping(webhook_id)
-        assert arrived.wait(20), doomed.log()
-        doomed.kill_group()
-    release.set()
-    with celery_worker(tmp_path, "webhooks-after", queues.WEBHOOKS):
-        # The lease (WEBHOOK_TIMEOUT + margin) expires; the dispatcher sends it again.
-        row, attempts = wait_status(delivery_id, "delivered", timeout=40)
-    assert row.attempts == 1 and [a.response_code for a in attempts] == [200]
-    got = receiver.at(path)
-    assert [r.delivery for r in got] == [str(delivery_id)] * 2  # the killed try, the retry
-    # `answered` is set once the response is written, which may be after the worker recorded it.
-    wait_for(lambda: got[1].answered == 200, timeout=5, message="the retry's 200 to be recorded")
-
-
 def test_a_slow_endpoint_does_not_delay_another_users_delivery(
     receiver: Receiver, worker: Any, hooks: Hooks, hooks_app: Flask
 ) -> None:
@@ -399,29 +432,3 @@ def test_a_failed_delivery_redelivered_arrives_with_the_same_id(
     listed = hooks.user.get(f"/api/v1/webhooks/{webhook_id}/deliveries").get_json()["items"]
     [shown] = [d for d in listed if d["id"] == str(delivery_id)]
     assert shown["status"] == "delivered" and shown["delivered_at"] is not None
-
-
-def test_a_webhook_failing_for_webhook_disable_after_is_disabled(
-    receiver: Receiver, tmp_path: Path, beat: None, hooks: Hooks
-) -> None:
-    path = receiver.route(lambda _: 500)
-    webhook_id, _ = hooks.webhook(receiver.url(path))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("WEBHOOK_DISABLE_AFTER", "1")
-        patch.setenv("WEBHOOK_MAX_ATTEMPTS", "20")  # the disabling ends it, not the budget
-        patch.setenv("WEBHOOK_BACKOFF", "0.3")
-        patch.setenv("WEBHOOK_BACKOFF_SCALE", "1")
-        with celery_worker(tmp_path, "webhooks-disable", queues.WEBHOOKS):
-            delivery_id = hooks.ping(webhook_id)
-            row, attempts = wait_status(delivery_id, "failed")
-    shown = hooks.user.get(f"/api/v1/webhooks/{webhook_id}").get_json()
-    assert shown["enabled"] is False
-    assert shown["disabled_reason"].startswith("disabled automatically: every delivery has failed")
-    # Sent until a failure came a second after the first, then the next one is not sent.
-    assert 3 <= row.attempts < 20
-    assert attempts[-1].error == "not sent: the webhook is disabled"
-    assert all(a.response_code == 500 for a in attempts[:-1])
-    assert len(receiver.at(path)) == row.attempts - 1
-    refused = hooks.user.post(f"/api/v1/webhooks/{webhook_id}/ping")
-    assert refused.status_code == 409
-    assert refused.get_json()["error"]["code"] == "webhook_disabled"
