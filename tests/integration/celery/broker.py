@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 
@@ -32,7 +32,7 @@ def waiting_messages(client: Redis) -> list[Waiting]:
         name = key.decode() if isinstance(key, bytes) else key
         if client.type(name) not in ("list", b"list"):
             continue
-        for raw in client.lrange(name, 0, -1):
+        for raw in cast(list[bytes], client.lrange(name, 0, -1)):
             message = json.loads(raw)
             headers = message["headers"]
             body = message["body"]

@@ -56,7 +56,10 @@ WORKER_HOST = "pytest-celery"
 #: What a worker container is given of the tests' own environment besides the broker:
 #: every variable Dockyard declares (shared/config.py), so it runs with the tests' database,
 #: Redis, S3 and shrunken timings.
-DECLARED_VARIABLES = tuple(v.env for v in (*SETTINGS, *ENVIRONMENT_ONLY))
+DECLARED_VARIABLES: tuple[str, ...] = (
+    *(s.env for s in SETTINGS),
+    *(v.env for v in ENVIRONMENT_ONLY),
+)
 
 
 def worker_environment(broker_url: str) -> dict[str, str]:
@@ -232,7 +235,7 @@ class DockyardWorkerContainer(CeleryWorkerContainer):
 
     @classmethod
     def initial_env(
-        cls, celery_worker_cluster_config: dict, initial: dict | None = None
+        cls, celery_worker_cluster_config: dict[str, Any], initial: dict[str, str] | None = None
     ) -> dict[str, str]:
         broker = celery_worker_cluster_config["celery_broker_cluster_config"]
         return worker_environment(";".join(broker["host_urls"]))
@@ -303,7 +306,8 @@ def default_worker_container_cls() -> type[DockyardWorkerContainer]:
 
 @pytest.fixture
 def default_worker_env(
-    default_worker_container_cls: type[CeleryWorkerContainer], celery_worker_cluster_config: dict
+    default_worker_container_cls: type[CeleryWorkerContainer],
+    celery_worker_cluster_config: dict[str, Any],
 ) -> dict[str, str]:
     return default_worker_container_cls.initial_env(celery_worker_cluster_config)
 
@@ -343,7 +347,7 @@ def second_worker_command(second_worker_cls: type[DockyardWorkerContainer]) -> l
 
 @pytest.fixture
 def second_worker_env(
-    second_worker_cls: type[DockyardWorkerContainer], celery_worker_cluster_config: dict
+    second_worker_cls: type[DockyardWorkerContainer], celery_worker_cluster_config: dict[str, Any]
 ) -> dict[str, str]:
     return second_worker_cls.initial_env(celery_worker_cluster_config)
 

@@ -10,7 +10,7 @@ from pytest_celery import CeleryTestBroker, CeleryTestSetup
 
 from tests.helpers import User, wait_for
 from tests.integration.celery.broker import waiting_messages
-from tests.integration.celery.conftest import worker_class
+from tests.integration.celery.conftest import DockyardWorkerContainer, worker_class
 
 #: Written out, not read from celeryconfig: the test states where each routed task must go.
 ROUTED_TASKS = {
@@ -44,7 +44,9 @@ def test_each_routed_task_waits_in_its_fleets_queue_only(
     ids=FLEETS,
 )
 def test_a_job_runs_on_its_own_fleet_and_waits_for_no_other(
-    default_worker_container_cls: type, celery_setup: CeleryTestSetup, api: FlaskClient
+    default_worker_container_cls: type[DockyardWorkerContainer],
+    celery_setup: CeleryTestSetup,
+    api: FlaskClient,
 ) -> None:
     worker = celery_setup.worker
     fleet = default_worker_container_cls.worker_queue()
