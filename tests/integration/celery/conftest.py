@@ -21,6 +21,7 @@ conftest overrides exactly those parts, through the override points pytest-celer
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,8 +64,8 @@ DECLARED_VARIABLES: tuple[str, ...] = (
 
 
 def worker_environment(broker_url: str) -> dict[str, str]:
-    import os
-
+    """A worker container's environment: the tests' settings, the test's own broker, and
+    the mounted checkout ahead of the code installed in the image."""
     env = {name: os.environ[name] for name in DECLARED_VARIABLES if name in os.environ}
     return {
         **env,
@@ -79,8 +80,10 @@ def worker_environment(broker_url: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def local_images(docker_client: Any) -> None:
-    """The images the compose tests use, built once by scripts/compose_images.sh when missing
-    (it takes the same lock as every other caller; Docker caches what did not change)."""
+    """The images the compose tests use, built by scripts/compose_images.sh only when missing
+    (it takes the same lock as every other caller; Docker caches what did not change). The
+    code comes from the mounted checkout, so a source edit needs no rebuild; a new dependency
+    in pyproject.toml does (`make up` or the compose tests rebuild the image)."""
     import docker.errors
 
     missing = []
