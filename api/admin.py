@@ -18,7 +18,7 @@ from api.errors import not_found
 from api.extensions import publisher, settings
 from api.openapi import doc
 from api.pagination import page, paginate
-from api.schemas import (
+from api.schemas.admin import (
     AffectedSchema,
     DeadLetterListSchema,
     DeadLetterQuerySchema,

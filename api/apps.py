@@ -23,16 +23,15 @@ from api.extensions import publisher, settings
 from api.jobs import answer_submission, new_submission, processor_or_422
 from api.openapi import doc
 from api.pagination import page, paginate
-from api.schemas import (
+from api.schemas.apps import (
     AppDeletedSchema,
-    AppListQuerySchema,
     AppListSchema,
     AppPatchSchema,
     AppSchema,
-    JobSchema,
     ReleaseListSchema,
     RollbackSchema,
 )
+from api.schemas.common import PageQuerySchema
 from api.session import db_session, json_body
 from shared.apps.releases import encrypt_secret, image_kept
 from shared.apps.urls import app_url
@@ -43,7 +42,7 @@ from shared.deploy.repo_urls import InvalidRepository
 from shared.deploy.status import LIVE
 from shared.models import App, Deployment
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
-from shared.schemas.responses import API_PREFIX
+from shared.schemas.responses import API_PREFIX, JobSchema
 from shared.security.crypto import encrypt_env
 
 bp = Blueprint("apps", __name__, url_prefix="/apps")
@@ -142,11 +141,11 @@ def _app_response(app: App, status: int = 200) -> Response:
 @doc(
     summary="List apps (yours; all for an admin), newest first",
     tags=["apps"],
-    query=AppListQuerySchema,
+    query=PageQuerySchema,
     response=AppListSchema,
 )
 def list_apps() -> Response:
-    args = AppListQuerySchema().load(request.args)
+    args = PageQuerySchema().load(request.args)
     query = select(App)
     if not is_admin():
         query = query.where(App.owner_id == current_user_id())
@@ -229,12 +228,12 @@ def delete_app(name: str) -> Response:
 @doc(
     summary="The app's releases, newest first: commit, image, status, whether the image is kept",
     tags=["apps"],
-    query=AppListQuerySchema,
+    query=PageQuerySchema,
     response=ReleaseListSchema,
     errors=(404,),
 )
 def list_releases(name: str) -> Response:
-    args = AppListQuerySchema().load(request.args)
+    args = PageQuerySchema().load(request.args)
     app = load_app(name)
     query = select(Deployment).where(Deployment.app_id == app.id)
     query = paginate(query, Deployment.created_at, Deployment.id, args.get("cursor"), args["limit"])

@@ -39,13 +39,7 @@ from api.quotas import (
     password_hashing,
     record_login_failure,
 )
-from api.schemas import (
-    LoginSchema,
-    LogoutSchema,
-    RegisterSchema,
-    TokenSchema,
-    UserSchema,
-)
+from api.schemas.auth import LoginSchema, LogoutSchema, RegisterSchema, TokenSchema, UserSchema
 from api.session import db_session, json_body
 from shared.models import User
 from shared.security.passwords import hash_password, verify_password

@@ -23,7 +23,7 @@ from api.job_options import job_options
 from api.jobs import SUBMIT_SCHEMA, idempotency_key, plain_job, resolve_max_attempts
 from api.openapi import doc
 from api.quotas import SubmitQuotas
-from api.schemas import BatchSchema, BatchSubmitSchema
+from api.schemas.batches import BatchSchema, BatchSubmitSchema
 from api.session import db_session, json_body
 from shared.jobs.submission import BatchSubmission, Submission, submit_batch
 

@@ -17,13 +17,11 @@ from api.job_options import job_options
 from api.jobs import answer_submission, new_submission, processor_or_422
 from api.openapi import doc
 from api.pagination import page, paginate
-from api.schemas import (
+from api.schemas.deployments import (
     DeploymentListQuerySchema,
     DeploymentListSchema,
     DeploymentLogsSchema,
-    DeploymentSchema,
     DeploySubmitSchema,
-    JobSchema,
 )
 from api.session import db_session, json_body
 from shared.deploy import transitions
@@ -31,6 +29,7 @@ from shared.deploy.jobs import DeployRequest, deploy_job
 from shared.deploy.repo_urls import InvalidRepository
 from shared.models import Deployment, JobLog
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
+from shared.schemas.responses import DeploymentSchema, JobSchema
 
 submit_bp = Blueprint("deploy_jobs", __name__, url_prefix="/jobs")
 bp = Blueprint("deployments", __name__, url_prefix="/deployments")

@@ -27,19 +27,15 @@ from api.jobs import (
 )
 from api.openapi import doc
 from api.quotas import precheck_submit_quotas
-from api.schemas import (
-    DownloadQuerySchema,
-    DownloadSchema,
-    FileSubmitSchema,
-    JobLogListSchema,
-    JobSchema,
-)
+from api.schemas.files import DownloadQuerySchema, DownloadSchema, FileSubmitSchema
+from api.schemas.jobs import JobLogListSchema
 from api.session import db_session
 from shared.jobs.status import JobStatus
 from shared.jobs.submission import recent_job
 from shared.models import JobLog
 from shared.processors import Processor
 from shared.processors.files import accepts
+from shared.schemas.responses import JobSchema
 from shared.storage.base import object_key, safe_filename
 from shared.storage.content_types import SNIFF_BYTES, detect
 

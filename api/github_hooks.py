@@ -38,11 +38,11 @@ from api.jobs import processor_or_422, resolve_max_attempts
 from api.openapi import doc
 from api.pagination import encode_cursor, paginate
 from api.quotas import SubmitQuotas, check_hook_rate
-from api.schemas import (
+from api.schemas.common import PageQuerySchema
+from api.schemas.github_hooks import (
     AppHookDeliveryListSchema,
     AppHookSecretSchema,
     AppHookSecretSetSchema,
-    AppListQuerySchema,
     GitHubHookAnswerSchema,
     GitHubHookBodySchema,
     GitHubPushSchema,
@@ -306,12 +306,12 @@ def set_webhook_secret(name: str) -> Response:
 @doc(
     summary="What arrived at the app's push hook and what it did, newest first",
     tags=["apps"],
-    query=AppListQuerySchema,
+    query=PageQuerySchema,
     response=AppHookDeliveryListSchema,
     errors=(404,),
 )
 def list_hook_deliveries(name: str) -> Response:
-    args = AppListQuerySchema().load(request.args)
+    args = PageQuerySchema().load(request.args)
     app = load_app(name)
     query = select(AppHookDelivery).where(AppHookDelivery.app_id == app.id)
     query = paginate(

@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from api.extensions import redis_client, settings
 from api.openapi import doc
-from api.schemas import HealthSchema
+from api.schemas.health import HealthSchema
 from shared.db import get_engine
 
 bp = Blueprint("health", __name__)

@@ -13,7 +13,7 @@ from flask import request
 
 from api.errors import ApiError
 from api.extensions import settings
-from api.schemas import JobOptionsSchema
+from api.schemas.jobs import JobOptionsSchema
 from shared.clock import now
 from shared.dispatch.priorities import Priority
 

@@ -22,19 +22,14 @@ from api.middleware import check_json
 from api.openapi import doc
 from api.pagination import page, paginate
 from api.quotas import SubmitQuotas, check_active_jobs, check_submit_rate
-from api.schemas import (
-    JobEventListSchema,
-    JobListQuerySchema,
-    JobListSchema,
-    JobSchema,
-    JobSubmitSchema,
-)
+from api.schemas.jobs import JobEventListSchema, JobListQuerySchema, JobListSchema, JobSubmitSchema
 from api.session import db_session, json_body
 from shared.jobs import transitions
 from shared.jobs.status import RETRYABLE_BY_USER, JobStatus
 from shared.jobs.submission import InputStager, NewJob, Submission, lock_owner, submit_job
 from shared.models import Job, JobEvent
 from shared.processors import Processor, get_processor, kind_of
+from shared.schemas.responses import JobSchema
 
 log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")

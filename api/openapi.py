@@ -16,7 +16,7 @@ from flask import Flask
 from marshmallow import Schema
 from werkzeug.routing import Rule
 
-from api.schemas import ErrorSchema
+from api.schemas.common import ErrorSchema
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PATH_PARAM = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")

@@ -9,7 +9,7 @@ from flask_jwt_extended import jwt_required
 
 from api.extensions import settings
 from api.openapi import doc, params_json_schema
-from api.schemas import ProcessorListSchema
+from api.schemas.processors import ProcessorListSchema
 from shared.processors import all_processors, kind_of
 
 bp = Blueprint("processors", __name__, url_prefix="/processors")

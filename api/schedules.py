@@ -34,12 +34,11 @@ from api.jobs import (
 from api.openapi import doc
 from api.pagination import page, paginate
 from api.quotas import SubmitQuotas, check_schedules
-from api.schemas import (
-    DeploySubmitSchema,
-    JobListSchema,
-    JobSchema,
+from api.schemas.common import PageQuerySchema
+from api.schemas.deployments import DeploySubmitSchema
+from api.schemas.jobs import JobListSchema
+from api.schemas.schedules import (
     ScheduleCreateSchema,
-    ScheduleListQuerySchema,
     ScheduleListSchema,
     SchedulePatchSchema,
     ScheduleSchema,
@@ -52,6 +51,7 @@ from shared.jobs.submission import lock_owner, submit_job
 from shared.models import Job, Schedule
 from shared.processors import Processor
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
+from shared.schemas.responses import JobSchema
 
 bp = Blueprint("schedules", __name__, url_prefix="/schedules")
 
@@ -59,7 +59,7 @@ SCHEDULE_SCHEMA = ScheduleSchema()
 SCHEDULE_LIST_SCHEMA = ScheduleListSchema()
 CREATE_SCHEMA = ScheduleCreateSchema()
 PATCH_SCHEMA = SchedulePatchSchema()
-LIST_QUERY_SCHEMA = ScheduleListQuerySchema()
+LIST_QUERY_SCHEMA = PageQuerySchema()
 #: A deploy schedule's params: the fields of a POST /jobs/deploy body that say what to deploy.
 DEPLOY_PARAMS_SCHEMA = DeploySubmitSchema(
     only=("repo_url", "ref", "container_port", "health_path", "env", "app")
@@ -180,7 +180,7 @@ def create_schedule() -> Response:
 @doc(
     summary="List schedules (yours; all for an admin), newest first",
     tags=["schedules"],
-    query=ScheduleListQuerySchema,
+    query=PageQuerySchema,
     response=ScheduleListSchema,
 )
 def list_schedules() -> Response:
@@ -291,7 +291,7 @@ def trigger(schedule_id: uuid.UUID) -> Response:
 @doc(
     summary="The schedule's jobs, newest first",
     tags=["schedules"],
-    query=ScheduleListQuerySchema,
+    query=PageQuerySchema,
     response=JobListSchema,
     errors=(404,),
 )

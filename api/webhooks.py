@@ -26,13 +26,13 @@ from api.extensions import publisher, settings
 from api.openapi import doc
 from api.pagination import page, paginate
 from api.quotas import check_webhooks
-from api.schemas import (
+from api.schemas.common import PageQuerySchema
+from api.schemas.webhooks import (
     WEBHOOK_ALL_EVENTS,
     WebhookCreateSchema,
     WebhookDeliveryListSchema,
     WebhookDeliveryQuerySchema,
     WebhookDeliverySchema,
-    WebhookListQuerySchema,
     WebhookListSchema,
     WebhookPatchSchema,
     WebhookSchema,
@@ -53,7 +53,7 @@ WEBHOOK_SCHEMA = WebhookSchema()
 LIST_SCHEMA = WebhookListSchema()
 CREATE_SCHEMA = WebhookCreateSchema()
 PATCH_SCHEMA = WebhookPatchSchema()
-LIST_QUERY_SCHEMA = WebhookListQuerySchema()
+LIST_QUERY_SCHEMA = PageQuerySchema()
 DELIVERY_SCHEMA = WebhookDeliverySchema()
 DELIVERY_LIST_SCHEMA = WebhookDeliveryListSchema()
 DELIVERY_QUERY_SCHEMA = WebhookDeliveryQuerySchema()
@@ -202,7 +202,7 @@ def create_webhook() -> Response:
 @doc(
     summary="List webhooks (yours; all for an admin), newest first",
     tags=["webhooks"],
-    query=WebhookListQuerySchema,
+    query=PageQuerySchema,
     response=WebhookListSchema,
 )
 def list_webhooks() -> Response:

@@ -2,7 +2,7 @@
 `GET /deployments/{id}`, and the `data` of a webhook delivery (shared/webhooks/payloads.py).
 
 One definition for both, here rather than in api/ because the webhooks worker renders
-deliveries and workers never import Flask or api/. The API's schemas (api/schemas.py) are
+deliveries and workers never import Flask or api/. The API's schemas (api/schemas/) use
 these classes, so its answers and its OpenAPI document describe exactly what a webhook
 receiver gets. Links are plain paths under API_PREFIX, the same as Flask's `url_for` builds
 for the API's routes (a test compares a rendered job with the API's answer).
@@ -54,6 +54,18 @@ class ComputedDict(Computed, fields.Dict):
 
 
 class ComputedList(Computed, fields.List):
+    pass
+
+
+class ComputedString(Computed, fields.String):
+    pass
+
+
+class ComputedBoolean(Computed, fields.Boolean):
+    pass
+
+
+class ComputedDateTime(Computed, fields.DateTime):
     pass
 
 
