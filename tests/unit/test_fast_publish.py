@@ -14,6 +14,9 @@ from shared.dispatch import fast_publish, queues
 
 def test_message_matches_celerys_own() -> None:
     celery = make_celery()
+    # The envelope owes nothing to the result backend; the configured one (PostgreSQL) would
+    # connect on first use to create its tables, and a unit test reaches no service.
+    celery.conf.result_backend = "cache+memory://"
     task_id = str(uuid.uuid4())
     kwargs = {"job_id": "j", "dispatch_id": task_id, "request_id": "r"}
     with Connection("memory://") as connection:
