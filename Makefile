@@ -2,16 +2,20 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint fmt bench migrate clean up down scale
+.PHONY: help run test test-unit lint fmt bench migrate clean up down scale
 
 help:  ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 run:  ## Install what is missing, migrate, and run API, workers, beat and Flower (Ctrl-C stops)
 	@scripts/run.sh
 
 test:  ## The same set-up, then the whole test suite
 	@scripts/test.sh $(PYTEST_ARGS)
+
+test-unit:  ## The unit tests only: needs the virtualenv, no PostgreSQL, Redis, S3 or Docker
+	@scripts/venv.sh
+	.venv/bin/pytest tests/unit $(PYTEST_ARGS)
 
 lint:  ## ruff check and format check, then mypy (strict on shared/ and client/)
 	@test -x .venv/bin/ruff -a -x .venv/bin/mypy || scripts/setup.sh

@@ -15,7 +15,6 @@ VAR="$ROOT/var"
 mkdir -p "$VAR/run" "$VAR/log"
 log() { printf '[setup] %s\n' "$*"; }
 
-PYTHON="${PYTHON:-python3}"
 DB_USER=dockyard
 DB_PASSWORD=dockyard
 DEV_DB=dockyard
@@ -65,26 +64,7 @@ scripts/images.sh >"$images_log" 2>&1 &
 images_pid=$!
 
 # --- virtualenv and the project (skipped when pyproject.toml did not change) ---------------
-if [[ ! -x .venv/bin/python ]]; then
-  log "creating .venv"
-  "$PYTHON" -m venv .venv
-fi
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
-if [[ ! -f "$stamp" ]]; then
-  log "installing the project into .venv"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
-  rm -f .venv/.installed-*
-  touch "$stamp"
-fi
-# The client (SDK and the `dockyard` command line), its own distribution in client/.
-client_stamp=".venv/.client-installed-$(sha256sum client/pyproject.toml | cut -c1-16)"
-if [[ ! -f "$client_stamp" ]]; then
-  log "installing the client (dockyard) into .venv"
-  .venv/bin/pip install -q -e ./client
-  rm -f .venv/.client-installed-*
-  touch "$client_stamp"
-fi
+scripts/venv.sh
 
 # --- Redis -----------------------------------------------------------------------------------
 if ! redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
