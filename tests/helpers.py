@@ -1,7 +1,9 @@
-"""Helpers shared by the tests: accounts, tokens, and waiting on conditions (never sleeps)."""
+"""Helpers shared by the tests: accounts, tokens, waiting on conditions (never sleeps), free
+ports, and the API's error shape."""
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +30,14 @@ def wait_for(
         time.sleep(interval)
         value = condition()
     return value
+
+
+def free_port() -> int:
+    """A loopback port free right now, for a server a test starts (the kernel picks it; the
+    server binds it a moment later, a race no test here has lost)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def register(

@@ -10,7 +10,6 @@ settings (a short token lifetime, a small submit quota...) for the tests that ne
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
@@ -20,16 +19,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import PASSWORD, wait_for
+from tests.helpers import PASSWORD, free_port, wait_for
 from tests.integration.workers import Process, celery_worker
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _answers(url: str) -> bool:

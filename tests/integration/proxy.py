@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -30,16 +29,10 @@ import requests
 
 from shared.apps.urls import host_for
 from shared.config import Settings
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 from workers.deploy.proxy import caddy_config
 
 CADDY = shutil.which("caddy")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class CaddyProxy:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,23 +19,17 @@ import redis
 import requests
 from redis import Redis
 
-from tests.helpers import PASSWORD, wait_for
+from tests.helpers import PASSWORD, free_port, wait_for
 from tests.integration.workers import Process
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PrivateRedis:
     """A redis-server without persistence on a port of its own."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.tmp_path = tmp_path
         self.process: subprocess.Popen[bytes] | None = None
         self.client = Redis(port=self.port, socket_timeout=2)
@@ -87,7 +80,7 @@ class PrivateRedis:
 
 @contextmanager
 def api_server(tmp_path: Path, env: dict[str, str]) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     process = Process(
         [
             GUNICORN,
@@ -157,7 +150,7 @@ class PrivatePostgres:
     `postgres` user), which the test may restart with jobs in flight."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="dockyard-pg-"))
         shutil.chown(self.dir, "postgres", "postgres")
         self.data = self.dir / "data"

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from api import quotas, sse
 from shared.db import session_scope
 from shared.models import Job
-from tests.helpers import PASSWORD, User, register, wait_for
+from tests.helpers import PASSWORD, User, free_port, register, wait_for
 from tests.integration.test_streams import serving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -394,9 +394,7 @@ def test_a_crashed_api_process_does_not_hold_stream_slots_forever(make_app) -> N
     expire once that process stops refreshing them, and the user can open streams again."""
     app = make_app(max_streams_per_user=2)
     user = User(app.test_client())
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with api_process(port) as process:
         crashing = f"http://127.0.0.1:{port}"
         wait_for(lambda: _up(crashing), timeout=30, message="the API process")

@@ -46,7 +46,7 @@ from dockyard_client import (
 from dockyard_client import client as client_module
 from shared.db import session_scope
 from shared.models import Job
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 from tests.integration.git_repos import FakeGitHub
 from tests.integration.live_server import new_account, serve
 from tests.integration.workers import celery_worker, deploy_fleet
@@ -249,9 +249,7 @@ def test_error_classes_carry_the_api_error(base: str, sdk: Client) -> None:
 
 
 def test_connection_errors(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with (
         Client(f"http://127.0.0.1:{port}") as client,
         pytest.raises(dockyard_client.APIConnectionError) as down,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -32,7 +31,7 @@ import pytest
 import requests
 
 from shared.config import Settings
-from tests.helpers import PASSWORD, wait_for
+from tests.helpers import PASSWORD, free_port, wait_for
 from tests.integration.stack import scratch_database
 
 BIN = Path(sys.executable).parent
@@ -55,12 +54,6 @@ CONFIG = """
 [phases.stateful]
 max-steps = 8
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from shared.config import Settings
-from tests.helpers import wait_for
-from tests.integration.proxy import CaddyProxy, caddy_proxy, free_port, text_server
+from tests.helpers import free_port, wait_for
+from tests.integration.proxy import CaddyProxy, caddy_proxy, text_server
 from workers.deploy.proxy import NOT_FOUND_BODY, ProxyUnavailable, Route, apply
 
 RATE = 20  # requests a second, per client

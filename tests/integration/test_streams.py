@@ -4,7 +4,6 @@ with Last-Event-ID, and one user never seeing another's events."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,14 +13,12 @@ import requests
 from werkzeug.serving import make_server
 
 from api import sse
-from tests.helpers import User
+from tests.helpers import User, free_port
 
 
 @contextmanager
 def serving(app) -> Iterator[str]:  # noqa: ANN001
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     httpd = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
