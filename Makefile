@@ -2,7 +2,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-unit lint fmt bench migrate clean up down scale
+.PHONY: help run test test-unit lint fmt docs bench migrate clean up down scale
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,7 +28,12 @@ fmt:  ## Rewrite the code as lint wants it: ruff's safe fixes, then ruff format
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 
-bench:  ## Performance comparison (see README, Performance)
+docs:  ## Regenerate docs/configuration.md, then build the docs site strictly into var/site
+	@scripts/venv.sh
+	.venv/bin/python -m shared.config_docs
+	.venv/bin/mkdocs build --strict -d var/site
+
+bench:  ## Performance comparison (docs/performance.md)
 	@scripts/setup.sh
 	.venv/bin/python -m bench $(BENCH_ARGS)
 

@@ -1,7 +1,7 @@
 """The deploy fleet's limits, end to end: a real `celery worker` on the `deploy` queue with
 small limits set through its environment, git cloning "GitHub" repositories (local bare
 repositories, or a local HTTP server that stalls, through git's insteadOf), the Docker
-engine building and running them. Each promise of the README's "Deploy jobs" section about
+engine building and running them. Each promise of docs/jobs.md's "Deploy jobs" section about
 a limit is checked where it is enforced: clone deadline and size cap, build memory, the
 running container's limits, who sees and stops a deployment, the default container port and
 the replace grace."""

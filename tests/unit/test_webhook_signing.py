@@ -1,6 +1,6 @@
 """The signature recipe: shared/webhooks/signing.py signs, and both its `verify` and the
-README's receiver example (run as printed, between its markers) accept exactly what it signs:
-a wrong secret, a changed body or an old timestamp is refused."""
+receiver example of docs/webhooks.md (run as printed, between its markers) accept exactly
+what it signs: a wrong secret, a changed body or an old timestamp is refused."""
 
 from __future__ import annotations
 
@@ -13,26 +13,26 @@ import pytest
 
 from shared.webhooks.signing import SIGNATURE_HEADER, signature_header, verify
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
 SECRET = "whsec_current"
 BODY = b'{"id":"d1","type":"job.succeeded","created_at":"2026-11-26T20:00:00+00:00","data":{}}'
 
 Verifier = Callable[[str, str, bytes], bool]
 
 
-def readme_verify() -> Verifier:
-    """The README's `verify(secret, header, body)`, executed from its own text."""
-    text = README.read_text()
+def page_verify() -> Verifier:
+    """The docs page's `verify(secret, header, body)`, executed from its own text."""
+    text = PAGE.read_text()
     block = re.search(
         r"<!-- webhook-verify:start -->\n```python\n(.*?)```\n<!-- webhook-verify:end -->",
         text,
         re.DOTALL,
     )
-    assert block, "the README's verification example (between its markers) is missing"
+    assert block, "docs/webhooks.md's verification example (between its markers) is missing"
     code = block.group(1)
     assert len(code.strip().splitlines()) <= 11, "the example should stay about 10 lines"
     namespace: dict[str, object] = {}
-    exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 (our own README)
+    exec(compile(code, str(PAGE), "exec"), namespace)  # noqa: S102 (our own docs page)
     function = namespace["verify"]
     assert callable(function)
     return function  # type: ignore[return-value]
@@ -42,7 +42,7 @@ def shared_verify(secret: str, header: str, body: bytes) -> bool:
     return verify(secret, {SIGNATURE_HEADER: header}, body)
 
 
-VERIFIERS = {"readme": readme_verify(), "shared": shared_verify}
+VERIFIERS = {"docs": page_verify(), "shared": shared_verify}
 
 
 @pytest.fixture(params=sorted(VERIFIERS))
