@@ -13,10 +13,11 @@ from redis import Redis
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from api.auth import current_user_id, require_admin
+from api import links
 from api.errors import not_found
 from api.extensions import publisher, settings
-from api.openapi import doc
+from api.identity import current_user_id, require_admin
+from api.operation import doc
 from api.pagination import page, paginate
 from api.schemas.admin import (
     AffectedSchema,
@@ -87,6 +88,11 @@ def _requeue(letter: DeadLetter) -> Effects:
     query=DeadLetterQuerySchema,
     response=DeadLetterListSchema,
     errors=(403,),
+    links={
+        "RequeueFirst": ("v1.admin.requeue_dead_letter", {"letter_id": links.FIRST_ITEM}),
+        "DeleteFirst": ("v1.admin.delete_dead_letter", {"letter_id": links.FIRST_ITEM}),
+        "GetFirstJob": ("v1.jobs.get_job", {"job_id": "$response.body#/items/0/job_id"}),
+    },
 )
 def list_dead_letters() -> Response:
     args = DeadLetterQuerySchema().load(request.args)
@@ -104,6 +110,9 @@ def list_dead_letters() -> Response:
     response=AffectedSchema,
     status=202,
     errors=(403, 404, 409),
+    links={
+        "GetRequeuedJob": ("v1.jobs.get_job", {"job_id": "$response.body#/job_id"}),
+    },
 )
 def requeue_dead_letter(letter_id: uuid.UUID) -> tuple[Response, int]:
     session = db_session()

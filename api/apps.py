@@ -16,12 +16,13 @@ from flask import Blueprint, Response, jsonify, request
 from flask_jwt_extended import jwt_required
 from sqlalchemy import select
 
-from api.auth import current_user_id, is_admin
-from api.deployments import refuse_repository
+from api.app_urls import webhook_url
+from api.deploy_requests import refuse_repository
 from api.errors import ApiError, not_found
 from api.extensions import publisher, settings
-from api.jobs import answer_submission, new_submission, processor_or_422
-from api.openapi import doc
+from api.identity import current_user_id, is_admin
+from api.operation import doc
+from api.owned import load_app
 from api.pagination import page, paginate
 from api.schemas.apps import (
     AppDeletedSchema,
@@ -33,6 +34,7 @@ from api.schemas.apps import (
 )
 from api.schemas.common import PageQuerySchema
 from api.session import db_session, json_body
+from api.submission import answer_submission, new_submission, processor_or_422
 from shared.apps.releases import encrypt_secret, image_kept
 from shared.apps.urls import app_url
 from shared.clock import now
@@ -42,7 +44,7 @@ from shared.deploy.repo_urls import InvalidRepository
 from shared.deploy.status import LIVE
 from shared.models import App, Deployment
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
-from shared.schemas.responses import API_PREFIX, JobSchema
+from shared.schemas.responses import JobSchema
 from shared.security.crypto import encrypt_env
 
 bp = Blueprint("apps", __name__, url_prefix="/apps")
@@ -98,11 +100,6 @@ class AppView:
         return webhook_url(self.app.name)
 
 
-def webhook_url(name: str) -> str:
-    """Where GitHub sends the app's push events (the payload URL of its webhook)."""
-    return f"{settings().public_base_url.rstrip('/')}{API_PREFIX}/hooks/github/{name}"
-
-
 def view(app: App) -> AppView:
     session = db_session()
     releases = list(
@@ -117,17 +114,6 @@ def view(app: App) -> AppView:
     if current is None and app.current_deployment_id is not None:
         current = session.get(Deployment, app.current_deployment_id)
     return AppView(app, releases, current)
-
-
-def load_app(name: str, *, for_update: bool = False) -> App:
-    """The app if the caller owns it (or is an admin); 404 otherwise, as for a missing one."""
-    query = select(App).where(App.name == name)
-    if for_update:
-        query = query.with_for_update()
-    app = db_session().scalar(query)
-    if app is None or (app.owner_id != current_user_id() and not is_admin()):
-        raise not_found("app")
-    return app
 
 
 def _app_response(app: App, status: int = 200) -> Response:

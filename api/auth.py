@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.errors import ApiError, error_response
 from api.extensions import jwt, redis_client, settings
-from api.openapi import doc
+from api.operation import doc
 from api.quotas import (
     check_login_allowed,
     clear_login_failures,
@@ -88,19 +88,6 @@ def spend_refresh_token(claims: dict[str, Any]) -> bool:
     remaining = max(1, int(claims["exp"] - datetime.now(UTC).timestamp()))
     key = _REVOKED_PREFIX + claims["jti"]
     return bool(redis_client().set(key, _ROTATED, nx=True, ex=remaining))
-
-
-def current_user_id() -> uuid.UUID:
-    return uuid.UUID(get_jwt_identity())
-
-
-def is_admin() -> bool:
-    return get_jwt().get("role") == "admin"
-
-
-def require_admin() -> None:
-    if not is_admin():
-        raise ApiError(403, "forbidden", "This endpoint is for administrators.")
 
 
 def token_revoked(claims: dict[str, Any]) -> bool:
@@ -247,7 +234,7 @@ def login() -> Response:
     tags=["auth"],
     response=TokenSchema,
     auth="refresh",
-    errors=(401,),
+    errors=(401, 429),
 )
 def refresh() -> Response:
     claims = get_jwt()

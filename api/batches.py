@@ -16,15 +16,22 @@ from flask import Blueprint, Response, g, jsonify
 from flask_jwt_extended import jwt_required
 from marshmallow import ValidationError
 
-from api.auth import current_user_id
+from api import links
 from api.errors import ApiError
 from api.extensions import publisher, settings
+from api.identity import current_user_id
 from api.job_options import job_options
-from api.jobs import SUBMIT_SCHEMA, idempotency_key, plain_job, resolve_max_attempts
-from api.openapi import doc
+from api.operation import doc
 from api.quotas import SubmitQuotas
 from api.schemas.batches import BatchSchema, BatchSubmitSchema
 from api.session import db_session, json_body
+from api.submission import (
+    IDEMPOTENCY_KEY,
+    SUBMIT_SCHEMA,
+    idempotency_key,
+    plain_job,
+    resolve_max_attempts,
+)
 from shared.jobs.submission import BatchSubmission, Submission, submit_batch
 
 bp = Blueprint("batches", __name__, url_prefix="/jobs")
@@ -40,6 +47,9 @@ BATCH_SCHEMA = BatchSchema()
     response=BatchSchema,
     status=202,
     errors=(409, 422, 429, 503),
+    also=(200,),  # an Idempotency-Key replay: the original jobs
+    parameters=(IDEMPOTENCY_KEY,),
+    links=links.FIRST_JOB,
 )
 def submit() -> Response:
     items = _items(json_body())

@@ -33,10 +33,10 @@ from flask_jwt_extended import get_jwt, jwt_required
 from sqlalchemy import func, select
 
 from api import sse
-from api.auth import current_user_id
-from api.deployments import load_deployment
 from api.extensions import redis_client, settings
-from api.openapi import doc
+from api.identity import current_user_id
+from api.operation import doc
+from api.owned import load_deployment
 from api.quotas import StreamSlot
 from api.session import db_session
 from shared.clock import now
@@ -193,6 +193,8 @@ def _stored(deployment_id: uuid.UUID, after: int) -> tuple[bool, bool, bool]:
     tags=["deployments"],
     errors=(401, 404, 422, 429),
     content_type="text/event-stream",
+    also=(204,),  # a finished log, all seen
+    parameters=sse.LAST_EVENT_ID,
 )
 def deployment_log_stream(deployment_id: uuid.UUID) -> Response:
     """Take a stream slot (429 past the limit) and subscribe before reading the table, so

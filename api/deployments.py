@@ -4,18 +4,19 @@ logs, stop it. The API never touches Docker: stopping is a task for the deploy f
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from flask_jwt_extended import jwt_required
 from sqlalchemy import select
 
-from api.auth import current_user_id, is_admin
-from api.errors import ApiError, not_found
+from api import links
+from api.deploy_requests import deploy_request
+from api.errors import ApiError
 from api.extensions import publisher, settings
+from api.identity import current_user_id, is_admin
 from api.job_options import job_options
-from api.jobs import answer_submission, new_submission, processor_or_422
-from api.openapi import doc
+from api.operation import doc
+from api.owned import load_deployment
 from api.pagination import page, paginate
 from api.schemas.deployments import (
     DeploymentListQuerySchema,
@@ -24,9 +25,9 @@ from api.schemas.deployments import (
     DeploySubmitSchema,
 )
 from api.session import db_session, json_body
+from api.submission import IDEMPOTENCY_KEY, answer_submission, new_submission, processor_or_422
 from shared.deploy import transitions
-from shared.deploy.jobs import DeployRequest, deploy_job
-from shared.deploy.repo_urls import InvalidRepository
+from shared.deploy.jobs import deploy_job
 from shared.models import Deployment, JobLog
 from shared.processors.deploy import NAME as DEPLOY_PROCESSOR
 from shared.schemas.responses import DeploymentSchema, JobSchema
@@ -39,33 +40,6 @@ DEPLOYMENT_SCHEMA = DeploymentSchema()
 DEPLOYMENT_LIST_SCHEMA = DeploymentListSchema()
 
 
-def refuse_repository(error: InvalidRepository, within: str | None = None) -> ApiError:
-    """422 with the refusal's own code; `within` nests the field (a schedule's `params`)."""
-    fields: dict[str, Any] = {error.field: [error.message]}
-    return ApiError(
-        422, error.code, error.message, {"fields": {within: fields} if within else fields}
-    )
-
-
-def deploy_request(data: dict[str, Any], within: str | None = None) -> DeployRequest:
-    """The validated request of a deploy body (`DeploySubmitSchema` fields): a refused URL or
-    ref answers 422 with its own code (invalid_repo_url, ...). A deploy schedule's params
-    are checked here too (`within="params"`), so both refuse the same way."""
-    try:
-        return DeployRequest.parse(
-            settings(),
-            repo_url=data["repo_url"],
-            ref=data["ref"],
-            container_port=data["container_port"],
-            health_path=data["health_path"],
-            env=data["env"],
-            app=data.get("app"),
-            access_token=data.get("access_token"),
-        )
-    except InvalidRepository as error:
-        raise refuse_repository(error, within) from None
-
-
 @submit_bp.post("/deploy")
 @jwt_required()
 @doc(
@@ -76,6 +50,17 @@ def deploy_request(data: dict[str, Any], within: str | None = None) -> DeployReq
     response=JobSchema,
     status=202,
     errors=(409, 429, 503),
+    also=(200,),  # an Idempotency-Key replay: the original job
+    parameters=(IDEMPOTENCY_KEY,),
+    links={
+        **links.JOB,
+        "GetDeployment": ("v1.deployments.get_deployment", {"deployment_id": links.DEPLOYMENT_ID}),
+        "GetDeploymentLogs": (
+            "v1.deployments.deployment_logs",
+            {"deployment_id": links.DEPLOYMENT_ID},
+        ),
+        "StopDeployment": ("v1.deployments.stop", {"deployment_id": links.DEPLOYMENT_ID}),
+    },
 )
 def submit_deploy() -> Response:
     data = SUBMIT_SCHEMA.load(json_body())
@@ -93,13 +78,6 @@ def submit_deploy() -> Response:
     )
 
 
-def load_deployment(deployment_id: uuid.UUID, *, for_update: bool = False) -> Deployment:
-    deployment = db_session().get(Deployment, deployment_id, with_for_update=for_update)
-    if deployment is None or (deployment.owner_id != current_user_id() and not is_admin()):
-        raise not_found("deployment")
-    return deployment
-
-
 @bp.get("")
 @jwt_required()
 @doc(
@@ -107,6 +85,13 @@ def load_deployment(deployment_id: uuid.UUID, *, for_update: bool = False) -> De
     tags=["deployments"],
     query=DeploymentListQuerySchema,
     response=DeploymentListSchema,
+    links={
+        "GetFirstDeployment": (
+            "v1.deployments.get_deployment",
+            {"deployment_id": links.FIRST_ITEM},
+        ),
+        "StopFirstDeployment": ("v1.deployments.stop", {"deployment_id": links.FIRST_ITEM}),
+    },
 )
 def list_deployments() -> Response:
     args = DeploymentListQuerySchema().load(request.args)
@@ -122,7 +107,17 @@ def list_deployments() -> Response:
 
 @bp.get("/<uuid:deployment_id>")
 @jwt_required()
-@doc(summary="One deployment", tags=["deployments"], response=DeploymentSchema, errors=(404,))
+@doc(
+    summary="One deployment",
+    tags=["deployments"],
+    response=DeploymentSchema,
+    errors=(404,),
+    links={
+        "GetDeploymentJob": ("v1.jobs.get_job", {"job_id": "$response.body#/job_id"}),
+        "GetDeploymentLogs": ("v1.deployments.deployment_logs", {"deployment_id": links.ID}),
+        "StopDeployment": ("v1.deployments.stop", {"deployment_id": links.ID}),
+    },
+)
 def get_deployment(deployment_id: uuid.UUID) -> Response:
     return jsonify(DEPLOYMENT_SCHEMA.dump(load_deployment(deployment_id)))
 
@@ -159,6 +154,7 @@ def deployment_logs(deployment_id: uuid.UUID) -> Response:
     response=DeploymentSchema,
     status=202,
     errors=(404, 409),
+    also=(200,),  # nothing left to stop
 )
 def stop(deployment_id: uuid.UUID) -> Response:
     deployment = load_deployment(deployment_id, for_update=True)

@@ -13,23 +13,25 @@ from flask_jwt_extended import jwt_required
 from sqlalchemy import select
 from werkzeug.datastructures import FileStorage
 
-from api.auth import current_user_id
+from api import links
 from api.errors import ApiError
 from api.extensions import settings, storage
+from api.identity import current_user_id
 from api.job_options import form_job_options
-from api.jobs import (
-    answer_submission,
-    idempotency_key,
-    load_job,
-    load_params,
-    new_submission,
-    processor_or_422,
-)
-from api.openapi import doc
+from api.operation import doc
+from api.owned import load_job
 from api.quotas import precheck_submit_quotas
 from api.schemas.files import DownloadQuerySchema, DownloadSchema, FileSubmitSchema
 from api.schemas.jobs import JobLogListSchema
 from api.session import db_session
+from api.submission import (
+    IDEMPOTENCY_KEY,
+    answer_submission,
+    idempotency_key,
+    load_params,
+    new_submission,
+    processor_or_422,
+)
 from shared.jobs.status import JobStatus
 from shared.jobs.submission import recent_job
 from shared.models import JobLog
@@ -135,6 +137,9 @@ def _sniff(upload: FileStorage) -> tuple[str, bool]:
     response=JobSchema,
     status=202,
     errors=(409, 413, 415, 429, 503),
+    also=(200,),  # an Idempotency-Key replay: the original job
+    parameters=(IDEMPOTENCY_KEY,),
+    links=links.JOB,
 )
 def submit_file() -> Response:
     # Werkzeug's form parser spools the upload to a temporary file past 500 KB: the API
@@ -174,6 +179,7 @@ def submit_file() -> Response:
     query=DownloadQuerySchema,
     response=DownloadSchema,
     errors=(404, 409, 410),
+    also=(302,),  # redirect=true: to the download URL
 )
 def download(job_id: uuid.UUID) -> Response:
     args = DownloadQuerySchema().load(request.args)

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, request, send_file, stream_with_context
 
 from api.errors import ApiError, not_found
 from api.extensions import storage
-from api.openapi import doc
+from api.operation import doc, query_parameter
 from shared.storage.base import ObjectMissing, Storage, StorageError
 from shared.storage.local import LocalStorage
 
@@ -24,6 +24,12 @@ _REFUSALS = {
     "invalid": ("invalid_download_url", "This download URL is not valid."),
     "expired": ("download_url_expired", "This download URL has expired; request a new one."),
 }
+#: The signed URL's query, read by the view itself (the document shows its bounds).
+_SIGNED_URL_QUERY = (
+    query_parameter("filename", {"type": "string", "maxLength": 200}),
+    query_parameter("expires", {"type": "string", "pattern": "^[0-9]{1,12}$"}),
+    query_parameter("signature", {"type": "string", "pattern": "^[0-9a-f]{64}$"}),
+)
 
 
 @bp.get("/<path:key>")
@@ -33,6 +39,7 @@ _REFUSALS = {
     auth=None,
     errors=(403, 404, 503),
     content_type="application/octet-stream",
+    parameters=_SIGNED_URL_QUERY,
 )
 def download(key: str) -> Response:
     backend = storage()

@@ -31,11 +31,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.apps import load_app, webhook_url
+from api.app_urls import webhook_url
 from api.errors import ApiError, not_found
 from api.extensions import publisher, settings
-from api.jobs import processor_or_422, resolve_max_attempts
-from api.openapi import doc
+from api.operation import doc, header
+from api.owned import load_app
 from api.pagination import encode_cursor, paginate
 from api.quotas import SubmitQuotas, check_hook_rate
 from api.schemas.common import PageQuerySchema
@@ -48,6 +48,7 @@ from api.schemas.github_hooks import (
     GitHubPushSchema,
 )
 from api.session import db_session, json_body
+from api.submission import processor_or_422, resolve_max_attempts
 from shared.apps.releases import decrypt_secret, encrypt_secret
 from shared.deploy.jobs import DeployRequest, deploy_job
 from shared.deploy.repo_urls import InvalidRepository, is_commit
@@ -69,6 +70,24 @@ _DEPLOYED_INDEX = "uq_app_hook_deliveries_deployed"
 _NO_COMMIT = "0" * 40
 _EVENT_LENGTH = 64
 _DELIVERY_LENGTH = 100
+#: The headers GitHub sends that the hook reads (a missing or wrong signature answers 401).
+_GITHUB_HEADERS = (
+    header(
+        "X-Hub-Signature-256",
+        "sha256=<HMAC-SHA256 of the raw body with the app's webhook secret>",
+        {"type": "string", "maxLength": len("sha256=") + 64},
+    ),
+    header(
+        "X-GitHub-Event",
+        "push deploys; ping answers pong; any other is ignored.",
+        {"type": "string", "maxLength": _EVENT_LENGTH},
+    ),
+    header(
+        "X-GitHub-Delivery",
+        "The delivery's id: a repeated one never deploys twice.",
+        {"type": "string", "maxLength": _DELIVERY_LENGTH},
+    ),
+)
 
 
 class Arrival:
@@ -150,6 +169,8 @@ def _payload(arrival: Arrival) -> dict[str, Any]:
     status=202,
     auth=None,
     errors=(401, 404, 409, 429, 503),
+    also=(200,),  # a ping's pong
+    parameters=_GITHUB_HEADERS,
 )
 def github_push(name: str) -> Response:
     app = db_session().scalar(select(App).where(App.name == name))

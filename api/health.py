@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
 from api.extensions import redis_client, settings
-from api.openapi import doc
+from api.operation import doc
 from api.schemas.health import HealthSchema
 from shared.db import get_engine
 

@@ -4,121 +4,43 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request
 from flask_jwt_extended import jwt_required
-from marshmallow import ValidationError
 from sqlalchemy import ColumnElement, false, select, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Session
 
-from api.auth import current_user_id, is_admin
-from api.errors import ApiError, not_found
+from api import links
 from api.extensions import publisher, settings
-from api.job_options import JobOptions, job_options
-from api.middleware import check_json
-from api.openapi import doc
+from api.identity import current_user_id, is_admin
+from api.job_options import job_options
+from api.operation import doc
+from api.owned import load_job
 from api.pagination import page, paginate
-from api.quotas import SubmitQuotas, check_active_jobs, check_submit_rate
+from api.quotas import check_active_jobs, check_submit_rate
 from api.schemas.jobs import JobEventListSchema, JobListQuerySchema, JobListSchema, JobSubmitSchema
 from api.session import db_session, json_body
+from api.submission import (
+    IDEMPOTENCY_KEY,
+    JOB_SCHEMA,
+    SUBMIT_SCHEMA,
+    answer_submission,
+    job_response,
+    new_submission,
+    plain_job,
+    processor_or_422,
+)
 from shared.jobs import transitions
 from shared.jobs.status import RETRYABLE_BY_USER, JobStatus
-from shared.jobs.submission import InputStager, NewJob, Submission, lock_owner, submit_job
+from shared.jobs.submission import lock_owner
 from shared.models import Job, JobEvent
-from shared.processors import Processor, get_processor, kind_of
 from shared.schemas.responses import JobSchema
 
 log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
-_MAX_KEY_LENGTH = 255
-# Schema instances are reusable and thread-safe for load/dump; building one per request
-# costs more than the database insert.
-JOB_SCHEMA = JobSchema()
 JOB_LIST_SCHEMA = JobListSchema()
-SUBMIT_SCHEMA = JobSubmitSchema()
-
-
-def job_response(job: Job, status: int) -> Response:
-    response = jsonify(JOB_SCHEMA.dump(job))
-    response.status_code = status
-    response.headers["Location"] = url_for("v1.jobs.get_job", job_id=job.id)
-    return response
-
-
-def load_job(job_id: uuid.UUID, *, for_update: bool = False) -> Job:
-    """The caller's job (any job for an admin); someone else's answers 404 like a missing one."""
-    job = db_session().get(Job, job_id, with_for_update=for_update)
-    if job is None or (job.owner_id != current_user_id() and not is_admin()):
-        raise not_found("job")
-    return job
-
-
-def idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    key = key.strip()
-    if not key or len(key) > _MAX_KEY_LENGTH or not key.isprintable():
-        raise ApiError(
-            422,
-            "invalid_idempotency_key",
-            f"Idempotency-Key must be 1-{_MAX_KEY_LENGTH} printable characters.",
-        )
-    return key
-
-
-def resolve_max_attempts(processor: Processor, requested: int | None) -> int:
-    limit = settings().job_max_attempts_limit
-    if requested is not None and requested > limit:
-        raise ApiError(
-            422,
-            "validation_error",
-            "The request is not valid.",
-            {"fields": {"max_attempts": [f"Must be at most {limit}."]}},
-        )
-    return requested or processor.max_attempts or settings().job_max_attempts
-
-
-def new_submission(
-    processor: Processor,
-    params: dict[str, Any],
-    max_attempts: int | None = None,
-    *,
-    queue: str | None = None,
-    stager: InputStager | None = None,
-    with_job: Callable[[Session, NewJob], None] | None = None,
-    kind_quota: Callable[[Session], None] | None = None,
-    options: JobOptions | None = None,
-) -> Submission:
-    """The submission this request makes: its user, Idempotency-Key and request id, and the
-    user's quotas with the kind's own (`kind_quota`, e.g. active deployments)."""
-    owner = current_user_id()
-    key = idempotency_key()
-    return Submission(
-        owner_id=owner,
-        processor=processor,
-        params=params,
-        max_attempts=resolve_max_attempts(processor, max_attempts),
-        queue=queue,
-        idempotency_key=key,
-        request_id=g.request_id,
-        quotas=SubmitQuotas(settings(), owner, kind_quota),
-        stager=stager,
-        with_job=with_job,
-        **(options or JobOptions()).submission_fields(),
-    )
-
-
-def answer_submission(submission: Submission) -> Response:
-    """Submit (shared/jobs/submission.py) and answer: 202 with a new job, 200 with a replayed one."""
-    result = submit_job(
-        db_session(), submission, celery=publisher(), redis_url=settings().redis_url
-    )
-    return job_response(result.job, 202 if result.created else 200)
 
 
 def check_retry_quotas(job: Job) -> None:
@@ -132,31 +54,6 @@ def check_retry_quotas(job: Job) -> None:
         check_active_jobs(settings(), db_session(), job.owner_id)
 
 
-def processor_or_422(name: str, kind: str | None = None) -> Processor:
-    processor = get_processor(name)
-    if processor is None or (kind is not None and processor.kind != kind):
-        raise ApiError(
-            422,
-            "unknown_processor",
-            f"There is no processor named {name!r}.",
-            {"fields": {"processor": ["Unknown processor."]}},
-        )
-    return processor
-
-
-def load_params(processor: Processor, raw: dict[str, Any]) -> dict[str, Any]:
-    check_json(raw, "params")  # multipart params arrive as JSON text: NUL/surrogates -> 422
-    try:
-        return processor.load_params(raw)
-    except ValidationError as error:
-        raise ApiError(
-            422,
-            "invalid_params",
-            "The processor's parameters are not valid.",
-            {"fields": {"params": error.normalized_messages()}},
-        ) from None
-
-
 @bp.post("")
 @jwt_required()
 @doc(
@@ -166,6 +63,9 @@ def load_params(processor: Processor, raw: dict[str, Any]) -> dict[str, Any]:
     response=JobSchema,
     status=202,
     errors=(409, 429, 503),
+    also=(200,),  # an Idempotency-Key replay: the original job
+    parameters=(IDEMPOTENCY_KEY,),
+    links=links.JOB,
 )
 def submit() -> Response:
     data = SUBMIT_SCHEMA.load(json_body())
@@ -176,23 +76,6 @@ def submit() -> Response:
     )
 
 
-def plain_job(data: dict[str, Any]) -> tuple[Processor, dict[str, Any], str | None]:
-    """A loaded JobSubmitSchema's processor (one that needs no upload: 422 `wrong_endpoint`
-    otherwise), its loaded params and the queue they pick (POST /jobs and each job of
-    POST /jobs/batch)."""
-    processor = processor_or_422(data["processor"])
-    kind = kind_of(processor.kind)
-    if processor.input != "none":
-        raise ApiError(
-            422,
-            "wrong_endpoint",
-            f"{processor.name} takes {processor.input} input; use POST /api/v1{kind.submit_path}.",
-            {"endpoint": f"/api/v1{kind.submit_path}"},
-        )
-    params = load_params(processor, data["params"])
-    return processor, params, params.get("fleet") if kind.fleet_param else None
-
-
 @bp.get("")
 @jwt_required()
 @doc(
@@ -200,6 +83,7 @@ def plain_job(data: dict[str, Any]) -> tuple[Processor, dict[str, Any], str | No
     tags=["jobs"],
     query=JobListQuerySchema,
     response=JobListSchema,
+    links=links.FIRST_JOB,
 )
 def list_jobs() -> Response:
     args = JobListQuerySchema().load(list_query_args())
@@ -238,7 +122,7 @@ def labels_match(filters: list[str]) -> ColumnElement[bool]:
 
 @bp.get("/<uuid:job_id>")
 @jwt_required()
-@doc(summary="One job", tags=["jobs"], response=JobSchema, errors=(404,))
+@doc(summary="One job", tags=["jobs"], response=JobSchema, errors=(404,), links=links.JOB)
 def get_job(job_id: uuid.UUID) -> Response:
     return jsonify(JOB_SCHEMA.dump(load_job(job_id)))
 
@@ -270,6 +154,8 @@ def job_events(job_id: uuid.UUID) -> Response:
     tags=["jobs"],
     response=JobSchema,
     errors=(404, 409),
+    also=(202,),  # a running job: it stops at its next step
+    links={"RetryJob": links.JOB["RetryJob"], "GetJob": links.JOB["GetJob"]},
 )
 def cancel(job_id: uuid.UUID) -> Response:
     job = load_job(job_id, for_update=True)
@@ -292,6 +178,7 @@ def cancel(job_id: uuid.UUID) -> Response:
     response=JobSchema,
     status=202,
     errors=(404, 409, 429),
+    links={"CancelJob": links.JOB["CancelJob"], "GetJob": links.JOB["GetJob"]},
 )
 def retry(job_id: uuid.UUID) -> Response:
     job = load_job(job_id, for_update=True)

@@ -8,7 +8,8 @@ from flask import Blueprint, Response, jsonify
 from flask_jwt_extended import jwt_required
 
 from api.extensions import settings
-from api.openapi import doc, params_json_schema
+from api.openapi import params_json_schema
+from api.operation import doc
 from api.schemas.processors import ProcessorListSchema
 from shared.processors import all_processors, kind_of
 

@@ -20,18 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.auth import current_user_id, is_admin
-from api.deployments import deploy_request, refuse_repository
+from api import links
+from api.deploy_requests import deploy_request, refuse_repository
 from api.errors import ApiError, not_found
 from api.extensions import publisher, settings
-from api.jobs import (
-    JOB_LIST_SCHEMA,
-    job_response,
-    load_params,
-    processor_or_422,
-    resolve_max_attempts,
-)
-from api.openapi import doc
+from api.identity import current_user_id, is_admin
+from api.operation import doc
 from api.pagination import page, paginate
 from api.quotas import SubmitQuotas, check_schedules
 from api.schemas.common import PageQuerySchema
@@ -44,6 +38,7 @@ from api.schemas.schedules import (
     ScheduleSchema,
 )
 from api.session import db_session, json_body
+from api.submission import job_response, load_params, processor_or_422, resolve_max_attempts
 from shared.clock import now
 from shared.deploy.repo_urls import InvalidRepository
 from shared.jobs import schedules
@@ -60,6 +55,7 @@ SCHEDULE_LIST_SCHEMA = ScheduleListSchema()
 CREATE_SCHEMA = ScheduleCreateSchema()
 PATCH_SCHEMA = SchedulePatchSchema()
 LIST_QUERY_SCHEMA = PageQuerySchema()
+RUNS_SCHEMA = JobListSchema()
 #: A deploy schedule's params: the fields of a POST /jobs/deploy body that say what to deploy.
 DEPLOY_PARAMS_SCHEMA = DeploySubmitSchema(
     only=("repo_url", "ref", "container_port", "health_path", "env", "app")
@@ -147,6 +143,7 @@ def schedule_response(schedule: Schedule, status: int = 200) -> Response:
     response=ScheduleSchema,
     status=201,
     errors=(409, 429),
+    links=links.SCHEDULE,
 )
 def create_schedule() -> Response:
     data = CREATE_SCHEMA.load(json_body())
@@ -182,6 +179,9 @@ def create_schedule() -> Response:
     tags=["schedules"],
     query=PageQuerySchema,
     response=ScheduleListSchema,
+    links={
+        "GetFirstSchedule": ("v1.schedules.get_schedule", {"schedule_id": links.FIRST_ITEM}),
+    },
 )
 def list_schedules() -> Response:
     args = LIST_QUERY_SCHEMA.load(request.args)
@@ -195,7 +195,13 @@ def list_schedules() -> Response:
 
 @bp.get("/<uuid:schedule_id>")
 @jwt_required()
-@doc(summary="One schedule", tags=["schedules"], response=ScheduleSchema, errors=(404,))
+@doc(
+    summary="One schedule",
+    tags=["schedules"],
+    response=ScheduleSchema,
+    errors=(404,),
+    links=links.SCHEDULE,
+)
 def get_schedule(schedule_id: uuid.UUID) -> Response:
     return schedule_response(load_schedule(schedule_id))
 
@@ -265,6 +271,7 @@ def delete_schedule(schedule_id: uuid.UUID) -> Response:
     response=JobSchema,
     status=202,
     errors=(404, 429),
+    links=links.JOB,
 )
 def trigger(schedule_id: uuid.UUID) -> Response:
     schedule = load_schedule(schedule_id, for_update=True)
@@ -301,4 +308,4 @@ def schedule_runs(schedule_id: uuid.UUID) -> Response:
     query = select(Job).where(Job.schedule_id == schedule.id)
     query = paginate(query, Job.created_at, Job.id, args.get("cursor"), args["limit"])
     rows, next_cursor = page(list(db_session().scalars(query)), args["limit"])
-    return jsonify(JOB_LIST_SCHEMA.dump({"items": rows, "next_cursor": next_cursor}))
+    return jsonify(RUNS_SCHEMA.dump({"items": rows, "next_cursor": next_cursor}))

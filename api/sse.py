@@ -22,6 +22,7 @@ from redis.client import PubSub
 from api.auth import token_revoked
 from api.errors import ApiError
 from api.extensions import settings
+from api.operation import header, query_parameter
 from api.quotas import StreamSlot
 from shared import redis as shared_redis
 
@@ -30,6 +31,12 @@ KEEPALIVE_SECONDS = 15.0
 AUTH_RECHECK_SECONDS = 5.0  # a revoked token's stream ends within this (one Redis EXISTS)
 KEEPALIVE = ": keep-alive\n\n"
 RETRY = "retry: 2000\n\n"
+_EVENT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$"}
+#: Where a stream view reads the id it resumes after (`last_event_id`), for the document.
+LAST_EVENT_ID = (
+    header("Last-Event-ID", "Replay the events after this id first.", _EVENT_ID),
+    query_parameter("last_event_id", _EVENT_ID),
+)
 
 
 def last_event_id() -> int | None:

@@ -33,10 +33,10 @@ from flask_jwt_extended import get_jwt, jwt_required
 from sqlalchemy import select
 
 from api import sse
-from api.auth import current_user_id
 from api.extensions import redis_client, settings
-from api.jobs import load_job
-from api.openapi import doc
+from api.identity import current_user_id
+from api.operation import doc
+from api.owned import load_job
 from api.quotas import StreamSlot
 from shared.db import session_scope
 from shared.jobs import events, live
@@ -173,6 +173,8 @@ def _open(job_id: uuid.UUID | None, owner: uuid.UUID) -> Response:
     tags=["jobs"],
     errors=(404, 422, 429),
     content_type="text/event-stream",
+    also=(204,),  # an ended job, nothing left to send
+    parameters=sse.LAST_EVENT_ID,
 )
 def job_stream(job_id: uuid.UUID) -> Response:
     job = load_job(job_id)  # 404 for someone else's job
@@ -186,6 +188,7 @@ def job_stream(job_id: uuid.UUID) -> Response:
     tags=["jobs"],
     errors=(422, 429),
     content_type="text/event-stream",
+    parameters=sse.LAST_EVENT_ID,
 )
 def my_stream() -> Response:
     return _open(None, current_user_id())

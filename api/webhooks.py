@@ -20,10 +20,11 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from flask_jwt_extended import jwt_required
 from sqlalchemy import select
 
-from api.auth import current_user_id, is_admin
+from api import links
 from api.errors import ApiError, not_found
 from api.extensions import publisher, settings
-from api.openapi import doc
+from api.identity import current_user_id, is_admin
+from api.operation import doc
 from api.pagination import page, paginate
 from api.quotas import check_webhooks
 from api.schemas.common import PageQuerySchema
@@ -172,6 +173,7 @@ def _delivery_answer(delivery: WebhookDelivery) -> Response:
     response=WebhookSecretSchema,
     status=201,
     errors=(429,),
+    links=links.WEBHOOK,
 )
 def create_webhook() -> Response:
     data = CREATE_SCHEMA.load(json_body())
@@ -204,6 +206,9 @@ def create_webhook() -> Response:
     tags=["webhooks"],
     query=PageQuerySchema,
     response=WebhookListSchema,
+    links={
+        "GetFirstWebhook": ("v1.webhooks.get_webhook", {"webhook_id": links.FIRST_ITEM}),
+    },
 )
 def list_webhooks() -> Response:
     args = LIST_QUERY_SCHEMA.load(request.args)
@@ -222,6 +227,7 @@ def list_webhooks() -> Response:
     tags=["webhooks"],
     response=WebhookSchema,
     errors=(404,),
+    links=links.WEBHOOK,
 )
 def get_webhook(webhook_id: uuid.UUID) -> Response:
     return jsonify(WEBHOOK_SCHEMA.dump(load_webhook(webhook_id)))
@@ -278,6 +284,7 @@ def delete_webhook(webhook_id: uuid.UUID) -> Response:
     tags=["webhooks"],
     response=WebhookSecretSchema,
     errors=(404,),
+    links=links.WEBHOOK,
 )
 def rotate_secret(webhook_id: uuid.UUID) -> Response:
     webhook = load_webhook(webhook_id, for_update=True)
@@ -299,6 +306,7 @@ def rotate_secret(webhook_id: uuid.UUID) -> Response:
     response=WebhookDeliverySchema,
     status=202,
     errors=(404, 409),
+    links=links.DELIVERY,
 )
 def ping(webhook_id: uuid.UUID) -> Response:
     webhook = load_webhook(webhook_id, for_update=True)
@@ -347,6 +355,7 @@ def list_deliveries(webhook_id: uuid.UUID) -> Response:
     response=WebhookDeliverySchema,
     status=202,
     errors=(404, 409),
+    links=links.DELIVERY,
 )
 def redeliver(webhook_id: uuid.UUID, delivery_id: uuid.UUID) -> Response:
     webhook = load_webhook(webhook_id)

@@ -18,7 +18,7 @@ _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 HEALTH_PATH = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,499}$"
 
 
-def ENV_FIELD(**kwargs: Any) -> fields.Dict:  # noqa: N802 - a field factory, used like a class
+def ENV_FIELD(**kwargs: Any) -> fields.Dict:  # a field factory, used like a class
     return fields.Dict(
         keys=fields.String(validate=validate.Regexp(_ENV_NAME)),
         values=fields.String(validate=validate.Length(max=4096)),
@@ -35,12 +35,12 @@ def _check_app_name(name: str) -> None:
         raise ValidationError(str(error)) from None
 
 
-def APP_NAME_FIELD(**kwargs: Any) -> fields.String:  # noqa: N802
+def APP_NAME_FIELD(**kwargs: Any) -> fields.String:
     kwargs.setdefault("metadata", {}).setdefault("example", "hello-api")
     return fields.String(allow_none=True, validate=_check_app_name, **kwargs)
 
 
-def ACCESS_TOKEN_FIELD(**kwargs: Any) -> fields.String:  # noqa: N802
+def ACCESS_TOKEN_FIELD(**kwargs: Any) -> fields.String:
     return fields.String(
         allow_none=True,
         load_only=True,

@@ -20,19 +20,20 @@ from sqlalchemy.orm import Session
 from shared.config import Settings
 from shared.deploy.repo_urls import Repository, is_commit
 from shared.deploy.status import DeploymentStatus
+from shared.errors import DomainError
 from shared.models import App, Deployment
 from shared.security.crypto import cipher
 
 
-class AppNameTaken(Exception):
-    """Another user holds the name."""
+class AppNameTaken(DomainError):
+    """Another user holds the name (HTTP 409)."""
 
+    status = 409
     code = "app_name_taken"
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.message = f"The app name {name!r} is taken; choose another."
-        super().__init__(self.message)
+        super().__init__(f"The app name {name!r} is taken; choose another.", details={"app": name})
 
 
 @dataclass(frozen=True)

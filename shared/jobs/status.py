@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 import logging
 
+from shared.errors import DomainError
+
 log = logging.getLogger(__name__)
 
 
@@ -45,8 +47,11 @@ TERMINAL = frozenset({S.SUCCEEDED, S.FAILED, S.DEAD, S.CANCELLED})
 RETRYABLE_BY_USER = frozenset({S.FAILED, S.DEAD, S.CANCELLED})
 
 
-class IllegalTransition(Exception):
-    """A status change the state machine does not allow."""
+class IllegalTransition(DomainError):
+    """A status change the state machine does not allow (HTTP 409)."""
+
+    status = 409
+    code = "illegal_transition"
 
     def __init__(self, job_id: object, current: JobStatus, target: JobStatus) -> None:
         self.job_id = job_id
