@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
@@ -30,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from api.errors import ApiError, error_response
-from api.extensions import jwt, redis_client, settings
+from api.extensions import jwt, settings
 from api.operation import doc
 from api.quotas import (
     check_login_allowed,
@@ -39,6 +38,7 @@ from api.quotas import (
     password_hashing,
     record_login_failure,
 )
+from api.revocation import revoke, revoke_family, spend_refresh_token, token_revoked
 from api.schemas.auth import LoginSchema, LogoutSchema, RegisterSchema, TokenSchema, UserSchema
 from api.session import db_session, json_body
 from shared.models import User
@@ -49,9 +49,6 @@ bp = Blueprint("auth", __name__, url_prefix="/auth")
 # Every request's body (but an upload's) is held to MAX_JSON_BYTES before the view runs.
 bp.before_app_request(limit_request_body)
 
-_REVOKED_PREFIX = "dockyard:revoked:"
-_FAMILY_PREFIX = "dockyard:revoked-family:"
-_ROTATED = b"rotated"  # the blocklist value of a refresh token spent by a refresh
 _BAD_CREDENTIALS = "Email or password is incorrect."
 _REUSED = "This refresh token was already used; every token of this login is now revoked."
 
@@ -65,50 +62,6 @@ def issue_tokens(user: User, family: str | None = None) -> dict[str, Any]:
         "token_type": "Bearer",
         "expires_in": settings().jwt_access_token_expires,
     }
-
-
-def revoke(claims: dict[str, Any]) -> None:
-    """Blocklist a token's jti until it would have expired anyway."""
-    remaining = int(claims["exp"] - datetime.now(UTC).timestamp())
-    if remaining > 0:
-        redis_client().set(_REVOKED_PREFIX + claims["jti"], "1", ex=remaining)
-
-
-def revoke_family(family: str | None) -> None:
-    """Refuse every token of one login, for as long as the newest of them can live."""
-    if not family:
-        return
-    config = settings()
-    lifetime = max(config.jwt_refresh_token_expires, config.jwt_access_token_expires)
-    redis_client().set(_FAMILY_PREFIX + family, "1", ex=lifetime)
-
-
-def spend_refresh_token(claims: dict[str, Any]) -> bool:
-    """Mark a refresh token used, atomically; False if it already was (a second use)."""
-    remaining = max(1, int(claims["exp"] - datetime.now(UTC).timestamp()))
-    key = _REVOKED_PREFIX + claims["jti"]
-    return bool(redis_client().set(key, _ROTATED, nx=True, ex=remaining))
-
-
-def token_revoked(claims: dict[str, Any]) -> bool:
-    """Whether a token was revoked: itself (logout, or spent by a refresh) or its whole
-    login. One Redis round trip; raises if Redis is down.
-
-    A refresh token presented again after a refresh spent it is a reuse: its family is
-    revoked here, whichever endpoint it was presented to."""
-    family = claims.get("fam")
-    keys = [_REVOKED_PREFIX + claims["jti"]] + ([_FAMILY_PREFIX + family] if family else [])
-    values = redis_client().mget(keys)
-    if len(values) > 1 and values[1]:
-        return True
-    if values[0] == _ROTATED and claims.get("type") == "refresh":
-        revoke_family(family)
-        g.refresh_token_reused = True
-        log.warning(
-            "refresh token reused; its login revoked",
-            extra={"event": "refresh_token_reused", "user_id": claims.get("sub")},
-        )
-    return values[0] is not None
 
 
 @jwt.token_in_blocklist_loader

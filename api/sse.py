@@ -19,11 +19,11 @@ from typing import Any
 from flask import Response, request, stream_with_context
 from redis.client import PubSub
 
-from api.auth import token_revoked
 from api.errors import ApiError
 from api.extensions import settings
 from api.operation import header, query_parameter
 from api.quotas import StreamSlot
+from api.revocation import token_revoked
 from shared import redis as shared_redis
 
 log = logging.getLogger(__name__)
