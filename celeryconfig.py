@@ -46,14 +46,15 @@ worker_prefetch_multiplier = 1
 # (shared/dispatch/broker_marks.py, workers/broker_recovery.py; README, Reliability).
 broker_transport_options = {
     "visibility_timeout": _settings.broker_visibility_timeout,
-    # Priorities (shared/dispatch/priorities.py): one Redis list per step for each queue, and a worker's
-    # BRPOP names its lists in step order, so a waiting `high` job (step 0) is always taken
-    # before `normal` (3) before `low` (6). With prefetch 1 and late acks a busy worker holds
-    # no reserved backlog, so the order holds whenever a slot frees. Chosen over one queue
-    # per priority because workers keep consuming `-Q files`: compose, k8s and Flower see the
-    # same queue names, and kombu's own restore of unacked messages keeps their priority.
-    # Every job message carries its priority (shared/dispatch/publish.py); maintenance messages carry
-    # none and wait at step 0, ahead of job work, which suits sweeps that unblock jobs.
+    # Priorities (shared/dispatch/priorities.py): one Redis list per step for each queue, and
+    # a worker's BRPOP names its lists in step order, so a waiting `high` job (step 0) is
+    # always taken before `normal` (3) before `low` (6). With prefetch 1 and late acks a busy
+    # worker holds no reserved backlog, so the order holds whenever a slot frees. Chosen over
+    # one queue per priority because workers keep consuming `-Q files`: compose, k8s and
+    # Flower see the same queue names, and kombu's own restore of unacked messages keeps their
+    # priority. Every job message carries its priority (shared/dispatch/publish.py);
+    # maintenance messages carry none and wait at step 0, ahead of job work, which suits
+    # sweeps that unblock jobs.
     "priority_steps": list(priorities.STEPS),
 }
 result_backend_transport_options = {"visibility_timeout": _settings.broker_visibility_timeout}

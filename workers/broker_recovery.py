@@ -24,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 from sqlalchemy import select, tuple_
@@ -137,7 +137,9 @@ def _candidates(limit: int, cursor: tuple[datetime, uuid.UUID] | None) -> list[A
 
 def _read_cursor(state: Redis) -> tuple[datetime, uuid.UUID] | None:
     try:
-        raw = state.get(CURSOR_KEY)
+        # redis-py types its commands for the asyncio client too (`Awaitable[Any] | Any`);
+        # this sync client answers the stored bytes or None.
+        raw = cast("bytes | None", state.get(CURSOR_KEY))
         if raw is None:
             return None
         stamp, job_id = raw.decode().split("|")

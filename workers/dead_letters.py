@@ -1,5 +1,5 @@
-"""Dead letters, the consumer side: recording the message a dead job sent (shared/jobs/dead_letters.py
-builds and sends it)."""
+"""Dead letters, the consumer side: recording the message a dead job sent
+(shared/jobs/dead_letters.py builds and sends it)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from shared.models import DeadLetter, Job
@@ -41,7 +42,11 @@ def record_dead_letter(session: Session, payload: dict[str, Any]) -> bool:
             extra={"event": "dead_letter_orphan", "job_id": payload["job_id"]},
         )
         return False
-    created = session.execute(statement).rowcount == 1
+    result = session.execute(statement)
+    # An INSERT's result is a CursorResult, which counts the rows written; Session.execute is
+    # typed for every kind of statement as a plain Result.
+    assert isinstance(result, CursorResult)
+    created = result.rowcount == 1
     log.info(
         "dead letter recorded" if created else "dead letter already recorded",
         extra={"event": "dead_letter_recorded", "job_id": payload["job_id"]},

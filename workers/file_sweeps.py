@@ -49,6 +49,7 @@ def delete_ended_inputs(settings: Settings) -> int:
             .with_for_update(skip_locked=True)
         ).all()
         for job in jobs:
+            assert job.input_file is not None  # selected with `input_file IS NOT NULL`, locked
             try:
                 storage.delete(job.input_file["key"])
             except StorageError:
@@ -76,6 +77,7 @@ def expire_results(settings: Settings) -> int:
             .with_for_update(skip_locked=True)
         ).all()
         for job in jobs:
+            assert job.result_file is not None  # selected with `result_file IS NOT NULL`, locked
             try:
                 storage.delete(job.result_file["key"])
             except StorageError:

@@ -22,7 +22,7 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 from celery.utils.serialization import strtobool
-from celery.worker.control import control_command, ok
+from celery.worker.control import control_command
 from redis import Redis
 
 from shared.celery_app import app
@@ -62,17 +62,23 @@ def _start_unpaused_only(sender: Any = None, **_: Any) -> None:
             log.info("queue paused: not consuming %s", queue, extra={"event": "queue_paused"})
 
 
+def _ok(text: str) -> dict[str, str]:
+    """A control command's success reply, the shape of Celery's own `control.ok` (which
+    celery-types does not declare)."""
+    return {"ok": text}
+
+
 @control_command(args=[("queue", str), ("paused", strtobool)], signature="<queue> <paused>")
 def dockyard_queue_state(state: Any, queue: str, paused: bool, **_: Any) -> dict[str, str]:
     """Stop (paused) or start consuming `queue`, if it is one of this node's own queues."""
     if queue not in _home:
-        return ok(f"{queue} is not served here")
+        return _ok(f"{queue} is not served here")
     consumer = state.consumer
     if paused:
         consumer.call_soon(consumer.cancel_task_queue, queue)
     else:
         consumer.call_soon(consumer.add_task_queue, queue)
-    return ok(f"{queue} {'paused' if paused else 'resumed'}")
+    return _ok(f"{queue} {'paused' if paused else 'resumed'}")
 
 
 def refresh(broker: Redis, node: str, ttl: float) -> None:

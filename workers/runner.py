@@ -292,8 +292,10 @@ def _run_claimed(
         return _record(delivery, claimed, settings, error=error, tb=traceback.format_exc())
     except Exception as unexpected:  # a bug or a dependency: retried, then dead-lettered
         log.exception("processor raised unexpectedly", extra={"event": "processor_crashed"})
-        error = RetryableJobError("unexpected_error", f"{type(unexpected).__name__}: {unexpected}")
-        return _record(delivery, claimed, settings, error=error, tb=traceback.format_exc())
+        retryable = RetryableJobError(
+            "unexpected_error", f"{type(unexpected).__name__}: {unexpected}"
+        )
+        return _record(delivery, claimed, settings, error=retryable, tb=traceback.format_exc())
     return _record(delivery, claimed, settings, result=result)
 
 

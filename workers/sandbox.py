@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import docker
 from docker.errors import DockerException, ImageNotFound
@@ -75,7 +75,7 @@ def docker_client() -> docker.DockerClient:
 InputData = bytes | Path
 
 
-def _tar(files: dict[str, InputData]) -> BinaryIO:
+def _tar(files: dict[str, InputData]) -> tempfile.SpooledTemporaryFile[bytes]:
     """A tar stream of the inputs, spooled to disk past a few MB: a large upload is
     streamed into the container, never held in the worker's memory."""
     spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 - returned
@@ -123,7 +123,7 @@ class ContainerOutput:
         self._log = bytearray()
         self._pending = b""
         self.truncated = False
-        self.output: BinaryIO = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
+        self.output = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
         self.output_size = 0
         self.has_output = False
         self.progress: queue.SimpleQueue[tuple[int, int, str]] = queue.SimpleQueue()
@@ -272,7 +272,7 @@ def run(
     client: docker.DockerClient,
     spec: ContainerSpec,
     inputs: dict[str, InputData],
-    hooks: Hooks = Hooks(),  # noqa: B008 - frozen, never mutated
+    hooks: Hooks = Hooks(),  # frozen, never mutated
 ) -> SandboxRun:
     """Run to completion (or timeout/cancel) and return exit code, logs and /work/out files.
 

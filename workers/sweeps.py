@@ -136,10 +136,14 @@ def resend_missing_dead_letters(settings: Settings) -> int:
             .order_by(Job.finished_at)
             .limit(settings.sweep_batch_size)
         ).all()
-        payloads = [
-            dead_letter_payload(job, _task_name(job), None, job.finished_at) for job in jobs
-        ]
+        payloads = [_resent_payload(job) for job in jobs]
     return sum(1 for payload in payloads if send_dead_letter(payload))
+
+
+def _resent_payload(job: Job) -> dict[str, Any]:
+    # Selected with `finished_at <= cutoff`, which no NULL satisfies: the job has ended.
+    assert job.finished_at is not None
+    return dead_letter_payload(job, _task_name(job), None, job.finished_at)
 
 
 def run_sweeps(settings: Settings) -> dict[str, Any]:

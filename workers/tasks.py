@@ -54,7 +54,7 @@ def _fresh_connections(**_: Any) -> None:
 
 
 @task_prerun.connect
-def _bind_log_context(task: Task, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+def _bind_log_context(task: Task[..., Any], kwargs: dict[str, Any] | None = None, **_: Any) -> None:
     kwargs = kwargs or {}
     logging_setup.clear()
     logging_setup.bind(
@@ -73,7 +73,7 @@ def _clear_log_context(**_: Any) -> None:
 # Job tasks keep no Celery result row (ignore_result): the job row is the result store, and
 # Flower shows each task's outcome from its task events. The result backend stays configured
 # for the other tasks (dead letters, deployment stops).
-def _deliver(task: Task, job_id: str, dispatch_id: str) -> dict[str, Any]:
+def _deliver(task: Task[..., dict[str, Any]], job_id: str, dispatch_id: str) -> dict[str, Any]:
     delivery = Delivery(
         job_id=uuid.UUID(job_id),
         dispatch_id=uuid.UUID(dispatch_id),
@@ -85,13 +85,16 @@ def _deliver(task: Task, job_id: str, dispatch_id: str) -> dict[str, Any]:
     except DBAPIError as error:
         # PostgreSQL unreachable or the connection died: deliver again later, to this same
         # queue (named explicitly: a bare retry can land in the default queue, celery#8357).
+        # (A delivery without a routing key leaves the choice to Celery, as before.)
         queue = (task.request.delivery_info or {}).get("routing_key")
+        if queue is None:
+            raise task.retry(exc=error, countdown=5, max_retries=None) from error
         raise task.retry(exc=error, countdown=5, max_retries=None, queue=queue) from error
 
 
 @app.task(name=queues.TASK_DIAGNOSTIC, bind=True, ignore_result=True)
 def run_diagnostic(
-    self: Task, job_id: str, dispatch_id: str, request_id: str | None = None
+    self: Task[..., dict[str, Any]], job_id: str, dispatch_id: str, request_id: str | None = None
 ) -> dict[str, Any]:
     """Run a debug.* processor in the worker process."""
     return _deliver(self, job_id, dispatch_id)
@@ -99,7 +102,7 @@ def run_diagnostic(
 
 @app.task(name=queues.TASK_FILE, bind=True, ignore_result=True)
 def run_file(
-    self: Task, job_id: str, dispatch_id: str, request_id: str | None = None
+    self: Task[..., dict[str, Any]], job_id: str, dispatch_id: str, request_id: str | None = None
 ) -> dict[str, Any]:
     """Run a file processor in a locked-down container (the `files` fleet)."""
     return _deliver(self, job_id, dispatch_id)
@@ -154,14 +157,14 @@ def reap_processor_containers() -> dict[str, Any]:
 
 @app.task(name=queues.TASK_DEPLOY, bind=True, ignore_result=True)
 def run_deploy(
-    self: Task, job_id: str, dispatch_id: str, request_id: str | None = None
+    self: Task[..., dict[str, Any]], job_id: str, dispatch_id: str, request_id: str | None = None
 ) -> dict[str, Any]:
     """Clone, build, run and health-check a repository (the `deploy` fleet)."""
     return _deliver(self, job_id, dispatch_id)
 
 
 @app.task(name=deploy_lifecycle.TASK_STOP, bind=True, max_retries=None)
-def stop_deployment(self: Task, deployment_id: str) -> dict[str, Any]:
+def stop_deployment(self: Task[..., dict[str, Any]], deployment_id: str) -> dict[str, Any]:
     """Stop a deployment (user's stop, or the retirement of a replaced one)."""
     try:
         status = deploy_lifecycle.stop_deployment(uuid.UUID(deployment_id), sandbox.docker_client())

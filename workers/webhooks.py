@@ -303,6 +303,8 @@ def send(taken: Taken, settings: Settings) -> Attempt:
                 preload_content=False,
                 assert_same_host=False,
             )
+            # A pool's urlopen answers its response_class, HTTPResponse (typed as the base).
+            assert isinstance(response, urllib3.HTTPResponse)
             try:
                 head = response.read(RESPONSE_BODY_LIMIT)
                 if not response.isclosed():

@@ -108,11 +108,13 @@ def _build(
             forcerm=True,
             pull=False,
             decode=True,
-            container_limits=build_limits.container_limits(settings, cgroup_parent),
+            # The stubs' TypedDict lacks the keys build_limits adds to docker-py's own list.
+            container_limits=build_limits.container_limits(settings, cgroup_parent),  # type: ignore[arg-type]
             network_mode=network,
             # The read timeout is the whole budget: a step may be silent for minutes (a
             # compile without output); the deadline below bounds the build as a whole.
-            timeout=settings.deploy_build_timeout,
+            # (A float, which requests takes; the stubs say int.)
+            timeout=settings.deploy_build_timeout,  # type: ignore[arg-type]
         )
         for chunk in stream:
             if "stream" in chunk:
@@ -136,4 +138,6 @@ def _build(
         raise engine_failure(error, "build_failed", "Docker refused the build") from error
     if image_id is None:
         image_id = client.images.get(tag).id
+        # An image the engine found has an Id (the stubs allow None: Model.id reads attrs).
+        assert image_id is not None
     return image_id

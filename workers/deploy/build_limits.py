@@ -23,6 +23,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import docker
 import docker.constants
@@ -36,14 +37,27 @@ CPU_PERIOD = 100_000  # microseconds, the kernel's default CFS period
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _warned = False
 
+_allowed_keys = docker.constants.CONTAINER_LIMITS_KEYS
+# docker-py's own list, which build() checks the keys against (the stubs say Sequence).
+assert isinstance(_allowed_keys, list)
 for _key in ("cpuperiod", "cpuquota", "cgroupparent"):
-    if _key not in docker.constants.CONTAINER_LIMITS_KEYS:
-        docker.constants.CONTAINER_LIMITS_KEYS.append(_key)
+    if _key not in _allowed_keys:
+        _allowed_keys.append(_key)
 
 
-def container_limits(settings: Settings, cgroup_parent: str | None) -> dict[str, int | str]:
+class BuildLimits(TypedDict, total=False):
+    """docker-py's `container_limits`: two of its own keys and the three added above."""
+
+    memory: int
+    memswap: int
+    cpuperiod: int
+    cpuquota: int
+    cgroupparent: str
+
+
+def container_limits(settings: Settings, cgroup_parent: str | None) -> BuildLimits:
     """The build's resource query parameters."""
-    limits: dict[str, int | str] = {
+    limits: BuildLimits = {
         "memory": settings.deploy_build_memory,
         "memswap": settings.deploy_build_memory,  # no swap on top of the memory cap
         "cpuperiod": CPU_PERIOD,

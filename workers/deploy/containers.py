@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
+from docker.models.containers import Container
+from docker.types import LogConfig
 from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from shared.config import Settings
@@ -18,6 +20,13 @@ LABEL_DEPLOYMENT = "dockyard.deployment"
 LABEL_JOB = "dockyard.deploy-job"
 LABEL_MANAGED = "dockyard.managed-deployment"
 DEFAULT_PORT = 8000
+
+if TYPE_CHECKING:
+    from docker.api.container import _RestartPolicy
+
+#: Docker's restart policy "no", said explicitly: the engine never restarts an app by itself.
+#: types-docker's TypedDict lists only "always" and "on-failure" as names, hence the ignore.
+_NO_RESTART: _RestartPolicy = {"Name": "no"}  # type: ignore[typeddict-item]
 
 
 def exposed_port(client: docker.DockerClient, image: str) -> int:
@@ -50,7 +59,7 @@ def start(
     env: dict[str, str],
     network: str,
     settings: Settings,
-) -> Any:
+) -> Container:
     """Run detached on the owner's network (workers/deploy/networks.py) with limits, no
     extra capabilities, bound to the leased port only."""
     try:
@@ -72,8 +81,8 @@ def start(
                 LABEL_DEPLOYMENT: deployment_id,
                 LABEL_JOB: job_id,
             },
-            restart_policy={"Name": "no"},
-            log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
+            restart_policy=_NO_RESTART,
+            log_config=LogConfig(type="json-file", config={"max-size": "10m", "max-file": "2"}),
         )
     except ENGINE_ERRORS as error:
         if isinstance(error, APIError) and any(m in str(error).lower() for m in _PORT_TAKEN):

@@ -133,7 +133,7 @@ def _git(
     `token`, for the commands that reach the host, is given to git through its environment
     only (see _credential_env).
     """
-    process = subprocess.Popen(  # noqa: S603 - fixed argv, validated URL and ref
+    process = subprocess.Popen(  # fixed argv, validated URL and ref
         ["git", "-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false", *args],
         cwd=cwd,
         env=_git_env(settings, token),
@@ -142,7 +142,7 @@ def _git(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl, no locks taken
+        preexec_fn=_die_with_parent,  # only a prctl, no locks taken: safe after fork
     )
     try:
         while True:
