@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -86,6 +87,94 @@ def summary_table(comparisons: list[Comparison]) -> str:
     return "\n".join([fmt(header), rule, *(fmt(row) for row in rows)])
 
 
+@dataclass
+class Outcome:
+    """What the benches produced: their comparisons, the error of each that failed, and the
+    seconds each took."""
+
+    comparisons: list[Comparison] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _announce(
+    started_at: datetime, info: dict[str, Any], settings: dict[str, Any], selected: list[str]
+) -> list[str]:
+    """Print what runs on which machine; returns the other busy processes at the start."""
+    print(f"[bench] {started_at:%Y-%m-%d %H:%M:%S} UTC; machine: {machine_line(info)}")
+    print(f"[bench] settings: {settings}; benches: {', '.join(selected)}", flush=True)
+    busy_at_start = other_activity()
+    if busy_at_start:
+        print(
+            f"[bench] warning: {len(busy_at_start)} other test/worker/server processes are "
+            "running and share the CPUs; figures will be noisier (listed in results.json)",
+            flush=True,
+        )
+    return busy_at_start
+
+
+def _run_one(name: str, ctx: Context, outcome: Outcome) -> None:
+    """One bench; its failure is recorded and printed, and the next bench still runs."""
+    began = time.monotonic()
+    try:
+        results = importlib.import_module(BENCHES[name]).run(ctx)
+    except Exception as error:
+        traceback.print_exc()
+        outcome.errors[name] = f"{type(error).__name__}: {error}"
+        print(f"[bench] {name} FAILED: {outcome.errors[name]}", flush=True)
+        return
+    finally:
+        outcome.timings[name] = round(time.monotonic() - began, 1)
+    for comparison in results:
+        print(f"[{name}] {comparison.line()}", flush=True)
+    outcome.comparisons += results
+
+
+def _run_all(selected: list[str], n: int, rounds: int, outcome: Outcome) -> int | None:
+    """A fresh database and Redis, then each bench in turn; the exit status when the run
+    stopped short (interrupted, or the set-up failed), None when every bench had its turn."""
+    db: env.Database | None = None
+    try:
+        env.recreate_database()
+        env.migrate()
+        env.flush_redis()
+        db = env.Database()
+        ctx = Context(n=n, rounds=rounds, db=db)
+        for name in selected:
+            _run_one(name, ctx, outcome)
+    except KeyboardInterrupt:
+        print("\n[bench] interrupted; servers and workers stopped", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print("[bench] could not prepare the bench's database and Redis", file=sys.stderr)
+        return 1
+    finally:
+        if db is not None:
+            db.close()
+        try:
+            env.flush_redis()
+        except Exception as error:
+            print(f"[bench] could not flush Redis at the end: {error}", file=sys.stderr)
+    return None
+
+
+def _print_summary(
+    info: dict[str, Any], busy_at_start: list[str], busy_at_end: list[str], outcome: Outcome
+) -> None:
+    print()
+    print(f"Machine: {machine_line(info)}")
+    if busy_at_start or busy_at_end:
+        print(
+            f"Other processes sharing the CPUs: {len(busy_at_start)} at start, "
+            f"{len(busy_at_end)} at the end (see results.json)"
+        )
+    if outcome.comparisons:
+        print(summary_table(outcome.comparisons))
+    for name, error in outcome.errors.items():
+        print(f"{name}: did not run to the end: {error}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -104,80 +193,27 @@ def main(argv: list[str] | None = None) -> int:
         "worker": f"celery worker -c {procs.WORKER_CONCURRENCY} (prefork)",
         "wrk": f"-t{wrk.THREADS} -c{wrk.CONNECTIONS} -d{wrk.DURATION_S}s --latency",
     }
-    print(f"[bench] {started_at:%Y-%m-%d %H:%M:%S} UTC; machine: {machine_line(info)}")
-    print(f"[bench] settings: {settings}; benches: {', '.join(selected)}", flush=True)
-    busy_at_start = other_activity()
-    if busy_at_start:
-        print(
-            f"[bench] warning: {len(busy_at_start)} other test/worker/server processes are "
-            "running and share the CPUs; figures will be noisier (listed in results.json)",
-            flush=True,
-        )
-
-    comparisons: list[Comparison] = []
-    errors: dict[str, str] = {}
-    timings: dict[str, float] = {}
-    db: env.Database | None = None
-    try:
-        env.recreate_database()
-        env.migrate()
-        env.flush_redis()
-        db = env.Database()
-        ctx = Context(n=n, rounds=rounds, db=db)
-        for name in selected:
-            began = time.monotonic()
-            try:
-                results = importlib.import_module(BENCHES[name]).run(ctx)
-            except Exception as error:
-                traceback.print_exc()
-                errors[name] = f"{type(error).__name__}: {error}"
-                print(f"[bench] {name} FAILED: {errors[name]}", flush=True)
-                continue
-            finally:
-                timings[name] = round(time.monotonic() - began, 1)
-            for comparison in results:
-                print(f"[{name}] {comparison.line()}", flush=True)
-            comparisons += results
-    except KeyboardInterrupt:
-        print("\n[bench] interrupted; servers and workers stopped", file=sys.stderr)
-        return 130
-    except Exception:
-        traceback.print_exc()
-        print("[bench] could not prepare the bench's database and Redis", file=sys.stderr)
-        return 1
-    finally:
-        if db is not None:
-            db.close()
-        try:
-            env.flush_redis()
-        except Exception as error:
-            print(f"[bench] could not flush Redis at the end: {error}", file=sys.stderr)
+    busy_at_start = _announce(started_at, info, settings, selected)
+    outcome = Outcome()
+    stopped = _run_all(selected, n, rounds, outcome)
+    if stopped is not None:
+        return stopped
 
     busy_at_end = other_activity()
-    print()
-    print(f"Machine: {machine_line(info)}")
-    if busy_at_start or busy_at_end:
-        print(
-            f"Other processes sharing the CPUs: {len(busy_at_start)} at start, "
-            f"{len(busy_at_end)} at the end (see results.json)"
-        )
-    if comparisons:
-        print(summary_table(comparisons))
-    for name, error in errors.items():
-        print(f"{name}: did not run to the end: {error}")
+    _print_summary(info, busy_at_start, busy_at_end, outcome)
     document: dict[str, Any] = {
         "started_at": started_at.isoformat(),
         "machine": {**info, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "other_processes": {"at_start": busy_at_start, "at_end": busy_at_end},
         "settings": settings,
-        "seconds_per_bench": timings,
-        "results": [c.as_json() for c in comparisons],
-        "errors": errors,
+        "seconds_per_bench": outcome.timings,
+        "results": [c.as_json() for c in outcome.comparisons],
+        "errors": outcome.errors,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(document, indent=2) + "\n")
     print(f"\nresults written to {RESULTS.relative_to(env.ROOT)}; logs in var/bench/")
-    return 1 if errors else 0
+    return 1 if outcome.errors else 0
 
 
 if __name__ == "__main__":
