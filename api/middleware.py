@@ -17,7 +17,7 @@ import math
 import re
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote_to_bytes
 
 from flask import Flask, Response, current_app, g, request
@@ -27,6 +27,7 @@ from werkzeug.formparser import FormDataParser, MultiPartParser
 from werkzeug.http import parse_options_header
 
 from api.errors import ApiError
+from api.operation import operation_of
 from shared import logging_setup
 
 log = logging.getLogger("api.access")
@@ -100,12 +101,14 @@ def _bad_value(path: str, declared: set[str] | None, problem: str) -> ApiError:
     return invalid_request("body", "An undeclared field holds a value that is not allowed.")
 
 
-def _declared_fields(location: str) -> set[str]:
+def _declared_fields(location: Literal["body", "query"]) -> set[str]:
     """Field names the current operation's body (or query) schema declares."""
     rule = request.url_rule
     view = current_app.view_functions.get(rule.endpoint) if rule is not None else None
-    meta = getattr(view, "_openapi", None) or {}
-    schema = meta.get(location)
+    operation = operation_of(view)
+    if operation is None:
+        return set()
+    schema = operation.body if location == "body" else operation.query
     if schema is None:
         return set()
     return {f.data_key or name for name, f in schema._declared_fields.items()}
