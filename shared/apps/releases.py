@@ -109,11 +109,3 @@ def image_kept(deployment: Deployment) -> bool:
         and deployment.status != DeploymentStatus.FAILED
         and (deployment.status != DeploymentStatus.STARTING or deployment.rollback_of is not None)
     )
-
-
-def owned_app(session: Session, name: str, user: uuid.UUID, admin: bool) -> App | None:
-    """The app by name if the user may see it (its owner, or an admin)."""
-    app = session.scalar(select(App).where(App.name == name))
-    if app is None or (app.owner_id != user and not admin):
-        return None
-    return app
