@@ -57,7 +57,7 @@ RECENT_RELEASES = 10
 
 
 @dataclass
-class AppView:
+class AppWithReleases:
     """What AppSchema dumps: the row plus what is derived from it and its releases."""
 
     app: App
@@ -100,7 +100,8 @@ class AppView:
         return webhook_url(self.app.name)
 
 
-def view(app: App) -> AppView:
+def with_releases(app: App) -> AppWithReleases:
+    """The app as AppSchema shows it: with its RECENT_RELEASES latest and its current one."""
     session = db_session()
     releases = list(
         session.scalars(
@@ -113,11 +114,11 @@ def view(app: App) -> AppView:
     current = next((d for d in releases if d.id == app.current_deployment_id), None)
     if current is None and app.current_deployment_id is not None:
         current = session.get(Deployment, app.current_deployment_id)
-    return AppView(app, releases, current)
+    return AppWithReleases(app, releases, current)
 
 
 def _app_response(app: App, status: int = 200) -> Response:
-    response = jsonify(APP_SCHEMA.dump(view(app)))
+    response = jsonify(APP_SCHEMA.dump(with_releases(app)))
     response.status_code = status
     return response
 
@@ -137,7 +138,8 @@ def list_apps() -> Response:
         query = query.where(App.owner_id == current_user_id())
     query = paginate(query, App.created_at, App.id, args.get("cursor"), args["limit"])
     rows, next_cursor = page(list(db_session().scalars(query)), args["limit"])
-    return jsonify(LIST_SCHEMA.dump({"items": [view(a) for a in rows], "next_cursor": next_cursor}))
+    items = [with_releases(a) for a in rows]
+    return jsonify(LIST_SCHEMA.dump({"items": items, "next_cursor": next_cursor}))
 
 
 @bp.get("/<string:name>")

@@ -62,7 +62,7 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 (a label, not a secret)
 
 
 @dataclass(frozen=True)
-class DeliveryView:
+class DeliveryWithAttempts:
     """A delivery row with its attempts, as WebhookDeliverySchema dumps it (the row's own
     `attempts` column, the count, shows as `attempt_count`)."""
 
@@ -132,7 +132,7 @@ def _require_enabled(webhook: Webhook) -> None:
         )
 
 
-def _views(deliveries: list[WebhookDelivery]) -> list[DeliveryView]:
+def _with_attempts(deliveries: list[WebhookDelivery]) -> list[DeliveryWithAttempts]:
     """The deliveries with their attempts, oldest attempt first (one query for the page)."""
     attempts: dict[uuid.UUID, list[WebhookAttempt]] = {d.id: [] for d in deliveries}
     if deliveries:
@@ -143,7 +143,7 @@ def _views(deliveries: list[WebhookDelivery]) -> list[DeliveryView]:
         )
         for attempt in db_session().scalars(query):
             attempts[attempt.delivery_id].append(attempt)
-    return [DeliveryView(d, attempts[d.id]) for d in deliveries]
+    return [DeliveryWithAttempts(d, attempts[d.id]) for d in deliveries]
 
 
 def _answer(body: dict[str, Any], status: int = 200) -> Response:
@@ -161,7 +161,7 @@ def _with_secret(webhook: Webhook, secret: str, status: int) -> Response:
 
 
 def _delivery_answer(delivery: WebhookDelivery) -> Response:
-    return _answer(DELIVERY_SCHEMA.dump(_views([delivery])[0]), 202)
+    return _answer(DELIVERY_SCHEMA.dump(_with_attempts([delivery])[0]), 202)
 
 
 @bp.post("")
@@ -344,7 +344,9 @@ def list_deliveries(webhook_id: uuid.UUID) -> Response:
         query, WebhookDelivery.created_at, WebhookDelivery.id, args.get("cursor"), args["limit"]
     )
     rows, next_cursor = page(list(db_session().scalars(query)), args["limit"])
-    return jsonify(DELIVERY_LIST_SCHEMA.dump({"items": _views(rows), "next_cursor": next_cursor}))
+    return jsonify(
+        DELIVERY_LIST_SCHEMA.dump({"items": _with_attempts(rows), "next_cursor": next_cursor})
+    )
 
 
 @bp.post("/<uuid:webhook_id>/deliveries/<uuid:delivery_id>/redeliver")

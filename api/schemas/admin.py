@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from shared.schemas.responses import ComputedNested, JobErrorSchema, same_object
+from shared.schemas.responses import ComputedNested, JobErrorSchema, own_columns
 
 
 def _postgres_offset(value: datetime) -> bool:
@@ -42,7 +42,7 @@ class DeadLetterSchema(Schema):
     task_name = fields.String()
     processor = fields.String()
     args = fields.Dict()
-    error = ComputedNested(JobErrorSchema, compute=same_object)
+    error = ComputedNested(JobErrorSchema, compute=own_columns)
     traceback = fields.String(allow_none=True)
     attempts = fields.Integer()
     failed_at = fields.DateTime()

@@ -35,7 +35,7 @@ class ReleaseListSchema(Schema):
 
 
 class AppSchema(Schema):
-    """Dumps an AppView (api/apps.py): the app with its current and recent releases."""
+    """Dumps an AppWithReleases (api/apps.py): the app with its current and recent releases."""
 
     name = fields.String(required=True, metadata={"example": "hello-api"})
     url = fields.String(metadata={"example": "http://hello-api.localhost:8080/"})

@@ -8,7 +8,7 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 from api.schemas.common import LABEL_FILTER, LABEL_FILTER_ERROR, MAX_LABELS, labels_field
 from shared.dispatch.priorities import Priority
 from shared.processors import all_processors
-from shared.schemas.responses import PRIORITIES, STATUSES, JobSchema
+from shared.schemas.responses import JOB_STATUSES, PRIORITIES, JobSchema
 
 # The processor names each submit endpoint takes, declared as enums in the OpenAPI document
 # (the views still answer an unknown name with 422 `unknown_processor`).
@@ -75,7 +75,7 @@ class JobListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    status = fields.String(validate=validate.OneOf(STATUSES))
+    status = fields.String(validate=validate.OneOf(JOB_STATUSES))
     kind = fields.String(validate=validate.Length(max=32))
     processor = fields.String(validate=validate.Length(max=64))
     label = fields.List(

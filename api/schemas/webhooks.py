@@ -151,7 +151,7 @@ class WebhookAttemptSchema(Schema):
 
 
 class WebhookDeliverySchema(Schema):
-    """Dumps a delivery with its attempts (api/webhooks.py DeliveryView), oldest attempt
+    """Dumps a delivery with its attempts (api/webhooks.py DeliveryWithAttempts), oldest attempt
     first."""
 
     id = fields.UUID(required=True, metadata={"description": "Also the Dockyard-Delivery header."})

@@ -24,7 +24,7 @@ from shared.processors import kind_of
 #: Where the API's routes live (api/__init__.py mounts its blueprints here).
 API_PREFIX = "/api/v1"
 
-STATUSES = [s.value for s in JobStatus]
+JOB_STATUSES = [s.value for s in JobStatus]
 PRIORITIES = [p.value for p in Priority]
 DEPLOYMENT_STATUSES = [status.value for status in DeploymentStatus]
 
@@ -69,7 +69,7 @@ class ComputedDateTime(Computed, fields.DateTime):
     pass
 
 
-def same_object(obj: Any) -> Any:
+def own_columns(obj: Any) -> Any:
     """For a nested schema that reads its fields from the parent's own columns."""
     return obj
 
@@ -149,10 +149,10 @@ class JobSchema(Schema):
     processor = fields.String()
     queue = fields.String()
     params = fields.Dict()
-    status = fields.String(validate=validate.OneOf(STATUSES))
+    status = fields.String(validate=validate.OneOf(JOB_STATUSES))
     attempts = fields.Integer()
     max_attempts = fields.Integer()
-    progress = ComputedNested(ProgressSchema, compute=same_object)
+    progress = ComputedNested(ProgressSchema, compute=own_columns)
     error = ComputedNested(JobErrorSchema, allow_none=True, compute=error_if_any)
     result = fields.Dict(allow_none=True)
     input = ComputedNested(lambda: FileInfoSchema(), allow_none=True, compute=_input_info)
