@@ -26,9 +26,12 @@ BIN = Path(sys.executable).parent
 
 
 def _answers(url: str) -> bool:
+    """Whether the server answers 200 yet. Not yet also when it accepted the connection but
+    took more than a second to answer (its workers still importing the app on a busy
+    machine): a read timeout, which failed the fixture instead of waiting longer."""
     try:
         return requests.get(url, timeout=1).status_code == 200
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):
         return False
 
 
