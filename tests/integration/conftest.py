@@ -86,7 +86,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     def up() -> bool:
         try:
             return requests.get(url, timeout=1).status_code < 500
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a slow first answer: not up yet
             return False
 
     try:

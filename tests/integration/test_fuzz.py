@@ -137,7 +137,7 @@ def live_api(
 def _answers(url: str) -> bool:
     try:
         return requests.get(url, timeout=1).status_code == 200
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # a slow first answer: not up yet
         return False
 
 
