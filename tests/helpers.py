@@ -40,6 +40,27 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def api_error(response: Any, status: int | None = None, code: str | None = None) -> dict[str, Any]:
+    """The error of an API answer (a Flask test response or a `requests` one), after checking
+    it has the one documented shape (api/errors.py): a body of only `{"error": {...}}` with a
+    string `code` and `message`, a `details` object, and the `request_id` the X-Request-ID
+    header carries; and, when given, the status and the code."""
+    body = response.get_json() if hasattr(response, "get_json") else response.json()
+    if status is not None:
+        assert response.status_code == status, body
+    assert isinstance(body, dict), body
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"code", "message", "details", "request_id"}, body
+    assert isinstance(error["code"], str), body
+    assert isinstance(error["message"], str), body
+    assert isinstance(error["details"], dict), body
+    assert error["request_id"] == response.headers["X-Request-ID"], body
+    if code is not None:
+        assert error["code"] == code, body
+    return error
+
+
 def register(
     client: FlaskClient, email: str | None = None, password: str = PASSWORD
 ) -> dict[str, Any]:

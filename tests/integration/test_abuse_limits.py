@@ -25,20 +25,15 @@ from sqlalchemy import func, select
 from api import quotas, sse
 from shared.db import session_scope
 from shared.models import Job
-from tests.helpers import PASSWORD, User, free_port, register, wait_for
+from tests.helpers import PASSWORD, User, api_error, free_port, register, wait_for
 from tests.integration.test_streams import serving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def error(response) -> dict:  # noqa: ANN001
-    body = response.get_json() if hasattr(response, "get_json") else response.json()
-    return body["error"]
-
-
 def assert_429(response, code: str, max_retry_after: int = 61) -> dict:  # noqa: ANN001
     assert response.status_code == 429, response.data if hasattr(response, "data") else ""
-    body = error(response)
+    body = api_error(response)
     assert body["code"] == code, body
     assert 1 <= int(response.headers["Retry-After"]) <= max_retry_after
     assert body["details"]["retry_after"] == int(response.headers["Retry-After"])
@@ -191,13 +186,13 @@ def test_json_bodies_over_the_limit_are_refused_with_413(make_app) -> None:
     big = {"email": "a@example.com", "password": "x" * 3000}
     response = client.post("/api/v1/auth/register", json=big)
     assert response.status_code == 413
-    body = error(response)
+    body = api_error(response)
     assert body["code"] == "payload_too_large" and body["details"]["limit"] == 2048
     user = User(client)
     job = user.post(
         "/api/v1/jobs", json={"processor": "debug.echo", "params": {"message": "m" * 4000}}
     )
-    assert job.status_code == 413 and error(job)["code"] == "payload_too_large"
+    api_error(job, 413, "payload_too_large")
     # Under the limit, the same endpoints work.
     assert user.submit("debug.echo", {"message": "m" * 1000}, expect=202)
 
@@ -224,7 +219,7 @@ def test_json_bodies_over_the_limit_are_refused_with_413(make_app) -> None:
             timeout=10,
         )
         assert chunked.request.headers.get("Transfer-Encoding") == "chunked"
-        assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "payload_too_large"
+        api_error(chunked, 413, "payload_too_large")
 
         def small() -> Iterator[bytes]:
             yield b'{"email": "nobody@example.com", '
@@ -435,7 +430,7 @@ def test_retry_obeys_the_active_jobs_quota(make_app, job_worker) -> None:
     failed = _failed_job(user)
     held = user.submit("debug.sleep", {"seconds": 1, "fleet": "files"})  # stays queued
     refused = user.post(f"/api/v1/jobs/{failed['id']}/retry")
-    assert refused.status_code == 429 and error(refused)["code"] == "too_many_active_jobs"
+    api_error(refused, 429, "too_many_active_jobs")
     assert user.job(failed["id"])["status"] == "failed"  # nothing changed
     assert user.post(f"/api/v1/jobs/{held['id']}/cancel").status_code == 200
     assert user.post(f"/api/v1/jobs/{failed['id']}/retry").status_code == 202

@@ -6,11 +6,7 @@ import base64
 import json
 import uuid
 
-from tests.helpers import PASSWORD, User, login, register, wait_for
-
-
-def error_code(response) -> str:
-    return response.get_json()["error"]["code"]
+from tests.helpers import PASSWORD, User, api_error, login, register, wait_for
 
 
 def test_register_returns_the_user_and_hashes_the_password(client) -> None:
@@ -33,17 +29,15 @@ def test_register_returns_the_user_and_hashes_the_password(client) -> None:
 
 def test_register_validation_errors(client) -> None:
     bad_email = client.post("/api/v1/auth/register", json={"email": "nope", "password": "x" * 10})
-    assert bad_email.status_code == 422
-    assert "email" in bad_email.get_json()["error"]["details"]["fields"]
+    assert "email" in api_error(bad_email, 422)["details"]["fields"]
     short = client.post(
         "/api/v1/auth/register", json={"email": "a@example.com", "password": "short"}
     )
-    assert short.status_code == 422
-    assert "password" in short.get_json()["error"]["details"]["fields"]
+    assert "password" in api_error(short, 422)["details"]["fields"]
     not_json = client.post("/api/v1/auth/register", data="email=a", content_type="text/plain")
     assert not_json.status_code == 415
     broken = client.post("/api/v1/auth/register", data="{nope", content_type="application/json")
-    assert broken.status_code == 400 and error_code(broken) == "invalid_json"
+    api_error(broken, 400, "invalid_json")
 
 
 def test_duplicate_email_is_409_case_insensitively(client) -> None:
@@ -52,7 +46,7 @@ def test_duplicate_email_is_409_case_insensitively(client) -> None:
     again = client.post(
         "/api/v1/auth/register", json={"email": email.upper(), "password": PASSWORD}
     )
-    assert again.status_code == 409 and error_code(again) == "email_taken"
+    api_error(again, 409, "email_taken")
 
 
 def test_login_same_answer_for_unknown_email_and_wrong_password(client) -> None:
@@ -63,9 +57,8 @@ def test_login_same_answer_for_unknown_email_and_wrong_password(client) -> None:
     unknown = client.post(
         "/api/v1/auth/login", json={"email": "ghost@example.com", "password": "nope-nope"}
     )
-    assert wrong.status_code == unknown.status_code == 401
-    assert wrong.get_json()["error"]["message"] == unknown.get_json()["error"]["message"]
-    assert error_code(wrong) == error_code(unknown) == "invalid_credentials"
+    wrong_error = api_error(wrong, 401, "invalid_credentials")
+    assert wrong_error["message"] == api_error(unknown, 401, "invalid_credentials")["message"]
 
 
 def test_login_tokens_and_me(client, settings) -> None:
@@ -81,7 +74,7 @@ def test_login_tokens_and_me(client, settings) -> None:
 
 def test_missing_tampered_and_wrong_type_tokens_are_401(client) -> None:
     user = User(client)
-    assert error_code(client.get("/api/v1/auth/me")) == "authentication_required"
+    api_error(client.get("/api/v1/auth/me"), code="authentication_required")
     header, payload, signature = user.tokens["access_token"].split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     claims["role"] = "admin"
@@ -89,7 +82,7 @@ def test_missing_tampered_and_wrong_type_tokens_are_401(client) -> None:
     tampered = client.get(
         "/api/v1/auth/me", headers={"Authorization": f"Bearer {header}.{forged}.{signature}"}
     )
-    assert tampered.status_code == 401 and error_code(tampered) == "invalid_token"
+    api_error(tampered, 401, "invalid_token")
     refresh_as_access = client.get(
         "/api/v1/auth/me", headers={"Authorization": f"Bearer {user.tokens['refresh_token']}"}
     )
@@ -108,7 +101,7 @@ def test_expired_token_is_401_token_expired(make_app) -> None:
         timeout=10,
         message="the token to expire",
     )
-    assert error_code(response) == "token_expired"
+    api_error(response, code="token_expired")
 
 
 def refresh(client, refresh_token: str):  # noqa: ANN001
@@ -139,11 +132,11 @@ def test_logout_revokes_access_and_refresh_tokens(client) -> None:
     )
     assert response.status_code == 204
     revoked = user.get("/api/v1/auth/me")
-    assert revoked.status_code == 401 and error_code(revoked) == "token_revoked"
+    api_error(revoked, 401, "token_revoked")
     refresh = client.post(
         "/api/v1/auth/refresh", headers={"Authorization": f"Bearer {user.tokens['refresh_token']}"}
     )
-    assert refresh.status_code == 401 and error_code(refresh) == "token_revoked"
+    api_error(refresh, 401, "token_revoked")
     # A fresh login still works.
     assert login(client, user.email)["access_token"]
 
@@ -177,8 +170,7 @@ def test_repeated_wrong_passwords_are_throttled_per_account(make_app) -> None:
     blocked = client.post(
         "/api/v1/auth/login", json={"email": victim["email"], "password": PASSWORD}
     )
-    assert blocked.status_code == 429
-    assert blocked.get_json()["error"]["code"] == "too_many_login_failures"
+    api_error(blocked, 429, "too_many_login_failures")
     assert 1 <= int(blocked.headers["Retry-After"]) <= 900
     assert login(client, bystander["email"])["access_token"]  # other accounts unaffected
 
@@ -200,13 +192,12 @@ def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_whole_login(make
     assert first.get("/api/v1/auth/me", headers=user.headers).status_code == 200
 
     reused = refresh(second, user.tokens["refresh_token"])
-    assert reused.status_code == 401 and error_code(reused) == "token_revoked"
-    assert reused.get_json()["error"]["details"] == {"reason": "refresh_token_reused"}
+    assert api_error(reused, 401, "token_revoked")["details"] == {"reason": "refresh_token_reused"}
     for client in (first, second):
         for token in (new["access_token"], user.tokens["access_token"]):
             me = client.get("/api/v1/auth/me", headers=bearer(token))
-            assert me.status_code == 401 and error_code(me) == "token_revoked"
-        assert error_code(refresh(client, new["refresh_token"])) == "token_revoked"
+            api_error(me, 401, "token_revoked")
+        api_error(refresh(client, new["refresh_token"]), code="token_revoked")
     # The same user's other login is its own family.
     assert refresh(first, other_login["refresh_token"]).status_code == 200
 
@@ -259,7 +250,7 @@ def test_refresh_reads_the_role_from_the_database(app, client) -> None:
     with session_scope() as session:
         session.execute(delete(UserRow).where(UserRow.email == user.email))
     gone = refresh(client, demoted["refresh_token"])
-    assert gone.status_code == 401 and error_code(gone) == "invalid_token"
+    api_error(gone, 401, "invalid_token")
 
 
 def test_logout_ends_the_whole_login(client) -> None:
@@ -269,7 +260,7 @@ def test_logout_ends_the_whole_login(client) -> None:
     other = login(client, user.email)
     refreshed = refresh(client, user.tokens["refresh_token"]).get_json()
     assert user.post("/api/v1/auth/logout").status_code == 204
-    assert error_code(refresh(client, refreshed["refresh_token"])) == "token_revoked"
+    api_error(refresh(client, refreshed["refresh_token"]), code="token_revoked")
     me = client.get("/api/v1/auth/me", headers=bearer(refreshed["access_token"]))
     assert me.status_code == 401
     assert client.get("/api/v1/auth/me", headers=bearer(other["access_token"])).status_code == 200

@@ -16,17 +16,9 @@ import pytest
 from sqlalchemy import text
 
 from shared import logging_setup
-from tests.helpers import User
+from tests.helpers import User, api_error
 
 JOBS = "/api/v1/jobs"
-
-
-def assert_error(response, status: int, code: str) -> dict:  # noqa: ANN001
-    body = response.get_json()
-    assert response.status_code == status, body
-    assert body["error"]["code"] == code, body
-    assert body["error"]["request_id"] == response.headers["X-Request-ID"]
-    return body["error"]
 
 
 def raw_json(user: User, path: str, payload: bytes):  # noqa: ANN201
@@ -43,7 +35,7 @@ def user(client) -> User:  # noqa: ANN001
 
 def test_a_nul_in_a_job_parameter_is_invalid_params_and_nothing_is_stored(user: User) -> None:
     response = user.post(JOBS, json={"processor": "debug.echo", "params": {"message": "a\x00b"}})
-    error = assert_error(response, 422, "invalid_params")
+    error = api_error(response, 422, "invalid_params")
     assert error["details"]["fields"] == {
         "params.message": ["Must be UTF-8 text without NUL characters."]
     }
@@ -52,41 +44,41 @@ def test_a_nul_in_a_job_parameter_is_invalid_params_and_nothing_is_stored(user: 
 
 def test_a_nul_in_the_login_email_is_invalid_params(client) -> None:  # noqa: ANN001
     response = client.post("/api/v1/auth/login", json={"email": "a\x00@b.c", "password": "x"})
-    assert assert_error(response, 422, "invalid_params")["details"]["fields"].keys() == {"email"}
+    assert api_error(response, 422, "invalid_params")["details"]["fields"].keys() == {"email"}
     response = client.post(
         "/api/v1/auth/register", json={"email": "a@b.c", "password": "long enough\x00"}
     )
-    assert_error(response, 422, "invalid_params")
+    api_error(response, 422, "invalid_params")
 
 
 def test_a_lone_surrogate_escape_is_invalid_params(user: User) -> None:
     body = b'{"processor": "debug.echo", "params": {"message": "\\ud800"}}'
-    assert_error(raw_json(user, JOBS, body), 422, "invalid_params")
+    api_error(raw_json(user, JOBS, body), 422, "invalid_params")
 
 
 def test_a_nul_in_a_key_or_an_undeclared_field_is_invalid_request(user: User) -> None:
     key = user.post(JOBS, json={"processor": "debug.echo", "params": {"a\x00": "x"}})
-    assert assert_error(key, 422, "invalid_request")["details"]["location"] == "body"
+    assert api_error(key, 422, "invalid_request")["details"]["location"] == "body"
     extra = user.post(JOBS, json={"processor": "debug.echo", "note": "\x00"})
-    assert_error(extra, 422, "invalid_request")
+    api_error(extra, 422, "invalid_request")
 
 
 def test_a_body_that_is_not_utf8_is_invalid_request(user: User) -> None:
     body = b'{"processor": "debug.echo", "params": {"message": "\xff"}}'
-    assert assert_error(raw_json(user, JOBS, body), 422, "invalid_request")["details"] == {
+    assert api_error(raw_json(user, JOBS, body), 422, "invalid_request")["details"] == {
         "location": "body"
     }
 
 
 def test_non_finite_numbers_are_invalid_params(user: User) -> None:
     body = b'{"processor": "debug.echo", "params": {"message": "x", "n": NaN}}'
-    error = assert_error(raw_json(user, JOBS, body), 422, "invalid_params")
+    error = api_error(raw_json(user, JOBS, body), 422, "invalid_params")
     assert error["details"]["fields"] == {"params.n": ["Must be a finite number."]}
 
 
 def test_a_deeply_nested_body_is_invalid_json(user: User) -> None:
     body = b'{"processor": "debug.echo", "params": {"m": ' + b"[" * 100_000 + b"]" * 100_000
-    assert_error(raw_json(user, JOBS, body + b"}}"), 400, "invalid_json")
+    api_error(raw_json(user, JOBS, body + b"}}"), 400, "invalid_json")
 
 
 # --- query, headers, path ------------------------------------------------------------------
@@ -94,35 +86,35 @@ def test_a_deeply_nested_body_is_invalid_json(user: User) -> None:
 
 def test_query_values_and_names(user: User) -> None:
     known = user.get(JOBS + "?status=%00")
-    assert assert_error(known, 422, "invalid_params")["details"]["fields"] == {
+    assert api_error(known, 422, "invalid_params")["details"]["fields"] == {
         "status": ["Must be UTF-8 text without NUL characters."]
     }
-    assert_error(user.get(JOBS + "?status=%ff"), 422, "invalid_params")
+    api_error(user.get(JOBS + "?status=%ff"), 422, "invalid_params")
     unknown = user.get(JOBS + "?other=%ff")
-    assert assert_error(unknown, 422, "invalid_request")["details"] == {"location": "query"}
-    assert_error(user.get(JOBS + "?%00=1"), 422, "invalid_request")
+    assert api_error(unknown, 422, "invalid_request")["details"] == {"location": "query"}
+    api_error(user.get(JOBS + "?%00=1"), 422, "invalid_request")
 
 
 def test_headers(user: User) -> None:
     for value in ("a\x00b", "\xff\xfe"):  # WSGI carries header bytes as latin-1 text
         response = user.get(JOBS, headers={"X-Anything": value})
-        assert assert_error(response, 422, "invalid_request")["details"] == {
+        assert api_error(response, 422, "invalid_request")["details"] == {
             "location": "header",
             "name": "X-Anything",
         }
     response = user.post(
         JOBS, json={"processor": "debug.echo"}, headers={"Idempotency-Key": "k\x00"}
     )
-    assert_error(response, 422, "invalid_request")
+    api_error(response, 422, "invalid_request")
 
 
 def test_the_path(user: User) -> None:
     for path in (JOBS + "/%00", "/api/v1/files/a%00b"):
         response = user.get(path)
-        assert assert_error(response, 422, "invalid_request")["details"] == {"location": "path"}
+        assert api_error(response, 422, "invalid_request")["details"] == {"location": "path"}
     # A WSGI server passes the path's bytes as latin-1 text (the test client cannot send %ff).
     response = user.get("/", environ_overrides={"PATH_INFO": JOBS + "/\xff/events"})
-    assert assert_error(response, 422, "invalid_request")["details"] == {"location": "path"}
+    assert api_error(response, 422, "invalid_request")["details"] == {"location": "path"}
 
 
 # --- multipart -----------------------------------------------------------------------------
@@ -147,11 +139,11 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 def test_multipart_values_of_declared_fields_are_invalid_params(user: User) -> None:
     for value in (b"file.checksum\x00", b"file.checksum\xff"):
         response = multipart(user, (b'name="processor"', value))
-        assert assert_error(response, 422, "invalid_params")["details"]["fields"] == {
+        assert api_error(response, 422, "invalid_params")["details"]["fields"] == {
             "processor": ["Must be UTF-8 text without NUL characters."]
         }
     response = user.upload("file.checksum", b"data", params={"algorithm": "sha256\x00"})
-    error = assert_error(response, 422, "invalid_params")
+    error = api_error(response, 422, "invalid_params")
     assert list(error["details"]["fields"]) == ["params.algorithm"]
 
 
@@ -163,7 +155,7 @@ def test_multipart_params_nested_too_deeply_are_invalid_params(user: User) -> No
         (b'name="params"', b"[" * 100_000),
         (b'name="file"; filename="a.txt"', b"hello"),
     )
-    assert assert_error(response, 422, "invalid_params")["details"]["fields"] == {
+    assert api_error(response, 422, "invalid_params")["details"]["fields"] == {
         "params": ["Not a JSON object."]
     }
 
@@ -178,7 +170,7 @@ def test_multipart_names_and_file_names_are_invalid_request(user: User) -> None:
     ]
     for parts in cases:
         response = multipart(user, *parts)
-        assert assert_error(response, 422, "invalid_request")["details"]["location"] == "form"
+        assert api_error(response, 422, "invalid_request")["details"]["location"] == "form"
     assert user.get(JOBS).get_json()["items"] == []
 
 
@@ -197,13 +189,13 @@ def test_a_non_ascii_download_signature_is_refused(make_app, tmp_path) -> None: 
     response = client.get(
         "/api/v1/files/users/a/b.txt?filename=b.txt&expires=9999999999&signature=%C3%A9"
     )
-    assert_error(response, 403, "invalid_download_url")
+    api_error(response, 403, "invalid_download_url")
 
 
 def test_a_utc_offset_postgresql_refuses_is_a_validation_error(client) -> None:  # noqa: ANN001
     admin = User(client, role="admin")
     response = admin.get("/api/v1/admin/dead-letters?since=2000-01-01T00:00:00%2B23:00")
-    error = assert_error(response, 422, "validation_error")
+    error = api_error(response, 422, "validation_error")
     assert list(error["details"]["fields"]) == ["since"]
 
 
@@ -215,21 +207,21 @@ def test_a_deleted_accounts_token_cannot_submit(client) -> None:  # noqa: ANN001
     with session_scope() as session:
         session.execute(text("DELETE FROM users WHERE id = :id"), {"id": user.profile["id"]})
     response = user.post(JOBS, json={"processor": "debug.echo", "params": {"message": "x"}})
-    assert_error(response, 409, "conflict")
+    api_error(response, 409, "conflict")
 
 
 def test_a_last_event_id_int_refuses_is_invalid(user: User) -> None:
     """ "²" passed str.isdigit() and failed int(): a 500."""
     for value in ("%C2%B2", "%D9%A1", "9" * 19):
         response = user.get(f"{JOBS}/stream?last_event_id={value}")
-        assert_error(response, 422, "invalid_last_event_id")
+        api_error(response, 422, "invalid_last_event_id")
 
 
 def test_an_unreachable_broker_is_a_503_not_a_500(make_app) -> None:  # noqa: ANN001
     """GET /admin/stats reads queue depths from the broker; unreachable, it answered 500."""
     client = make_app(broker_url="redis://127.0.0.1:1/0").test_client()
     admin = User(client, role="admin")
-    error = assert_error(admin.get("/api/v1/admin/stats"), 503, "service_unavailable")
+    error = api_error(admin.get("/api/v1/admin/stats"), 503, "service_unavailable")
     assert error["details"] == {"component": "redis"}
 
 
@@ -239,14 +231,14 @@ def test_a_forged_cursor_is_a_validation_error(user: User) -> None:
 
     for fields in (["2020-01-01T00:00:00+00:00", 5], [1, "0" * 32], ["x", None]):
         cursor = base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
-        error = assert_error(user.get(f"{JOBS}?cursor={cursor}"), 422, "validation_error")
+        error = api_error(user.get(f"{JOBS}?cursor={cursor}"), 422, "validation_error")
         assert list(error["details"]["fields"]) == ["cursor"]
 
 
 def test_a_repo_url_urlsplit_refuses_is_invalid(user: User) -> None:
     """urlsplit raises ValueError on an unbalanced "[" (an IPv6 host): it answered 500."""
     response = user.post(JOBS + "/deploy", json={"repo_url": "https://[github.com/a/b"})
-    assert_error(response, 422, "invalid_repo_url")
+    api_error(response, 422, "invalid_repo_url")
 
 
 # --- OPTIONS and HEAD ----------------------------------------------------------------------
@@ -273,7 +265,7 @@ def test_options_and_head_work_on_every_route(app, client) -> None:  # noqa: ANN
     assert client.head("/api/v1/jobs", headers=plain.headers).status_code == 200
     assert client.head("/api/v1/admin/stats", headers=plain.headers).status_code == 403
     assert client.head("/api/v1/admin/stats", headers=admin.headers).status_code == 200
-    assert_error(client.options("/api/v1/no-such-route"), 404, "not_found")
+    api_error(client.options("/api/v1/no-such-route"), 404, "not_found")
 
 
 # --- database errors -----------------------------------------------------------------------
@@ -311,9 +303,9 @@ def test_database_errors_answer_without_values_in_the_logs(make_app, caplog) -> 
     client = app.test_client()
     formatter = logging_setup.JsonFormatter("api")
     with caplog.at_level(logging.INFO):
-        assert_error(client.get("/test/data-error"), 422, "invalid_request")
-        assert_error(client.get("/test/nul-literal"), 422, "invalid_request")
-        error = assert_error(client.get("/test/other-error"), 500, "internal_error")
+        api_error(client.get("/test/data-error"), 422, "invalid_request")
+        api_error(client.get("/test/nul-literal"), 422, "invalid_request")
+        error = api_error(client.get("/test/other-error"), 500, "internal_error")
     assert error["message"] == "An internal error occurred."
     assert SECRET not in json.dumps(error)
     logged = "\n".join(formatter.format(record) for record in caplog.records)

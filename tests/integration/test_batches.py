@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from shared.db import session_scope
 from shared.models import Job, JobBatch, JobEvent
-from tests.helpers import User
+from tests.helpers import User, api_error
 
 BATCH = "/api/v1/jobs/batch"
 # Parked jobs go to the deploy fleet, which no worker consumes in these tests: they stay
@@ -28,12 +28,6 @@ def echo(message: str, **extra: Any) -> dict[str, Any]:
 
 def parked(**extra: Any) -> dict[str, Any]:
     return {"processor": "debug.sleep", "params": PARKED, **extra}
-
-
-def error(response) -> dict[str, Any]:  # noqa: ANN001
-    body = response.get_json()
-    assert set(body) == {"error"}, body
-    return body["error"]
 
 
 def owned(user: User) -> tuple[int, int]:
@@ -126,7 +120,7 @@ def test_invalid_jobs_are_all_reported_by_index_and_nothing_is_created(client) -
     ]
     response = user.post(BATCH, json={"jobs": jobs})
     assert response.status_code == 422
-    body = error(response)
+    body = api_error(response)
     assert body["code"] == "invalid_batch"
     errors = body["details"]["errors"]
     assert [(e["index"], e["code"]) for e in errors] == [
@@ -146,11 +140,11 @@ def test_the_batch_size_is_bounded(make_app) -> None:
     user = User(make_app(batch_max_jobs=3).test_client())
     response = user.post(BATCH, json={"jobs": [parked()] * 4})
     assert response.status_code == 422
-    assert error(response)["code"] == "batch_too_large"
-    assert error(response)["details"] == {"limit": 3, "size": 4}
+    api_error(response, code="batch_too_large")
+    assert api_error(response)["details"] == {"limit": 3, "size": 4}
     for body in ({"jobs": []}, {"jobs": "many"}, {}):
         response = user.post(BATCH, json=body)
-        assert response.status_code == 422 and error(response)["code"] == "validation_error"
+        api_error(response, 422, "validation_error")
     assert owned(user) == (0, 0)
     response = user.post(BATCH, json={"jobs": [parked()] * 3})
     assert response.status_code == 202
@@ -172,7 +166,7 @@ def test_the_idempotency_key_covers_the_whole_batch(client) -> None:
     ]
     different = user.post(BATCH, json={"jobs": jobs[:4]}, headers=key)
     assert different.status_code == 409
-    assert error(different)["code"] == "idempotency_key_reused"
+    api_error(different, code="idempotency_key_reused")
     assert owned(user) == (5, 1)
     # Another user's key is their own.
     other = User(user.client)
@@ -184,7 +178,7 @@ def test_a_batch_past_the_active_jobs_quota_is_refused_whole(make_app) -> None:
     user = User(make_app(quota_active_jobs=3).test_client())
     refused = user.post(BATCH, json={"jobs": [parked()] * 4})
     assert refused.status_code == 429
-    assert error(refused)["code"] == "too_many_active_jobs"
+    api_error(refused, code="too_many_active_jobs")
     assert owned(user) == (0, 0)
     accepted = user.post(BATCH, json={"jobs": [parked()] * 3})
     assert accepted.status_code == 202

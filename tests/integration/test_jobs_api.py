@@ -8,19 +8,11 @@ from datetime import timedelta
 
 import pytest
 
-from tests.helpers import User, wait_for
+from tests.helpers import User, api_error, wait_for
 
 # Parked jobs go to the deploy fleet, which no worker consumes in these tests, so they stay
 # queued; many small steps keep a cancel prompt should one ever start.
 PARKED = {"seconds": 60, "steps": 120, "fleet": "deploy"}
-
-
-def error(response) -> dict:
-    body = response.get_json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message", "details", "request_id"}
-    assert body["error"]["request_id"] == response.headers["X-Request-ID"]
-    return body["error"]
 
 
 def test_submit_answers_202_with_location_without_waiting(client) -> None:
@@ -77,7 +69,7 @@ def test_submit_validation(client, payload, status, code, field) -> None:
     user = User(client)
     response = user.post("/api/v1/jobs", json=payload)
     assert response.status_code == status
-    body = error(response)
+    body = api_error(response)
     assert body["code"] == code
     assert field in body["details"]["fields"]
 
@@ -85,13 +77,13 @@ def test_submit_validation(client, payload, status, code, field) -> None:
 def test_errors_from_flask_itself_use_the_error_shape(client, make_app) -> None:
     user = User(client)
     missing = client.get("/api/v1/nowhere")
-    assert missing.status_code == 404 and error(missing)["code"] == "not_found"
+    api_error(missing, 404, "not_found")
     wrong_method = user.delete("/api/v1/jobs")
-    assert wrong_method.status_code == 405 and error(wrong_method)["code"] == "method_not_allowed"
+    api_error(wrong_method, 405, "method_not_allowed")
     assert "GET" in wrong_method.headers["Allow"]
     small = make_app(max_content_length=2048).test_client()
     too_big = small.post("/api/v1/auth/register", data="x" * 5000, content_type="application/json")
-    assert too_big.status_code == 413 and error(too_big)["code"] == "payload_too_large"
+    api_error(too_big, 413, "payload_too_large")
 
 
 def test_other_users_job_is_404_exactly_like_a_missing_one(client) -> None:
@@ -101,7 +93,7 @@ def test_other_users_job_is_404_exactly_like_a_missing_one(client) -> None:
         theirs = bob.get(f"/api/v1/jobs/{job['id']}{path}")
         missing = bob.get(f"/api/v1/jobs/{uuid.uuid4()}{path}")
         assert theirs.status_code == missing.status_code == 404
-        assert error(theirs)["message"] == error(missing)["message"]
+        assert api_error(theirs)["message"] == api_error(missing)["message"]
     for action in ("cancel", "retry"):
         assert bob.post(f"/api/v1/jobs/{job['id']}/{action}").status_code == 404
     assert bob.get("/api/v1/jobs/not-a-uuid").status_code == 404
@@ -133,7 +125,7 @@ def test_list_filters_and_cursor_pagination(client) -> None:
     assert user.get("/api/v1/jobs?processor=debug.echo").get_json()["items"] == []
     assert len(user.get("/api/v1/jobs?kind=diagnostic").get_json()["items"]) == 5
     bad = user.get("/api/v1/jobs?status=sleeping")
-    assert bad.status_code == 422 and "status" in error(bad)["details"]["fields"]
+    assert "status" in api_error(bad, 422)["details"]["fields"]
     assert user.get("/api/v1/jobs?cursor=garbage").status_code == 422
     assert user.get("/api/v1/jobs?limit=1000").status_code == 422
     for job_id in ids[2:]:
@@ -170,7 +162,7 @@ def test_idempotency_key_returns_the_original_job(client) -> None:
         json={"processor": "debug.echo", "params": {"message": "twice"}},
         headers=key,
     )
-    assert different.status_code == 409 and error(different)["code"] == "idempotency_key_reused"
+    api_error(different, 409, "idempotency_key_reused")
     jobs = user.get("/api/v1/jobs").get_json()["items"]
     assert len(jobs) == 1
 
@@ -202,7 +194,7 @@ def test_submit_rate_quota_per_user_with_retry_after(make_app) -> None:
     accepted = [alice.submit("debug.sleep", PARKED) for _ in range(3)]
     refused = alice.post("/api/v1/jobs", json={"processor": "debug.sleep", "params": PARKED})
     assert refused.status_code == 429
-    assert error(refused)["code"] == "rate_limited"
+    api_error(refused, code="rate_limited")
     assert 1 <= int(refused.headers["Retry-After"]) <= 61
     bob_job = bob.submit("debug.sleep", PARKED)  # independent of alice's quota
     for job in [*accepted, bob_job]:
@@ -214,7 +206,7 @@ def test_active_jobs_quota(make_app) -> None:
     alice, bob = User(client), User(client)
     jobs = [alice.submit("debug.sleep", PARKED) for _ in range(2)]
     refused = alice.post("/api/v1/jobs", json={"processor": "debug.sleep", "params": PARKED})
-    assert refused.status_code == 429 and error(refused)["code"] == "too_many_active_jobs"
+    api_error(refused, 429, "too_many_active_jobs")
     bob.submit("debug.sleep", PARKED)
     alice.post(f"/api/v1/jobs/{jobs[0]['id']}/cancel")  # a finished job frees a slot
     third = alice.submit("debug.sleep", PARKED)
@@ -270,10 +262,10 @@ def test_redis_down_gives_a_clear_503(make_app, client) -> None:
         headers=user.headers,
     )
     assert response.status_code == 503
-    assert error(response)["code"] == "service_unavailable"
+    api_error(response, code="service_unavailable")
     ready = broken.get("/readyz")
     assert ready.status_code == 503
-    assert error(ready)["details"]["failing"] == ["redis"]
+    assert api_error(ready)["details"]["failing"] == ["redis"]
 
 
 def test_postgres_down_gives_a_clear_503(make_app, client) -> None:
@@ -283,10 +275,10 @@ def test_postgres_down_gives_a_clear_503(make_app, client) -> None:
     ).test_client()
     response = broken.get("/api/v1/jobs", headers=user.headers)
     assert response.status_code == 503
-    assert error(response)["details"] == {"component": "postgres"}
+    assert api_error(response)["details"] == {"component": "postgres"}
     ready = broken.get("/readyz")
     assert ready.status_code == 503
-    assert error(ready)["details"]["failing"] == ["postgres"]
+    assert api_error(ready)["details"]["failing"] == ["postgres"]
 
 
 def test_request_id_and_security_headers(client) -> None:

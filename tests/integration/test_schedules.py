@@ -15,7 +15,7 @@ from sqlalchemy import delete, select, update
 from shared.clock import now
 from shared.db import session_scope
 from shared.models import Job, Schedule
-from tests.helpers import User, wait_for
+from tests.helpers import User, api_error, wait_for
 from tests.integration.workers import celery_beat, celery_worker
 
 # Jobs parked on the deploy fleet: no worker consumes it in these tests, so they stay queued
@@ -30,12 +30,6 @@ def _no_schedules_left() -> Iterator[None]:
     yield
     with session_scope() as session:
         session.execute(delete(Schedule))
-
-
-def error(response) -> dict:
-    body = response.get_json()
-    assert set(body) == {"error"}, body
-    return body["error"]
 
 
 def create(user: User, expect: int = 201, **fields) -> dict:
@@ -168,7 +162,7 @@ def test_create_validation(client, fields, code, field) -> None:
         del payload["every_seconds"]
     response = user.post("/api/v1/schedules", json=payload)
     assert response.status_code == 422, response.get_json()
-    body = error(response)
+    body = api_error(response)
     assert body["code"] == code, body
     assert field in body["details"]["fields"], body
 
@@ -180,15 +174,15 @@ def test_names_are_unique_per_user(client) -> None:
         "/api/v1/schedules",
         json={"name": "daily", "processor": "debug.echo", "params": PARKED, "every_seconds": 60},
     )
-    assert taken.status_code == 409 and error(taken)["code"] == "schedule_name_taken"
+    api_error(taken, 409, "schedule_name_taken")
     create(bob, name="daily")  # another user's names are theirs
     other = create(alice, name="hourly")
     renamed = patch(alice, other["id"], name="daily")
-    assert renamed.status_code == 409 and error(renamed)["code"] == "schedule_name_taken"
+    api_error(renamed, 409, "schedule_name_taken")
     assert alice.get(f"/api/v1/schedules/{other['id']}").get_json()["name"] == "hourly"
     assert patch(alice, first["id"], cron="0 * * * *", every_seconds=None).status_code == 200
     bad = patch(alice, first["id"], timezone="Nowhere/Else")
-    assert bad.status_code == 422 and error(bad)["code"] == "invalid_schedule"
+    api_error(bad, 422, "invalid_schedule")
     both = patch(alice, first["id"], every_seconds=60)  # replaces the cron
     assert both.status_code == 200 and both.get_json()["cron"] is None
 
@@ -200,7 +194,7 @@ def test_another_users_schedule_answers_404(client) -> None:
     missing = f"/api/v1/schedules/{uuid.uuid4()}"
     for path in (base, missing):
         assert bob.get(path).status_code == 404
-        assert error(bob.get(path))["message"] == "The requested schedule does not exist."
+        assert api_error(bob.get(path))["message"] == "The requested schedule does not exist."
         assert bob.get(f"{path}/runs").status_code == 404
         assert bob.post(f"{path}/trigger").status_code == 404
         assert patch(bob, path.rsplit("/", 1)[1], name="mine").status_code == 404
@@ -221,7 +215,7 @@ def test_schedules_per_user_are_capped(make_app) -> None:
         json={"name": "third", "processor": "debug.echo", "params": PARKED, "every_seconds": 60},
     )
     assert refused.status_code == 429
-    body = error(refused)
+    body = api_error(refused)
     assert body["code"] == "too_many_schedules"
     assert body["details"] == {"limit": 2, "schedules": 2}
     create(bob)

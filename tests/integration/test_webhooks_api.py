@@ -19,16 +19,10 @@ from shared.db import session_scope
 from shared.dispatch import priorities, queues
 from shared.models import Webhook, WebhookAttempt, WebhookDelivery
 from shared.security.crypto import cipher
-from tests.helpers import User
+from tests.helpers import User, api_error
 
 PUBLIC_URL = "https://1.1.1.1/dockyard"  # a literal public address: no DNS needed
 BASE = "/api/v1/webhooks"
-
-
-def error(response) -> dict:
-    body = response.get_json()
-    assert set(body) == {"error"}, body
-    return body["error"]
 
 
 def create(user: User, expect: int = 201, **fields) -> dict:
@@ -186,7 +180,7 @@ def test_another_users_webhook_answers_404_and_an_admin_sees_all(client) -> None
         other.post(f"{path}/deliveries/{delivery['id']}/redeliver"),
     ):
         assert response.status_code == 404, response.get_json()
-        assert error(response)["code"] == "not_found"
+        api_error(response, code="not_found")
     assert other.get(BASE).get_json()["items"] == []
     assert owner.get(path).get_json()["description"] is None
     # A delivery of another webhook, even one's own, is not found under this one.
@@ -315,7 +309,7 @@ def test_refused_urls_are_422_webhook_url_refused(client, url, reason) -> None:
     # The same check when a saved webhook's URL changes.
     webhook = create(user)
     response = patch(user, webhook["id"], url=url)
-    assert response.status_code == 422 and error(response)["code"] == "webhook_url_refused"
+    api_error(response, 422, "webhook_url_refused")
     assert user.get(f"{BASE}/{webhook['id']}").get_json()["url"] == PUBLIC_URL
 
 
@@ -359,7 +353,7 @@ def test_ping_records_a_pending_delivery_and_sends_it(client) -> None:
 
     patch(user, webhook["id"], enabled=False)
     refused = user.post(f"{BASE}/{webhook['id']}/ping")
-    assert refused.status_code == 409 and error(refused)["code"] == "webhook_disabled"
+    api_error(refused, 409, "webhook_disabled")
     assert sent_deliveries() == [delivery["id"]]
 
 
@@ -434,7 +428,7 @@ def test_deliveries_list_their_attempts_and_redeliver_starts_a_new_cycle(client)
     assert user.post(f"{path}/deliveries/{uuid.uuid4()}/redeliver").status_code == 404
     patch(user, webhook["id"], enabled=False)
     refused = user.post(f"{path}/deliveries/{new}/redeliver")
-    assert refused.status_code == 409 and error(refused)["code"] == "webhook_disabled"
+    api_error(refused, 409, "webhook_disabled")
 
 
 def test_deleting_a_webhook_deletes_its_deliveries(client) -> None:
