@@ -47,17 +47,28 @@ background build dockyard/postgres-local:latest deploy/compose/postgres.Dockerfi
 background build dockyard/proxy:local deploy/compose/proxy.Dockerfile deploy \
   --build-arg BASE_IMAGE="$BASE_IMAGE"
 
-# Wheels are rebuilt only when the sources change, reproducibly (fixed timestamps), so an
-# unchanged tree gives the same image and `compose up` leaves running containers alone.
-stamp="$(cat pyproject.toml celeryconfig.py $(find api shared workers -name '*.py' -o -name '*.mako' -o -name '*.ini' | sort) | sha256sum | cut -c1-16)"
-if [[ "$(cat deploy/wheels/.stamp 2>/dev/null || true)" != "$stamp" ]]; then
-  log "building wheels into deploy/wheels"
+# Wheels are rebuilt only when what they come from changes, reproducibly (fixed timestamps),
+# so an unchanged tree gives the same image and `compose up` leaves running containers alone.
+# The dependencies' wheels follow pyproject.toml; a change in the sources alone rebuilds only
+# the project's own wheel (seconds, instead of resolving and fetching every dependency again).
+# deploy/wheels/.stamp holds both keys: DEPENDENCIES-SOURCES.
+deps_stamp="$(sha256sum pyproject.toml | cut -c1-16)"
+stamp="$deps_stamp-$(cat pyproject.toml celeryconfig.py $(find api shared workers -name '*.py' -o -name '*.mako' -o -name '*.ini' | sort) | sha256sum | cut -c1-16)"
+built="$(cat deploy/wheels/.stamp 2>/dev/null || true)"
+if [[ "$built" != "$stamp" ]]; then
   rm -f deploy/wheels/dockyard-*.whl
   rm -rf build  # setuptools' in-tree build directory: never package a stale copy
-  # async-timeout: redis needs it on Python < 3.11.3 (Debian's 3.11.2), not on this venv's.
-  SOURCE_DATE_EPOCH=315532800 .venv/bin/pip wheel -q -w deploy/wheels . \
-    "moto[server]>=5,<6" setuptools wheel async-timeout \
-    >var/log/wheels.log 2>&1 || { tail -20 var/log/wheels.log >&2; exit 1; }
+  if [[ "${built%%-*}" != "$deps_stamp" ]]; then
+    log "building wheels into deploy/wheels"
+    # async-timeout: redis needs it on Python < 3.11.3 (Debian's 3.11.2), not on this venv's.
+    SOURCE_DATE_EPOCH=315532800 .venv/bin/pip wheel -q -w deploy/wheels . \
+      "moto[server]>=5,<6" setuptools wheel async-timeout \
+      >var/log/wheels.log 2>&1 || { tail -20 var/log/wheels.log >&2; exit 1; }
+  else
+    log "building the dockyard wheel into deploy/wheels (dependencies unchanged)"
+    SOURCE_DATE_EPOCH=315532800 .venv/bin/pip wheel -q --no-deps -w deploy/wheels . \
+      >var/log/wheels.log 2>&1 || { tail -20 var/log/wheels.log >&2; exit 1; }
+  fi
   echo "$stamp" >deploy/wheels/.stamp
 fi
 
