@@ -866,6 +866,15 @@ def _check_production_secrets(settings: Settings, environ: Mapping[str, str]) ->
     """Refuse any secret the repository ships, or a short one, naming the variable (never
     the value). The variables Settings does not parse (AWS_SECRET_ACCESS_KEY,
     FLOWER_BASIC_AUTH) are read from the environment the processes get them from."""
+    for variable, value in _secret_candidates(settings, environ):
+        _check_secret(variable, value)
+    _check_flower_auth(environ.get("FLOWER_BASIC_AUTH", ""))
+    if _is_shipped(unquote(urlparse(settings.database_url).password or "")):
+        raise ConfigError("DATABASE_URL", "password " + _SHIPPED_MESSAGE)
+
+
+def _secret_candidates(settings: Settings, environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(variable, value) for each secret that is set, in the order they are checked."""
     candidates: list[tuple[str, str]] = [("JWT_SECRET_KEY", settings.jwt_secret_key)]
     if settings.storage_signing_key:
         candidates.append(("STORAGE_SIGNING_KEY", settings.storage_signing_key))
@@ -876,14 +885,21 @@ def _check_production_secrets(settings: Settings, environ: Mapping[str, str]) ->
             candidates.append(("DEPLOY_SECRETS_KEY", key.strip()))
     if settings.storage_backend == "s3" and environ.get("AWS_SECRET_ACCESS_KEY"):
         candidates.append(("AWS_SECRET_ACCESS_KEY", environ["AWS_SECRET_ACCESS_KEY"]))
-    for variable, value in candidates:
-        if _is_shipped(value):
-            raise ConfigError(variable, _SHIPPED_MESSAGE)
-        if variable in _SECRETS_WITH_LENGTH and len(value) < SECRET_MIN_LENGTH:
-            raise ConfigError(
-                variable, f"must be at least {SECRET_MIN_LENGTH} characters in production"
-            )
-    for pair in filter(None, environ.get("FLOWER_BASIC_AUTH", "").split(",")):
+    return candidates
+
+
+def _check_secret(variable: str, value: str) -> None:
+    if _is_shipped(value):
+        raise ConfigError(variable, _SHIPPED_MESSAGE)
+    if variable in _SECRETS_WITH_LENGTH and len(value) < SECRET_MIN_LENGTH:
+        raise ConfigError(
+            variable, f"must be at least {SECRET_MIN_LENGTH} characters in production"
+        )
+
+
+def _check_flower_auth(basic_auth: str) -> None:
+    """FLOWER_BASIC_AUTH: `user:password` pairs separated by commas."""
+    for pair in filter(None, basic_auth.split(",")):
         password = pair.partition(":")[2]
         if _is_shipped(pair) or _is_shipped(password):
             raise ConfigError("FLOWER_BASIC_AUTH", _SHIPPED_MESSAGE)
@@ -892,8 +908,6 @@ def _check_production_secrets(settings: Settings, environ: Mapping[str, str]) ->
                 "FLOWER_BASIC_AUTH",
                 f"passwords must be at least {SECRET_MIN_LENGTH} characters in production",
             )
-    if _is_shipped(unquote(urlparse(settings.database_url).password or "")):
-        raise ConfigError("DATABASE_URL", "password " + _SHIPPED_MESSAGE)
 
 
 _SHIPPED_MESSAGE = (

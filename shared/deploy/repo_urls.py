@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 _OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 _REPO = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -49,6 +49,14 @@ class Repository:
 
 
 def parse_repo_url(raw: str, allowed_hosts: tuple[str, ...]) -> Repository:
+    parts = _split_plain_https(raw)
+    host = _allowed_host(parts, allowed_hosts)
+    owner, name = _owner_and_name(parts)
+    return Repository(host, owner, name)
+
+
+def _split_plain_https(raw: str) -> SplitResult:
+    """The URL's parts, once it is a plain https URL with no credentials in it."""
     url = (raw or "").strip()
     if "::" in url.split("/", 1)[0]:
         raise InvalidRepository("repo_url_scheme_refused", "Git transports like ext:: are refused.")
@@ -67,6 +75,11 @@ def parse_repo_url(raw: str, allowed_hosts: tuple[str, ...]) -> Repository:
         raise InvalidRepository(
             "repo_url_credentials_refused", "Credentials in repository URLs are refused."
         )
+    return parts
+
+
+def _allowed_host(parts: SplitResult, allowed_hosts: tuple[str, ...]) -> str:
+    """The host, lower case, if it is one of `allowed_hosts` with no port given."""
     try:
         port = parts.port
     except ValueError:
@@ -77,6 +90,11 @@ def parse_repo_url(raw: str, allowed_hosts: tuple[str, ...]) -> Repository:
             "repo_host_not_allowed",
             f"Repositories must be on {', '.join(allowed_hosts)}.",
         )
+    return host
+
+
+def _owner_and_name(parts: SplitResult) -> tuple[str, str]:
+    """OWNER and REPO (without `.git`) of a path that is exactly /OWNER/REPO."""
     if parts.query or parts.fragment:
         raise InvalidRepository("invalid_repo_url", "repo_url must not have a query or fragment.")
     segments = parts.path.strip("/").split("/")
@@ -89,7 +107,7 @@ def parse_repo_url(raw: str, allowed_hosts: tuple[str, ...]) -> Repository:
         raise InvalidRepository("invalid_repo_name", "The owner or repository name is not valid.")
     if name.startswith(".") or name.startswith("-"):
         raise InvalidRepository("invalid_repo_name", "The owner or repository name is not valid.")
-    return Repository(host, owner, name)
+    return owner, name
 
 
 def check_ref(ref: str | None) -> str | None:

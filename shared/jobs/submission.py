@@ -122,14 +122,9 @@ def submit_job(
 
     Commits on success; on any failure rolls back, discards what was staged and re-raises.
     """
-    expired = None
-    if submission.idempotency_key:
-        existing = find_by_idempotency_key(session, submission.owner_id, submission.idempotency_key)
-        if existing is not None:
-            if existing.created_at >= now() - IDEMPOTENCY_WINDOW:
-                check_same_request(existing, submission.processor, submission.params)
-                return SubmitResult(existing, created=False)
-            expired = existing
+    replay, expired = _earlier_submission(session, submission)
+    if replay is not None:
+        return SubmitResult(replay, created=False)
     if submission.quotas is not None:
         # A job held back as `scheduled` is not active until it is released.
         _check_quotas(
@@ -144,23 +139,54 @@ def submit_job(
     try:
         job = insert_job(session, submission, job_id, staged)
         if job is None:
-            winner = _concurrent_winner(session, submission)
-            session.commit()
-            if stager is not None and staged is not None:
-                stager.discard(staged)
-            return SubmitResult(winner, created=False)
-        if submission.with_job is not None:
-            submission.with_job(session, job)
-        if job.status == JobStatus.QUEUED.value:  # a scheduled job is published when due
-            publish_new_job(session, job, submission.processor.task_name, celery)
-        session.commit()
+            return _answer_concurrent_winner(session, submission, staged)
+        _complete_and_publish(session, submission, job, celery)
     except BaseException:
         session.rollback()
-        if stager is not None and staged is not None:
-            stager.discard(staged)
+        _discard_staged(stager, staged)
         raise
     _announce(job, submission, redis_url)
     return SubmitResult(job, created=True)
+
+
+def _earlier_submission(session: Session, submission: Submission) -> tuple[Job | None, Job | None]:
+    """By the submission's Idempotency-Key: (the earlier job to answer again, if within the
+    window and the same request; an expired earlier job, whose key the new job takes)."""
+    if not submission.idempotency_key:
+        return None, None
+    existing = find_by_idempotency_key(session, submission.owner_id, submission.idempotency_key)
+    if existing is None:
+        return None, None
+    if existing.created_at >= now() - IDEMPOTENCY_WINDOW:
+        check_same_request(existing, submission.processor, submission.params)
+        return existing, None
+    return None, existing
+
+
+def _answer_concurrent_winner(
+    session: Session, submission: Submission, staged: dict[str, Any] | None
+) -> SubmitResult:
+    """A concurrent submit inserted first: its job is the answer, ours is not made."""
+    winner = _concurrent_winner(session, submission)
+    session.commit()
+    _discard_staged(submission.stager, staged)
+    return SubmitResult(winner, created=False)
+
+
+def _complete_and_publish(
+    session: Session, submission: Submission, job: NewJob, celery: Celery | None
+) -> None:
+    """The rows the job owns, its message unless it waits as `scheduled`, then the commit."""
+    if submission.with_job is not None:
+        submission.with_job(session, job)
+    if job.status == JobStatus.QUEUED.value:  # a scheduled job is published when due
+        publish_new_job(session, job, submission.processor.task_name, celery)
+    session.commit()
+
+
+def _discard_staged(stager: InputStager | None, staged: dict[str, Any] | None) -> None:
+    if stager is not None and staged is not None:
+        stager.discard(staged)
 
 
 def lock_owner(session: Session, owner_id: uuid.UUID) -> None:
