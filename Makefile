@@ -13,9 +13,13 @@ run:  ## Install what is missing, migrate, and run API, workers, beat and Flower
 test:  ## The same set-up, then the whole test suite
 	@scripts/test.sh $(PYTEST_ARGS)
 
+# The plugins of the integration tests (pytest-celery, pytest-docker-tools, schemathesis and
+# hypothesis) cost seconds of imports at start-up; no unit test uses them.
+UNIT_PLUGINS := -p no:celery -p no:docker_tools -p no:schemathesis -p no:hypothesispytest
+
 test-unit:  ## The unit tests only: needs the virtualenv, no PostgreSQL, Redis, S3 or Docker
 	@scripts/venv.sh
-	.venv/bin/pytest tests/unit $(PYTEST_ARGS)
+	.venv/bin/pytest tests/unit $(UNIT_PLUGINS) $(PYTEST_ARGS)
 
 lint:  ## ruff check and format check, then mypy (strict on shared/ and client/)
 	@test -x .venv/bin/ruff -a -x .venv/bin/mypy || scripts/setup.sh
