@@ -413,7 +413,7 @@ def test_a_crashed_api_process_does_not_hold_stream_slots_forever(make_app) -> N
 def _up(base: str) -> bool:
     try:
         return requests.get(base + "/healthz", timeout=1).status_code == 200
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # a slow first answer: not up yet
         return False
 
 
